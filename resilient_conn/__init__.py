@@ -1,0 +1,54 @@
+"""resilient_conn: long-lived WebSocket and Realtime connections that stay alive.
+
+The public API is flat: import everything from ``resilient_conn`` (test helpers live in
+``resilient_conn.testing``, the Phoenix / Supabase Realtime client in
+``resilient_conn.realtime``).
+"""
+
+from __future__ import annotations
+
+from ._clock import SYSTEM_CLOCK, Clock, SystemClock, is_testing, set_testing
+from .errors import (
+    BufferFullError,
+    ChannelClosedError,
+    ChannelJoinError,
+    CircuitOpenError,
+    ConfigError,
+    ConnectionClosedError,
+    ConnectionFailedError,
+    PushTimeoutError,
+    RealtimeError,
+    ResilientConnError,
+    RetryError,
+)
+from .events import ConnectionState, StateChange
+
+# --- primitives: backoff, breaker, retry, policy (section owned by the primitives work) ---
+
+# --- connection supervisor ---
+
+# --- health ---
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SYSTEM_CLOCK",
+    "BufferFullError",
+    "ChannelClosedError",
+    "ChannelJoinError",
+    "CircuitOpenError",
+    "Clock",
+    "ConfigError",
+    "ConnectionClosedError",
+    "ConnectionFailedError",
+    "ConnectionState",
+    "PushTimeoutError",
+    "RealtimeError",
+    "ResilientConnError",
+    "RetryError",
+    "StateChange",
+    "SystemClock",
+    "__version__",
+    "is_testing",
+    "set_testing",
+]

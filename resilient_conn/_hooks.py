@@ -1,0 +1,128 @@
+"""Isolated dispatch of user callbacks (state-change hooks, breaker listeners).
+
+A callback may be sync or async. A sync callback runs inline; an exception from it is logged
+and swallowed. An async callback runs as a task of its own, bounded by ``timeout``; a hook that
+raises or hangs is logged and never breaks or stalls the code that emitted the event.
+:meth:`HookSet.aclose` cancels and awaits whatever is still running, so nothing outlives the
+owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar
+
+from ._log import get_logger
+
+__all__ = ["HookSet", "Unsubscribe"]
+
+E = TypeVar("E")
+
+Unsubscribe = Callable[[], None]
+"""Calling it removes the callback it was returned for (idempotent)."""
+
+_log = get_logger()
+
+
+class HookSet(Generic[E]):
+    """A set of callbacks for events of type ``E``.
+
+    Args:
+        kind: Names the hooks in log events (``"state_change"``, ``"breaker_listener"``).
+        timeout: Longest an async callback may run before it is cancelled (seconds).
+    """
+
+    __slots__ = ("_callbacks", "_kind", "_tasks", "_timeout")
+
+    def __init__(self, kind: str, timeout: float = 5.0) -> None:
+        self._kind = kind
+        self._timeout = timeout
+        self._callbacks: list[Callable[[E], Any]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def add(self, callback: Callable[[E], Any]) -> Unsubscribe:
+        """Register ``callback`` and return a handle that removes it."""
+        if not callable(callback):
+            raise TypeError(f"{self._kind} callback must be callable, got {callback!r}")
+        self._callbacks.append(callback)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._callbacks.remove(callback)
+
+        return unsubscribe
+
+    def __len__(self) -> int:
+        return len(self._callbacks)
+
+    def emit(self, event: E) -> None:
+        """Deliver ``event`` to every callback, isolating each from the others and the caller."""
+        for callback in tuple(self._callbacks):
+            try:
+                result = callback(event)
+            except Exception as exc:
+                _log.warning(
+                    "resilient_conn.hook_failed",
+                    hook=self._kind,
+                    callback=_name(callback),
+                    error=repr(exc),
+                )
+                continue
+            if inspect.isawaitable(result):
+                self._spawn(callback, result)
+
+    def _spawn(self, callback: Callable[[E], Any], awaitable: Awaitable[Any]) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()
+            _log.warning(
+                "resilient_conn.hook_failed",
+                hook=self._kind,
+                callback=_name(callback),
+                error="async callback emitted outside an event loop; skipped",
+            )
+            return
+        task = loop.create_task(self._run(callback, awaitable))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, callback: Callable[[E], Any], awaitable: Awaitable[Any]) -> None:
+        try:
+            async with asyncio.timeout(self._timeout):
+                await awaitable
+        except TimeoutError:
+            _log.warning(
+                "resilient_conn.hook_timeout",
+                hook=self._kind,
+                callback=_name(callback),
+                timeout=self._timeout,
+            )
+        except Exception as exc:
+            _log.warning(
+                "resilient_conn.hook_failed",
+                hook=self._kind,
+                callback=_name(callback),
+                error=repr(exc),
+            )
+
+    @property
+    def pending(self) -> int:
+        """How many async callbacks are still running."""
+        return len(self._tasks)
+
+    async def aclose(self) -> None:
+        """Cancel async callbacks that are still running and wait for them to end."""
+        tasks = tuple(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _name(callback: Callable[..., Any]) -> str:
+    return getattr(callback, "__qualname__", None) or repr(callback)
