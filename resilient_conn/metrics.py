@@ -1,0 +1,95 @@
+"""Counters a connection keeps about itself, and the frozen snapshot handed to health/metrics.
+
+The supervisor owns one :class:`ConnectionStats` per connection and bumps plain integer fields
+(no locks: one event loop). Readers take :meth:`ConnectionStats.snapshot`, a frozen copy that
+is safe to keep, log or serialise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["ConnectionSnapshot", "ConnectionStats"]
+
+
+@dataclass(slots=True)
+class ConnectionStats:
+    """Mutable counters of one logical connection (owned and updated by the supervisor).
+
+    Attributes:
+        dials: Dial attempts started.
+        connects: Dials that completed the handshake.
+        reconnects: Connects after the first one.
+        failures: Failures by kind (``"refused"``, ``"handshake_503"``, ``"lost"``,
+            ``"heartbeat_timeout"``, ...).
+        messages_in: Messages received.
+        messages_out: Messages handed to a transport.
+        bytes_in: Payload bytes received (str counted as UTF-8 length upper bound: len()).
+        bytes_out: Payload bytes sent.
+        dead_letters: Messages dead-lettered, by reason.
+        circuit_opens: Times the supervisor found the breaker open.
+        disconnected_seconds: Total time spent not connected after the first connect.
+    """
+
+    dials: int = 0
+    connects: int = 0
+    reconnects: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+    messages_in: int = 0
+    messages_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    dead_letters: dict[str, int] = field(default_factory=dict)
+    circuit_opens: int = 0
+    disconnected_seconds: float = 0.0
+
+    def count_failure(self, kind: str) -> None:
+        """Add one failure of ``kind``."""
+        self.failures[kind] = self.failures.get(kind, 0) + 1
+
+    def count_dead_letter(self, reason: str) -> None:
+        """Add one dead letter with ``reason``."""
+        self.dead_letters[reason] = self.dead_letters.get(reason, 0) + 1
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionSnapshot:
+    """Everything health checks and metrics need to know about a connection, at one instant.
+
+    Times: ``connected_since`` is wall-clock (``time.time()``); ``uptime`` and
+    ``disconnected_for`` are durations in seconds measured on the connection's clock.
+
+    Attributes:
+        name: The connection's name.
+        url: The URL, redacted.
+        state: ``ConnectionState`` value (the enum member).
+        breaker_state: ``BreakerState`` member of the connection's breaker.
+        retry_after: Seconds until the breaker admits a probe (0.0 when it would now).
+        connected_since: Wall time of the current connection, or None when not connected.
+        uptime: Seconds the current connection has been up, or None.
+        disconnected_for: Seconds since the last connection ended (or since start if it never
+            connected), or None while connected.
+        last_error: The last error, redacted, or None.
+        consecutive_failures: Failed dials/connections since the last stable connection.
+        rtt: The last measured round trip in seconds, or None.
+        buffered: Messages waiting in the outbound buffer.
+        buffered_bytes: Bytes waiting in the outbound buffer.
+        dead_letters: Total dead letters.
+        stats: Copy of the counters (``ConnectionStats`` fields as a dict).
+    """
+
+    name: str
+    url: str
+    state: object
+    breaker_state: object
+    retry_after: float
+    connected_since: float | None
+    uptime: float | None
+    disconnected_for: float | None
+    last_error: str | None
+    consecutive_failures: int
+    rtt: float | None
+    buffered: int
+    buffered_bytes: int
+    dead_letters: int
+    stats: dict[str, object]
