@@ -9,12 +9,14 @@ everything of ours with one clause and still tell the cases apart::
     ├── RetryError                          retries exhausted; chained to the last error
     ├── ConnectionFailedError               a connection reached FAILED (401, 403, bad URL...)
     ├── ConnectionClosedError               the user closed the connection; no more I/O
+    ├── NotConnectedError                   send(..., buffer=False) while no transport is open
     ├── BufferFullError                     outbound buffer full (overflow="raise" or a
     │                                       "block" wait that timed out)
     └── RealtimeError                       Phoenix Channels / Supabase Realtime
         ├── ChannelJoinError                the server refused a join; has .reason
         ├── ChannelClosedError              the channel was closed (by us or the server)
-        └── PushTimeoutError                no reply to a push within its timeout
+        ├── PushTimeoutError                no reply to a push within its timeout
+        └── RealtimeProtocolError           a frame that is not valid Phoenix (logged, skipped)
 
 Errors are chained with ``raise ... from exc`` so the transport-level cause is never lost.
 Messages never contain secrets: URLs in them are redacted.
@@ -30,8 +32,10 @@ __all__ = [
     "ConfigError",
     "ConnectionClosedError",
     "ConnectionFailedError",
+    "NotConnectedError",
     "PushTimeoutError",
     "RealtimeError",
+    "RealtimeProtocolError",
     "ResilientConnError",
     "RetryError",
 ]
@@ -99,6 +103,10 @@ class ConnectionClosedError(ResilientConnError):
     """The connection was closed by its user; it neither sends nor receives any more."""
 
 
+class NotConnectedError(ResilientConnError):
+    """``send(..., buffer=False)`` was called while no transport is open."""
+
+
 class BufferFullError(ResilientConnError):
     """The outbound buffer is full (``overflow="raise"``, or ``"block"`` timed out)."""
 
@@ -149,3 +157,11 @@ class PushTimeoutError(RealtimeError):
         self.event = event
         self.timeout = timeout
         super().__init__(f"push {event!r} on {topic!r} got no reply within {timeout}s")
+
+
+class RealtimeProtocolError(RealtimeError):
+    """A frame could not be decoded as a Phoenix message (bad JSON, bad shape, bad binary).
+
+    The Realtime client logs, counts and skips such frames; the connection stays open, as
+    Phoenix itself does with malformed frames.
+    """
