@@ -115,9 +115,15 @@ class HookSet(Generic[E]):
         """How many async callbacks are still running."""
         return len(self._tasks)
 
-    async def aclose(self) -> None:
-        """Cancel async callbacks that are still running and wait for them to end."""
+    async def aclose(self, grace: float = 0.0) -> None:
+        """Let running async callbacks finish for up to ``grace`` seconds, then cancel the rest.
+
+        Args:
+            grace: Seconds to wait before cancelling (0 cancels at once).
+        """
         tasks = tuple(self._tasks)
+        if tasks and grace > 0:
+            await asyncio.wait(tasks, timeout=grace)
         for task in tasks:
             task.cancel()
         if tasks:

@@ -9,7 +9,7 @@
                  |
                  v
             CIRCUIT_OPEN -> CONNECTING (probe)
-    any live state -> FAILED (fatal error)   any live state -> CLOSING (user closes)
+    any live state -> FAILED (fatal error; final)   any live state -> CLOSING (user closes)
 
 A transition not in :data:`TRANSITIONS` is a bug in the supervisor and raises
 :class:`IllegalTransition`.
@@ -58,7 +58,7 @@ TRANSITIONS: dict[ConnectionState, frozenset[ConnectionState]] = {
     _S.CIRCUIT_OPEN: frozenset({_S.CONNECTING, _S.CLOSING, _S.FAILED}),
     _S.CLOSING: frozenset({_S.CLOSED}),
     _S.CLOSED: frozenset(),
-    _S.FAILED: frozenset({_S.CLOSING, _S.CLOSED}),
+    _S.FAILED: frozenset(),
 }
 """Legal moves: ``TRANSITIONS[old]`` is the set of states ``old`` may move to."""
 
