@@ -1,0 +1,613 @@
+"""A faithful Phoenix Channels / Supabase Realtime server for tests (127.0.0.1 only).
+
+It follows PHOENIX-PROTOCOL.md section 7: both paths (``/socket/websocket`` and
+``/realtime/v1/websocket``), v1/v2 picked by ``vsn`` (default 1.0.0), heartbeats, joins with
+postgres_changes ids, ``system`` and ``presence_state`` after a join, the null / join_ref
+conventions, duplicate joins (the old channel gets ``phx_close`` with its OLD join_ref), leave
+(reply, then ``phx_close``), broadcast (reply only with ack), presence, access_token (no
+reply; a revoked token gets a system error then ``phx_close``), binary kind 3 in / kind 4 out.
+
+Test controls: :meth:`PhoenixServer.inject_postgres_change`, :meth:`~PhoenixServer.broadcast`
+(as "another client"), :meth:`~PhoenixServer.presence_track` / ``presence_untrack``,
+:attr:`~PhoenixServer.drop_heartbeats`, :meth:`~PhoenixServer.reject_joins`,
+:meth:`~PhoenixServer.reject_handshake`, :meth:`~PhoenixServer.close_all`,
+:meth:`~PhoenixServer.system_error`, :meth:`~PhoenixServer.crash_channel`,
+:meth:`~PhoenixServer.restart`. Records: :attr:`~PhoenixServer.joins` (with the access_token
+each join carried), :attr:`~PhoenixServer.pushes`, :attr:`~PhoenixServer.heartbeats`,
+:attr:`~PhoenixServer.connections`; event-driven waits (:meth:`~PhoenixServer.wait_for_join`,
+...) that tests bound with ``anyio.fail_after``.
+
+Simplifications: ``filter`` of a postgres_changes entry is echoed but not evaluated (events
+match on schema, table and event type); rate limits are not enforced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import anyio
+import anyio.abc
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from .._clock import SYSTEM_CLOCK, Clock
+from .._log import get_logger
+from ..errors import RealtimeProtocolError
+from ..realtime.protocol import (
+    BROADCAST,
+    HEARTBEAT,
+    KIND_USER_BROADCAST,
+    KIND_USER_BROADCAST_PUSH,
+    PHOENIX_TOPIC,
+    PHX_CLOSE,
+    PHX_ERROR,
+    PHX_JOIN,
+    PHX_LEAVE,
+    PHX_REPLY,
+    Message,
+    Serializer,
+    make_serializer,
+)
+
+__all__ = ["ConnectionRecord", "JoinRecord", "PhoenixServer"]
+
+PATHS = ("/socket/websocket", "/realtime/v1/websocket")
+_log = get_logger(component="phoenix_server")
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRecord:
+    """One ``phx_join`` the server received.
+
+    Attributes:
+        topic: The topic joined.
+        join_ref: The join's ref.
+        access_token: The ``access_token`` the join carried (``None`` if none).
+        config: The join's ``config`` object.
+        connection: Id of the socket it came on (see :attr:`PhoenixServer.connections`).
+        accepted: Whether the server replied ok.
+    """
+
+    topic: str
+    join_ref: str | None
+    access_token: str | None
+    config: dict[str, Any]
+    connection: int
+    accepted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionRecord:
+    """One accepted WebSocket: its id, path, protocol version and apikey."""
+
+    id: int
+    path: str
+    vsn: str
+    apikey: str | None
+
+
+@dataclass(slots=True)
+class _Sub:
+    join_ref: str | None
+    config: dict[str, Any]
+    pg: list[dict[str, Any]]
+    presence_key: str
+    token: str | None
+
+
+@dataclass(slots=True, eq=False)
+class _Conn:
+    id: int
+    ws: ServerConnection
+    ser: Serializer
+    tg: anyio.abc.TaskGroup
+    subs: dict[str, _Sub] = field(default_factory=dict)
+
+
+class PhoenixServer:
+    """A Phoenix / Supabase Realtime server on 127.0.0.1 for tests.
+
+    Use as ``async with PhoenixServer() as server:``; :attr:`url` points at
+    ``/socket/websocket`` and :attr:`realtime_url` at ``/realtime/v1/websocket``.
+
+    Args:
+        port: TCP port (0 picks a free one; kept across :meth:`restart`).
+        join_error_delay: Seconds before a rejected join's error reply (Supabase: 5 s).
+        handshake_delay: Seconds before a rejected handshake's HTTP response (Supabase: ~2 s).
+        idle_timeout: Close a socket that sends nothing for this long (``None``: never).
+        clock: Clock for the delays.
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        join_error_delay: float = 0.05,
+        handshake_delay: float = 0.0,
+        idle_timeout: float | None = 60.0,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.port = port
+        self.join_error_delay = join_error_delay
+        self.handshake_delay = handshake_delay
+        self.idle_timeout = idle_timeout
+        self.clock = clock
+        self.drop_heartbeats = False
+        """While True, heartbeats are recorded but never answered."""
+        self.joins: list[JoinRecord] = []
+        self.pushes: list[Message] = []
+        """Every decoded client message except heartbeats, in arrival order."""
+        self.heartbeats = 0
+        self.connections: list[ConnectionRecord] = []
+        self.malformed = 0
+        """Frames that could not be decoded (dropped; the socket stays open)."""
+        self.revoked_tokens: set[str] = set()
+        """Tokens refused at join (InvalidJWTToken) and by access_token (system error)."""
+        self._reject: tuple[str, str | None, float | None] | None = None
+        self._handshake: tuple[int, str] | None = None
+        self._conns: set[_Conn] = set()
+        self._ids = itertools.count(1)
+        self._pg_ids: dict[tuple[str, str, str, str], int] = {}
+        self._presence: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        self._phx_refs = itertools.count(1)
+        self._server: Server | None = None
+        self._changed = anyio.Event()
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> PhoenixServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Start listening on 127.0.0.1 (on :attr:`port`, or a free port if it is 0)."""
+        self._server = await serve(
+            self._handler,
+            "127.0.0.1",
+            self.port,
+            process_request=self._process_request,
+            max_size=5_000_000,
+            ping_interval=None,
+            compression=None,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self, code: int = 1001) -> None:
+        """Close every socket with ``code`` and stop listening."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close(code=code)
+            await server.wait_closed()
+
+    async def restart(self, code: int = 1012) -> None:
+        """Close every socket with ``code`` (1012: service restart), then listen again."""
+        await self.stop(code)
+        await self.start()
+
+    @property
+    def url(self) -> str:
+        """``ws://127.0.0.1:<port>/socket/websocket`` (add ``?vsn=2.0.0`` for v2)."""
+        return f"ws://127.0.0.1:{self.port}{PATHS[0]}"
+
+    @property
+    def realtime_url(self) -> str:
+        """``ws://127.0.0.1:<port>/realtime/v1/websocket`` (the hosted Supabase path)."""
+        return f"ws://127.0.0.1:{self.port}{PATHS[1]}"
+
+    @property
+    def open_connections(self) -> int:
+        """How many sockets are open now."""
+        return len(self._conns)
+
+    # --- controls --------------------------------------------------------------------------
+
+    def reject_joins(
+        self, reason: str | None, *, topic: str | None = None, delay: float | None = None
+    ) -> None:
+        """Refuse joins (of ``topic``, or all) with ``reason``; ``None`` accepts again.
+
+        Args:
+            reason: E.g. ``"Unauthorized: You do not have permissions..."``.
+            topic: Only this topic (full form, ``realtime:...``); ``None`` for every topic.
+            delay: Seconds before the error reply (default :attr:`join_error_delay`).
+        """
+        self._reject = None if reason is None else (reason, topic, delay)
+
+    def reject_handshake(self, status: int | None, error: str = "rejected") -> None:
+        """Answer upgrades with HTTP ``status`` and body ``{"error": error}``; ``None`` stops."""
+        self._handshake = None if status is None else (status, error)
+
+    async def close_all(self, code: int = 1000, reason: str = "") -> None:
+        """Close every open socket with ``code``."""
+        for conn in list(self._conns):
+            with contextlib.suppress(ConnectionClosed):
+                await conn.ws.close(code, reason)
+
+    async def broadcast(self, topic: str, event: str, payload: Any) -> int:
+        """Broadcast as another client would; return how many subscribers got it."""
+        body = {"type": BROADCAST, "event": event, "payload": payload}
+        return await self._fan_out(_full(topic), BROADCAST, body)
+
+    async def inject_postgres_change(
+        self,
+        topic: str,
+        *,
+        table: str,
+        type: str = "INSERT",
+        schema: str = "public",
+        record: dict[str, Any] | None = None,
+        old_record: dict[str, Any] | None = None,
+        commit_timestamp: str = "2024-01-01T00:00:00Z",
+    ) -> int:
+        """Send a postgres_changes event to matching subscribers; return how many got it."""
+        data: dict[str, Any] = {
+            "schema": schema,
+            "table": table,
+            "commit_timestamp": commit_timestamp,
+            "type": type,
+            "columns": [{"name": k, "type": "text"} for k in (record or old_record or {})],
+            "errors": None,
+        }
+        if record is not None:
+            data["record"] = record
+        if old_record is not None:
+            data["old_record"] = old_record
+        sent = 0
+        for conn in list(self._conns):
+            sub = conn.subs.get(_full(topic))
+            if sub is None:
+                continue
+            ids = [e["id"] for e in sub.pg if _pg_matches(e, schema, table, type)]
+            if ids:
+                msg = Message(_full(topic), "postgres_changes", {"ids": ids, "data": data})
+                sent += await self._send(conn, msg)
+        return sent
+
+    async def presence_track(self, topic: str, key: str, meta: dict[str, Any]) -> None:
+        """Track presence ``key`` with ``meta`` as another client would (sends a diff)."""
+        await self._track(_full(topic), key, dict(meta))
+
+    async def presence_untrack(self, topic: str, key: str) -> None:
+        """Untrack presence ``key`` (sends a diff with the leave)."""
+        await self._untrack(_full(topic), key)
+
+    def presence_state(self, topic: str) -> dict[str, Any]:
+        """The current presence state of ``topic`` as ``presence_state`` would carry it."""
+        return {k: {"metas": list(v)} for k, v in self._presence.get(_full(topic), {}).items()}
+
+    async def system_error(self, topic: str, message: str) -> int:
+        """Send a fatal system error then ``phx_close`` to every subscriber of ``topic``."""
+        sent = 0
+        for conn in list(self._conns):
+            if _full(topic) in conn.subs:
+                await self._kill_channel(conn, _full(topic), message)
+                sent += 1
+        return sent
+
+    async def crash_channel(self, topic: str) -> int:
+        """Send ``phx_error`` (channel crashed) to every subscriber and drop their channel."""
+        sent = 0
+        for conn in list(self._conns):
+            sub = conn.subs.pop(_full(topic), None)
+            if sub is not None:
+                j = sub.join_ref
+                sent += await self._send(conn, Message(_full(topic), PHX_ERROR, {}, j, j))
+        return sent
+
+    # --- waits -----------------------------------------------------------------------------
+
+    async def wait_for(self, predicate: Callable[[], bool]) -> None:
+        """Wait until ``predicate()`` is true (re-checked whenever the server records)."""
+        while not predicate():
+            await self._changed.wait()
+
+    async def wait_for_join(self, topic: str, n: int = 1, *, accepted: bool | None = None) -> None:
+        """Wait until ``topic`` has been joined ``n`` times (optionally only accepted ones)."""
+        full = _full(topic)
+
+        def done() -> bool:
+            hits = [j for j in self.joins if j.topic == full]
+            if accepted is not None:
+                hits = [j for j in hits if j.accepted is accepted]
+            return len(hits) >= n
+
+        await self.wait_for(done)
+
+    async def wait_for_push(self, event: str, n: int = 1, *, topic: str | None = None) -> None:
+        """Wait until ``n`` pushes of ``event`` (on ``topic`` if given) have arrived."""
+        full = None if topic is None else _full(topic)
+
+        def done() -> bool:
+            hits = [p for p in self.pushes if p.event == event and full in (None, p.topic)]
+            return len(hits) >= n
+
+        await self.wait_for(done)
+
+    async def wait_for_heartbeats(self, n: int) -> None:
+        """Wait until ``n`` heartbeats have been received in total."""
+        await self.wait_for(lambda: self.heartbeats >= n)
+
+    async def wait_for_connections(self, n: int) -> None:
+        """Wait until ``n`` sockets have been accepted in total."""
+        await self.wait_for(lambda: len(self.connections) >= n)
+
+    def joins_of(self, topic: str) -> list[JoinRecord]:
+        """The recorded joins of ``topic`` (either form), oldest first."""
+        return [j for j in self.joins if j.topic == _full(topic)]
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    # --- handshake and socket loop ---------------------------------------------------------
+
+    async def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
+        parts = urlsplit(request.path)
+        if parts.path not in PATHS:
+            return _json_response(404, "not found")
+        vsn = parse_qs(parts.query).get("vsn", ["1.0.0"])[0]
+        if vsn not in ("1.0.0", "2.0.0"):
+            return _json_response(400, f"unsupported vsn {vsn}")
+        if self._handshake is not None:
+            status, error = self._handshake
+            await self.clock.sleep(self.handshake_delay)
+            return _json_response(status, error)
+        return None
+
+    async def _handler(self, ws: ServerConnection) -> None:
+        assert ws.request is not None
+        query = parse_qs(urlsplit(ws.request.path).query)
+        vsn = query.get("vsn", ["1.0.0"])[0]
+        apikey = ws.request.headers.get("x-api-key") or query.get("apikey", [None])[0]
+        cid = next(self._ids)
+        self.connections.append(ConnectionRecord(cid, urlsplit(ws.request.path).path, vsn, apikey))
+        self._notify()
+        async with anyio.create_task_group() as tg:
+            conn = _Conn(cid, ws, make_serializer(vsn, "server"), tg)
+            self._conns.add(conn)
+            try:
+                await self._read_loop(conn)
+            finally:
+                tg.cancel_scope.cancel()
+                self._conns.discard(conn)
+                with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
+                    for topic, sub in list(conn.subs.items()):
+                        await self._untrack(topic, sub.presence_key)
+                self._notify()
+
+    async def _read_loop(self, conn: _Conn) -> None:
+        while True:
+            with anyio.move_on_after(self.idle_timeout) as scope:
+                try:
+                    frame = await conn.ws.recv()
+                except ConnectionClosed:
+                    return
+            if scope.cancelled_caught:
+                await conn.ws.close(1000, "idle")
+                return
+            try:
+                msg = conn.ser.decode(frame)
+            except RealtimeProtocolError as exc:
+                self.malformed += 1
+                _log.debug("resilient_conn.phoenix_server.malformed", error=str(exc))
+                continue
+            await self._on_message(conn, msg)
+            self._notify()
+
+    async def _send(self, conn: _Conn, msg: Message) -> int:
+        try:
+            await conn.ws.send(conn.ser.encode(msg))
+        except (ConnectionClosed, RealtimeProtocolError):
+            return 0
+        return 1
+
+    async def _reply(
+        self, conn: _Conn, req: Message, status: str, response: Any, *, join_ref: Any = True
+    ) -> None:
+        jr = req.join_ref if join_ref is True else join_ref
+        payload = {"status": status, "response": response}
+        await self._send(conn, Message(req.topic, PHX_REPLY, payload, req.ref, jr))
+
+    # --- message handling ------------------------------------------------------------------
+
+    async def _on_message(self, conn: _Conn, msg: Message) -> None:
+        if msg.topic == PHOENIX_TOPIC and msg.event == HEARTBEAT:
+            self.heartbeats += 1
+            if not self.drop_heartbeats:
+                await self._reply(conn, msg, "ok", {})
+            return
+        self.pushes.append(msg)
+        if msg.event == PHX_JOIN:
+            await self._join(conn, msg)
+            return
+        if msg.event == PHX_LEAVE:
+            await self._reply(conn, msg, "ok", {})
+            sub = conn.subs.pop(msg.topic, None)
+            if sub is not None:
+                await self._send(
+                    conn, Message(msg.topic, PHX_CLOSE, {}, sub.join_ref, sub.join_ref)
+                )
+                await self._untrack(msg.topic, sub.presence_key)
+            return
+        sub = conn.subs.get(msg.topic)
+        if sub is None:
+            await self._reply(conn, msg, "error", {"reason": "unmatched topic"}, join_ref=None)
+            return
+        if msg.event == "access_token":
+            token = msg.payload.get("access_token") if isinstance(msg.payload, dict) else None
+            if token in self.revoked_tokens:
+                await self._kill_channel(conn, msg.topic, "Token has expired 0 seconds ago")
+            elif isinstance(token, str):
+                sub.token = token
+        elif msg.event == BROADCAST:
+            await self._on_broadcast(conn, sub, msg)
+        elif msg.event == "presence":
+            await self._on_presence(conn, sub, msg)
+
+    async def _join(self, conn: _Conn, msg: Message) -> None:
+        payload = msg.payload if isinstance(msg.payload, dict) else {}
+        config = payload.get("config") if isinstance(payload.get("config"), dict) else {}
+        assert isinstance(config, dict)
+        token = payload.get("access_token")
+        token = token if isinstance(token, str) else None
+        reason = self._rejection(msg.topic, token)
+        self.joins.append(
+            JoinRecord(msg.topic, msg.join_ref, token, config, conn.id, reason is None)
+        )
+        if not msg.topic.startswith("realtime:"):
+            await self._reply(conn, msg, "error", {"reason": "unmatched topic"}, join_ref=None)
+            return
+        if reason is not None:
+            delay = self._reject[2] if self._reject and self._reject[2] is not None else None
+            conn.tg.start_soon(self._late_reject, conn, msg, reason, delay)
+            return
+        old = conn.subs.get(msg.topic)
+        entries = config.get("postgres_changes") or []
+        pg = [{**e, "id": self._pg_id(e)} for e in entries if isinstance(e, dict)]
+        presence = config.get("presence") if isinstance(config.get("presence"), dict) else {}
+        assert isinstance(presence, dict)
+        key = presence.get("key") or f"client-{conn.id}"
+        sub = _Sub(msg.join_ref, config, pg, str(key), token)
+        conn.subs[msg.topic] = sub
+        await self._reply(conn, msg, "ok", {"postgres_changes": pg})
+        if old is not None:
+            await self._send(conn, Message(msg.topic, PHX_CLOSE, {}, old.join_ref, old.join_ref))
+        if pg:
+            system = {
+                "extension": "postgres_changes",
+                "status": "ok",
+                "message": "Subscribed to PostgreSQL",
+                "channel": msg.topic.removeprefix("realtime:"),
+            }
+            await self._send(conn, Message(msg.topic, "system", system, None, msg.join_ref))
+        if presence.get("enabled"):
+            state = self.presence_state(msg.topic)
+            await self._send(conn, Message(msg.topic, "presence_state", state, None, msg.join_ref))
+
+    def _rejection(self, topic: str, token: str | None) -> str | None:
+        if token is not None and token in self.revoked_tokens:
+            return "InvalidJWTToken: Token has expired 0 seconds ago"
+        if self._reject is not None and self._reject[1] in (None, topic):
+            return self._reject[0]
+        return None
+
+    async def _late_reject(
+        self, conn: _Conn, msg: Message, reason: str, delay: float | None
+    ) -> None:
+        await self.clock.sleep(self.join_error_delay if delay is None else delay)
+        await self._reply(conn, msg, "error", {"reason": reason})
+
+    def _pg_id(self, entry: dict[str, Any]) -> int:
+        key = (
+            str(entry.get("event", "")),
+            str(entry.get("schema", "")),
+            str(entry.get("table", "")),
+            str(entry.get("filter", "")),
+        )
+        return self._pg_ids.setdefault(key, 10_000 + len(self._pg_ids))
+
+    async def _on_broadcast(self, conn: _Conn, sub: _Sub, msg: Message) -> None:
+        cfg = sub.config.get("broadcast") if isinstance(sub.config.get("broadcast"), dict) else {}
+        assert isinstance(cfg, dict)
+        for other in list(self._conns):
+            if msg.topic in other.subs and (other is not conn or cfg.get("self")):
+                await self._relay(other, msg)
+        if cfg.get("ack"):
+            await self._reply(conn, msg, "ok", {})
+
+    async def _relay(self, conn: _Conn, msg: Message) -> None:
+        body = msg.payload
+        if msg.kind == KIND_USER_BROADCAST_PUSH and conn.ser.vsn == "2.0.0":
+            await self._send(conn, Message(msg.topic, BROADCAST, body, kind=KIND_USER_BROADCAST))
+            return
+        if isinstance(body, dict) and isinstance(body.get("payload"), bytes):
+            return  # a binary user broadcast cannot reach a v1 client
+        await self._send(conn, Message(msg.topic, BROADCAST, body))
+
+    async def _on_presence(self, conn: _Conn, sub: _Sub, msg: Message) -> None:
+        body = msg.payload if isinstance(msg.payload, dict) else {}
+        if body.get("event") == "track":
+            meta = body.get("payload") if isinstance(body.get("payload"), dict) else {}
+            assert isinstance(meta, dict)
+            await self._track(msg.topic, sub.presence_key, dict(meta))
+        elif body.get("event") == "untrack":
+            await self._untrack(msg.topic, sub.presence_key)
+        await self._reply(conn, msg, "ok", {})
+
+    async def _track(self, topic: str, key: str, meta: dict[str, Any]) -> None:
+        meta["phx_ref"] = f"F{next(self._phx_refs)}"
+        state = self._presence.setdefault(topic, {})
+        leaves = {key: {"metas": state[key]}} if key in state else {}
+        state[key] = [meta]
+        await self._fan_out(
+            topic, "presence_diff", {"joins": {key: {"metas": [meta]}}, "leaves": leaves}
+        )
+
+    async def _untrack(self, topic: str, key: str) -> None:
+        metas = self._presence.get(topic, {}).pop(key, None)
+        if metas:
+            await self._fan_out(
+                topic, "presence_diff", {"joins": {}, "leaves": {key: {"metas": metas}}}
+            )
+
+    async def _fan_out(self, topic: str, event: str, payload: Any) -> int:
+        sent = 0
+        for conn in list(self._conns):
+            if topic in conn.subs:
+                sent += await self._send(conn, Message(topic, event, payload))
+        return sent
+
+    async def _kill_channel(self, conn: _Conn, topic: str, message: str) -> None:
+        sub = conn.subs.pop(topic, None)
+        if sub is None:
+            return
+        j = sub.join_ref
+        system = {
+            "extension": "system",
+            "status": "error",
+            "message": message,
+            "channel": topic.removeprefix("realtime:"),
+        }
+        await self._send(conn, Message(topic, "system", system, None, j))
+        await self._send(conn, Message(topic, PHX_CLOSE, {}, j, j))
+        await self._untrack(topic, sub.presence_key)
+
+
+def _full(topic: str) -> str:
+    return topic if topic.startswith("realtime:") else f"realtime:{topic}"
+
+
+def _pg_matches(entry: dict[str, Any], schema: str, table: str, type_: str) -> bool:
+    return (
+        entry.get("schema", "public") in ("*", schema)
+        and entry.get("table", "*") in ("*", table)
+        and entry.get("event", "*") in ("*", type_)
+    )
+
+
+def _json_response(status: int, error: str) -> Response:
+    body = json.dumps({"error": error}).encode()
+    headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    return Response(status, phrase, headers, body)
