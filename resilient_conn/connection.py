@@ -831,9 +831,12 @@ class ResilientConnection:
 
     # ------------------------------------------------------------------ internals: closing
     async def _close(self) -> None:
-        if self._state is _S.IDLE:
+        if self._state is _S.IDLE and self._supervisor is None:
             self._closing = True
+            self._dead_letter_buffer(DeadLetterReason.CLOSED, None)
             self._set_state(_S.CLOSED, "closed before start")
+            await self._state_hooks.aclose(grace=1.0)
+            await self._dead_letter_hooks.aclose(grace=1.0)
             return
         already_failed = self._state is _S.FAILED
         self._closing = True
