@@ -8,6 +8,11 @@ is safe to keep, log or serialise.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .breaker import BreakerState
+    from .events import ConnectionState
 
 __all__ = ["ConnectionSnapshot", "ConnectionStats"]
 
@@ -62,7 +67,7 @@ class ConnectionSnapshot:
     Attributes:
         name: The connection's name.
         url: The URL, redacted.
-        state: ``ConnectionState`` value (the enum member).
+        state: The ``ConnectionState`` member.
         breaker_state: ``BreakerState`` member of the connection's breaker.
         retry_after: Seconds until the breaker admits a probe (0.0 when it would now).
         connected_since: Wall time of the current connection, or None when not connected.
@@ -80,8 +85,8 @@ class ConnectionSnapshot:
 
     name: str
     url: str
-    state: object
-    breaker_state: object
+    state: ConnectionState
+    breaker_state: BreakerState
     retry_after: float
     connected_since: float | None
     uptime: float | None
