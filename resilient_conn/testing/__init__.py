@@ -12,6 +12,7 @@ Everything listens on 127.0.0.1 only. See ``docs/testing.md``.
 from __future__ import annotations
 
 from .chaos import ChaosProxy, Direction, ProxyStats
+from .clock import FakeClock
 from .phoenix import PhoenixServer
 from .servers import ConnectionRecord, Handler, RejectionRecord, ScriptedServer, serve_scripted
 
@@ -19,6 +20,7 @@ __all__ = [
     "ChaosProxy",
     "ConnectionRecord",
     "Direction",
+    "FakeClock",
     "Handler",
     "PhoenixServer",
     "ProxyStats",
