@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import inspect
 import time
 from collections import deque
@@ -46,6 +47,7 @@ from .errors import (
     NotConnectedError,
 )
 from .events import TRANSITIONS, ConnectionState, IllegalTransition, StateChange
+from .health import HealthReport, HealthStatus, evaluate
 from .metrics import ConnectionSnapshot, ConnectionStats
 
 __all__ = ["ResilientConnection"]
@@ -477,6 +479,49 @@ class ResilientConnection:
                 "generation": self.generation,
                 "buffer_capacity": self._buffer.max_messages,
             },
+        )
+
+    def health(self) -> HealthReport:
+        """Return a cheap, synchronous health report (no I/O).
+
+        The status mapping is :func:`resilient_conn.health.evaluate`'s.
+        """
+        return self._evaluate(None)
+
+    async def check(self, timeout: float | None = None) -> HealthReport:
+        """Actively check health: when connected, measure a real round trip.
+
+        The round trip is the ``probe`` (e.g. a Phoenix heartbeat) or a WebSocket ping; it does
+        not disturb the message stream. Never raises for an unhealthy connection: a round trip
+        that fails or takes longer than ``timeout`` makes the report UNHEALTHY and says why.
+
+        Args:
+            timeout: Seconds to wait for the round trip (default: the ``check_timeout``
+                setting, 5 s).
+        """
+        limit = config.resolve("check_timeout", timeout, param="timeout")
+        if not self._live:
+            return self._evaluate(None)
+        try:
+            rtt = await self.ping(limit)
+        except (TimeoutError, NotConnectedError, ConnectionClosed, OSError) as exc:
+            report = self._evaluate(None)
+            why = "timed out" if isinstance(exc, TimeoutError) else redact_text(repr(exc))
+            return dataclasses.replace(
+                report,
+                status=HealthStatus.UNHEALTHY,
+                detail=f"round trip failed ({why}, timeout {limit:g} s); {report.detail}",
+            )
+        return self._evaluate(rtt)
+
+    def _evaluate(self, rtt: float | None) -> HealthReport:
+        return evaluate(
+            self.snapshot(),
+            checked_at=time.time(),
+            unhealthy_after=self.unhealthy_after,
+            rtt_limit=self.rtt_limit,
+            buffer_high_water=max(1, int(self.buffer_high_water * self._buffer.max_messages)),
+            rtt=rtt,
         )
 
     async def ping(self, timeout: float | None = None) -> float:

@@ -376,3 +376,39 @@ async def test_check_survives_message_stream_and_ping_measures_rtt() -> None:
         rtt = await conn.ping(timeout=5)
         assert rtt >= 0
         assert await conn.recv() == "a"
+
+
+async def test_check_reports_rtt_when_live_and_unhealthy_when_blackholed() -> None:
+    """check() measures a round trip against a live server (HEALTHY, rtt set) and reports
+    UNHEALTHY, without raising, against a blackholed one within its timeout."""
+    from resilient_conn.health import HealthStatus
+
+    async with ScriptedServer() as server, ChaosProxy("127.0.0.1", server.port) as proxy:
+        async with _conn(proxy.url_for("/")) as conn:
+            await conn.wait_connected(5)
+            report = await conn.check(timeout=2)
+            assert report.status is HealthStatus.HEALTHY
+            assert report.rtt is not None
+            assert report.rtt >= 0
+            proxy.blackhole()
+            with anyio.fail_after(0.3 + 2):
+                report = await conn.check(timeout=0.3)
+            assert report.status is HealthStatus.UNHEALTHY
+            assert "round trip failed" in report.detail
+            assert conn.health().status is HealthStatus.HEALTHY  # the snapshot still says up
+
+
+async def test_health_of_a_connection_that_cannot_connect_is_not_healthy() -> None:
+    """A connection whose server is down reports DEGRADED while retrying, with the error."""
+    from resilient_conn.health import HealthStatus
+
+    rec = StateRecorder()
+    async with ScriptedServer() as server:
+        await server.stop()
+        async with _conn(server.url) as conn:
+            conn.on_state_change(rec)
+            await rec.wait_state(S.BACKOFF, 1)
+            report = await conn.check(timeout=1)
+            assert report.status in (HealthStatus.DEGRADED, HealthStatus.UNHEALTHY)
+            assert report.last_error is not None
+            assert report.to_dict()["state"] in ("backoff", "connecting")
