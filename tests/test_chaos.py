@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -150,6 +152,7 @@ async def test_close_all_ends_the_client_connection() -> None:
         assert proxy.close_all() == 1
         with pytest.raises(ConnectionClosed):
             await ws.recv()
+        assert ws.close_code == 1006  # no close frame, just the end of the stream
         await server.wait_for_closed(1)
         assert proxy.stats.closes == 1
 
@@ -369,3 +372,17 @@ def test_bad_fault_arguments_raise_value_error_naming_them() -> None:
         proxy.blackhole(direction="sideways")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="path"):
         proxy.url_for("no-slash")
+
+
+async def test_docs_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """The runnable example in docs/testing.md works as documented."""
+    text = (Path(__file__).parent.parent / "docs" / "testing.md").read_text()
+    section = text.split("## Testing your own code against faults", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert match is not None
+    namespace: dict[str, Any] = {"__name__": "docs_example"}
+    exec(compile(match.group(1), "docs/testing.md", "exec"), namespace)
+    await namespace["main"]()
+    out = capsys.readouterr().out
+    assert "ping unanswered while blackholed; socket still open: OPEN" in out
+    assert "server saw: ['hello', 'back']" in out
