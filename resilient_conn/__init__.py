@@ -24,6 +24,14 @@ from .errors import (
 from .events import ConnectionState, StateChange
 
 # --- primitives: backoff, breaker, retry, policy (section owned by the primitives work) ---
+from .backoff import JITTER_STRATEGIES, Backoff, JitterStrategy
+from .breaker import (
+    BreakerLease,
+    BreakerMetrics,
+    BreakerState,
+    BreakerTransition,
+    CircuitBreaker,
+)
 
 # --- connection supervisor ---
 
@@ -32,6 +40,14 @@ from .events import ConnectionState, StateChange
 __version__ = "0.1.0"
 
 __all__ = [
+    "JITTER_STRATEGIES",
+    "Backoff",
+    "BreakerLease",
+    "BreakerMetrics",
+    "BreakerState",
+    "BreakerTransition",
+    "CircuitBreaker",
+    "JitterStrategy",
     "SYSTEM_CLOCK",
     "BufferFullError",
     "ChannelClosedError",
