@@ -34,6 +34,11 @@ from .breaker import (
 )
 
 # --- connection supervisor ---
+from .buffer import DeadLetter, DeadLetterReason, Overflow
+from .classify import Action, Verdict, classifier, default_classify
+from .connection import ResilientConnection
+from .errors import NotConnectedError
+from .metrics import ConnectionSnapshot, ConnectionStats
 
 # --- health ---
 
@@ -48,6 +53,17 @@ __all__ = [
     "BreakerTransition",
     "CircuitBreaker",
     "JitterStrategy",
+    "Action",
+    "ConnectionSnapshot",
+    "ConnectionStats",
+    "DeadLetter",
+    "DeadLetterReason",
+    "NotConnectedError",
+    "Overflow",
+    "ResilientConnection",
+    "Verdict",
+    "classifier",
+    "default_classify",
     "SYSTEM_CLOCK",
     "BufferFullError",
     "ChannelClosedError",
