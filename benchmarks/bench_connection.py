@@ -70,28 +70,32 @@ async def run(url: str, messages: int, rounds: int, rtt_count: int) -> None:
     payload = "x" * 64
     tput: dict[str, list[float]] = {"raw websockets": [], "ResilientConnection": []}
     lat: dict[str, list[float]] = {"raw websockets": [], "ResilientConnection": []}
-    async with connect(url, ping_interval=None, max_queue=16) as raw:
-        async with ResilientConnection(url, ping_interval=0, max_queue=16) as conn:
-            await conn.wait_connected(10)
-            clients = {
-                "raw websockets": (raw.send, raw.recv),
-                "ResilientConnection": (conn.send, conn.recv),
-            }
-            for name, (send, recv) in clients.items():  # warm-up
-                await throughput(send, recv, 1000, payload)
-            for _ in range(rounds):
-                for name, (send, recv) in clients.items():
-                    tput[name].append(await throughput(send, recv, messages, payload))
-                    lat[name].extend(await rtts(send, recv, rtt_count, payload))
+    async with (
+        connect(url, ping_interval=None, max_queue=16) as raw,
+        ResilientConnection(url, ping_interval=0, max_queue=16) as conn,
+    ):
+        await conn.wait_connected(10)
+        clients = {
+            "raw websockets": (raw.send, raw.recv),
+            "ResilientConnection": (conn.send, conn.recv),
+        }
+        for send, recv in clients.values():  # warm-up
+            await throughput(send, recv, 1000, payload)
+        for i in range(rounds):
+            order = list(clients.items())
+            if i % 2:
+                order.reverse()  # alternate who goes first
+            for name, (send, recv) in order:
+                tput[name].append(await throughput(send, recv, messages, payload))
+                lat[name].extend(await rtts(send, recv, rtt_count, payload))
     raw_t = max(tput["raw websockets"])
     raw_l = statistics.median(lat["raw websockets"])
     print(
         f"echo of {messages} x 64-byte messages, best of {rounds} rounds; "
         f"{rounds * rtt_count} sequential round trips each"
     )
-    print(
-        f"{'client':<22}{'msgs/s (best)':>15}{'ratio':>8}{'median RTT us':>16}{'p99 us':>10}{'ratio':>8}"
-    )
+    columns = ("msgs/s (best)", 15), ("ratio", 8), ("median RTT us", 16), ("p99 us", 10)
+    print(f"{'client':<22}" + "".join(f"{t:>{w}}" for t, w in columns) + f"{'ratio':>8}")
     for name in tput:
         best = max(tput[name])
         med = statistics.median(lat[name])
