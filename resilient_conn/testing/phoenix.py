@@ -312,6 +312,32 @@ class PhoenixServer:
                 sent += await self._send(conn, Message(_full(topic), PHX_ERROR, {}, j, j))
         return sent
 
+    async def push(
+        self,
+        topic: str,
+        event: str,
+        payload: Any,
+        *,
+        ref: str | None = None,
+        join_ref: str | None = None,
+    ) -> int:
+        """Send an arbitrary message to every subscriber of ``topic`` (e.g. a stale close)."""
+        msg = Message(_full(topic), event, payload, ref, join_ref)
+        sent = 0
+        for conn in list(self._conns):
+            if msg.topic in conn.subs:
+                sent += await self._send(conn, msg)
+        return sent
+
+    async def send_raw(self, frame: str | bytes) -> int:
+        """Send ``frame`` as is on every open socket (e.g. garbage); return how many."""
+        sent = 0
+        for conn in list(self._conns):
+            with contextlib.suppress(ConnectionClosed):
+                await conn.ws.send(frame)
+                sent += 1
+        return sent
+
     # --- waits -----------------------------------------------------------------------------
 
     async def wait_for(self, predicate: Callable[[], bool]) -> None:
