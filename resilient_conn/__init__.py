@@ -41,6 +41,17 @@ from .errors import NotConnectedError
 from .metrics import ConnectionSnapshot, ConnectionStats
 
 # --- health ---
+from .alerting import Alert, AlertKind, AlertPolicy
+from .asgi import HealthServer, health_app, serve_health
+from .health import (
+    HealthRegistry,
+    HealthReport,
+    HealthStatus,
+    breaker_report,
+    evaluate,
+    policy_report,
+)
+from .prometheus import RegistryCollector
 
 __version__ = "0.1.0"
 
@@ -83,4 +94,17 @@ __all__ = [
     "__version__",
     "is_testing",
     "set_testing",
+    "Alert",
+    "AlertKind",
+    "AlertPolicy",
+    "HealthRegistry",
+    "HealthReport",
+    "HealthServer",
+    "HealthStatus",
+    "RegistryCollector",
+    "breaker_report",
+    "evaluate",
+    "health_app",
+    "policy_report",
+    "serve_health",
 ]
