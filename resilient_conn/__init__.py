@@ -32,6 +32,16 @@ from .breaker import (
     BreakerTransition,
     CircuitBreaker,
 )
+from .policy import PolicyMetrics, PolicyRegistry, ResiliencePolicy
+from .retry import (
+    RetryMetrics,
+    RetryState,
+    RetryStats,
+    reset_retry_metrics,
+    retry,
+    retry_metrics,
+    retrying,
+)
 
 # --- connection supervisor ---
 from .buffer import DeadLetter, DeadLetterReason, Overflow
@@ -64,6 +74,16 @@ __all__ = [
     "BreakerTransition",
     "CircuitBreaker",
     "JitterStrategy",
+    "PolicyMetrics",
+    "PolicyRegistry",
+    "ResiliencePolicy",
+    "RetryMetrics",
+    "RetryState",
+    "RetryStats",
+    "reset_retry_metrics",
+    "retry",
+    "retry_metrics",
+    "retrying",
     "Action",
     "ConnectionSnapshot",
     "ConnectionStats",
