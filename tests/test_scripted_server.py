@@ -259,3 +259,18 @@ def test_bad_rejection_arguments_raise_value_error() -> None:
         server.reject_next(101)
     with pytest.raises(ValueError, match="count"):
         server.reject_next(503, count=0)
+
+
+def test_every_public_testing_name_is_exported_and_documented() -> None:
+    """Each name in resilient_conn.testing.__all__ exists and carries a docstring."""
+    import inspect
+
+    import resilient_conn.testing as testing
+
+    assert len(set(testing.__all__)) == len(testing.__all__)
+    for name in testing.__all__:
+        obj = getattr(testing, name)
+        if inspect.isclass(obj) or inspect.isfunction(obj):  # not the type aliases
+            assert (obj.__doc__ or "").strip(), name
+    for name in ("ChaosProxy", "ProxyStats", "ScriptedServer", "serve_scripted", "FakeClock"):
+        assert name in testing.__all__

@@ -224,7 +224,11 @@ class ChaosProxy:
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
-        await self._start_serving(sock)
+        try:
+            await self._start_serving(sock)
+        except BaseException as exc:
+            await self.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
         return self
 
     async def __aexit__(
