@@ -84,7 +84,10 @@ def component_metrics(kind: str, source: object, report: HealthReport) -> dict[s
             if breaker is not None and callable(getattr(breaker, "metrics", None)):
                 out["breaker"] = to_jsonable(breaker.metrics())
         elif kind == "policy":
-            out["policy"] = to_jsonable(obj.metrics())
+            policy = to_jsonable(obj.metrics())
+            if isinstance(policy, dict):
+                policy.pop("breaker", None)  # exported once, under "breaker"
+            out["policy"] = policy
             out["breaker"] = to_jsonable(obj.breaker.metrics())
         elif kind == "breaker":
             out["breaker"] = to_jsonable(obj.metrics())
@@ -310,18 +313,26 @@ def _breaker(w: _Writer, name: str, m: Mapping[str, Any]) -> None:
 
 
 def _policy(w: _Writer, name: str, m: Mapping[str, Any]) -> None:
-    # ResiliencePolicy.metrics(): export its numeric top-level fields (the breaker part is
-    # exported through the "breaker" entry).
-    for key, value in m.items():
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            continue
-        w.add(
-            _P + "policy_value",
-            "gauge",
-            "Numeric fields of ResiliencePolicy.metrics(), by field.",
-            {"component": name, "field": str(key)},
-            value,
-        )
+    # ResiliencePolicy.metrics(): retry counters and fail-fast refusals (its breaker is exported
+    # through the component's "breaker" entry).
+    c = {"component": name}
+    retry: Mapping[str, Any] = m.get("retry") or {}
+    counters = (
+        ("attempts", "Attempts started by the policy's retry loop."),
+        ("successes", "Calls that eventually returned."),
+        ("retries", "Sleeps taken before another attempt."),
+        ("exhaustions", "Calls that gave up (attempts or deadline)."),
+        ("not_retried", "Calls ended by an error the policy does not retry."),
+    )
+    for key, help_text in counters:
+        w.add(f"{_P}policy_retry_{key}_total", "counter", help_text, c, retry.get(key))
+    w.add(
+        _P + "policy_fail_fast_total",
+        "counter",
+        "Calls refused at once because the circuit would stay open too long.",
+        c,
+        m.get("fail_fast"),
+    )
 
 
 class RegistryCollector:

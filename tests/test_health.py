@@ -23,6 +23,7 @@ from resilient_conn.health import (
     policy_report,
 )
 from resilient_conn.metrics import ConnectionSnapshot
+from resilient_conn.policy import ResiliencePolicy
 
 S = ConnectionState
 H = HealthStatus
@@ -358,21 +359,9 @@ def test_breaker_report_follows_the_breaker_through_its_states() -> None:
     assert "disabled" in disabled.detail
 
 
-class _Policy:
-    """The part of ResiliencePolicy that policy_report uses."""
-
-    def __init__(self, breaker: CircuitBreaker) -> None:
-        self.breaker = breaker
-        self.name = "payments"
-
-    def metrics(self) -> dict[str, int]:
-        """Policy counters."""
-        return {"attempts": 3}
-
-
 def test_policy_report_is_its_breakers_health() -> None:
     """A policy reports its breaker's health under the policy's name and kind."""
-    policy = _Policy(CircuitBreaker(name="b"))
+    policy = ResiliencePolicy("payments")
     report = policy_report(policy)
     assert (report.status, report.name, report.kind) == (H.HEALTHY, "payments", "policy")
     policy.breaker.force_open()

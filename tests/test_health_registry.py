@@ -12,11 +12,13 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from resilient_conn._clock import set_testing
 from resilient_conn.breaker import BreakerState, CircuitBreaker
 from resilient_conn.errors import ConfigError
 from resilient_conn.events import ConnectionState
 from resilient_conn.health import HealthRegistry, HealthReport, HealthStatus, evaluate
 from resilient_conn.metrics import ConnectionSnapshot
+from resilient_conn.policy import ResiliencePolicy
 from resilient_conn.prometheus import CONTENT_TYPE, RegistryCollector, render, to_jsonable
 
 H = HealthStatus
@@ -126,15 +128,21 @@ class FakeConnection:
         return evaluate(self.snap, checked_at=NOW, rtt=0.001)
 
 
-class FakePolicy:
-    """The parts of ResiliencePolicy a registry uses."""
+def make_policy() -> ResiliencePolicy:
+    """A policy with some retry history: one call that failed once, then succeeded."""
+    policy = ResiliencePolicy("payments", max_attempts=3)
+    calls = 0
 
-    def __init__(self) -> None:
-        self.breaker = CircuitBreaker(name="payments")
+    async def flaky() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("first try fails")
+        return "ok"
 
-    def metrics(self) -> dict[str, Any]:
-        """Policy counters."""
-        return {"attempts": 5, "retries": 2, "gave_up": 1, "name": "payments"}
+    with set_testing():
+        assert anyio.run(policy.call, flaky) == "ok"
+    return policy
 
 
 # --- registration -----------------------------------------------------------------------------
@@ -242,7 +250,7 @@ def test_breakers_and_policies_are_adapted() -> None:
     """A CircuitBreaker and a ResiliencePolicy can be registered directly."""
     registry = HealthRegistry()
     breaker = CircuitBreaker(name="db")
-    policy = FakePolicy()
+    policy = make_policy()
     registry.register("db", breaker)
     registry.register("payments", policy)
     report = registry.health()
@@ -365,7 +373,7 @@ def full_registry() -> HealthRegistry:
     registry = HealthRegistry(name="svc")
     registry.register("feed", FakeConnection())
     registry.register("db", CircuitBreaker(name="db"))
-    registry.register("payments", FakePolicy())
+    registry.register("payments", make_policy())
     return registry
 
 
@@ -397,7 +405,10 @@ def test_metrics_snapshot_is_json_safe_and_secret_free() -> None:
     assert feed["connection"]["state"] == "connected"
     assert feed["connection"]["stats"]["failures"] == {"refused": 1, "lost": 2}
     assert feed["breaker"]["state"] == "closed"
-    assert data["components"]["payments"]["policy"]["attempts"] == 5
+    payments = data["components"]["payments"]
+    assert payments["policy"]["retry"]["attempts"] == 2
+    assert "breaker" not in payments["policy"]
+    assert payments["breaker"]["name"] == "payments"
 
 
 def test_prometheus_text_parses_and_has_the_documented_metrics() -> None:
@@ -416,7 +427,8 @@ def test_prometheus_text_parses_and_has_the_documented_metrics() -> None:
     assert sample(fams, "resilient_conn_connection_rtt_seconds", component="feed") == 0.002
     assert sample(fams, "resilient_conn_breaker_state", component="db", state="closed") == 1
     assert sample(fams, "resilient_conn_breaker_transitions_total", component="db") == 0
-    assert sample(fams, "resilient_conn_policy_value", component="payments", field="retries") == 2
+    assert sample(fams, "resilient_conn_policy_retry_retries_total", component="payments") == 1
+    assert sample(fams, "resilient_conn_policy_fail_fast_total", component="payments") == 0
     assert fams["resilient_conn_connection_dials"].type == "counter"
     assert fams["resilient_conn_connection_buffered_messages"].type == "gauge"
     assert CONTENT_TYPE == "text/plain; version=0.0.4; charset=utf-8"
