@@ -258,6 +258,9 @@ class ResilientConnection:
         self._stable = False
         self._changed = asyncio.Event()  # replaced on every transport/state/buffer change
         self._supervisor: asyncio.Task[None] | None = None
+        # aclose() stops the supervisor through this scope (not Task.cancel()), so shielded
+        # sections (a buffered message being written) finish before it stops.
+        self._scope: anyio.CancelScope | None = None
         self._closing = False
         self._close_done: asyncio.Event | None = None
 
@@ -319,6 +322,7 @@ class ResilientConnection:
         """
         if self._supervisor is not None or self._state is not _S.IDLE:
             raise RuntimeError(f"{self!r} was already started")
+        self._scope = anyio.CancelScope()
         self._supervisor = asyncio.get_running_loop().create_task(
             self._supervise(), name=f"resilient_conn.supervisor[{self.name}]"
         )
@@ -678,9 +682,9 @@ class ResilientConnection:
     # ------------------------------------------------------------------ internals: supervisor
     async def _supervise(self) -> None:
         try:
-            await self._dial_loop()
-        except asyncio.CancelledError:
-            raise
+            assert self._scope is not None
+            with self._scope:
+                await self._dial_loop()
         except Exception as exc:  # a bug in the supervisor must not die silently
             self._log.exception("resilient_conn.supervisor_crashed")
             self._enter_failed(Verdict(Action.FATAL, "internal_error"), exc)
@@ -889,8 +893,8 @@ class ResilientConnection:
             self._set_state(_S.CLOSING, "closed by user")
         self._wake()  # receivers and blocked senders see the close now
         task, self._supervisor = self._supervisor, None
-        if task is not None:
-            task.cancel()
+        if task is not None and self._scope is not None:
+            self._scope.cancel()
             await asyncio.gather(task, return_exceptions=True)
         ws = self._ws
         self._ws = None
