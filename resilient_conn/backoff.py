@@ -121,7 +121,10 @@ class Backoff:
                 f"and max_delay={cap!r}"
             )
         if ratio > 1.0:
-            raise ConfigError(f"jitter_ratio must be between 0 and 1, got {ratio!r}")
+            raise ConfigError(
+                f"jitter_ratio (or {config.ENV_PREFIX}BACKOFF_JITTER_RATIO) must be between "
+                f"0 and 1, got {ratio!r}"
+            )
         if rng is not None and not isinstance(rng, random.Random):
             raise ConfigError(f"rng must be a random.Random, got {rng!r}")
         setattr_ = object.__setattr__
