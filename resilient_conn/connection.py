@@ -804,9 +804,9 @@ class ResilientConnection:
                 if self.ping_interval > 0:
                     tg.start_soon(self._keepalive, ws)
                 tg.start_soon(self._stable_timer, lease)
-                if await self._open_and_flush(ws):
-                    self._live = True
-                    self._wake()
+                # on_open + flush run beside the watch on the transport: if the transport dies
+                # while on_open is stuck, the supervisor still moves on.
+                tg.start_soon(self._open_and_flush, ws)
                 await ws.wait_closed()
                 tg.cancel_scope.cancel()
         finally:
@@ -829,7 +829,8 @@ class ResilientConnection:
         abort, self._abort = self._abort, None
         return abort
 
-    async def _open_and_flush(self, ws: ClientConnection) -> bool:
+    async def _open_and_flush(self, ws: ClientConnection) -> None:
+        """Run on_open, flush the buffer, then let sends go straight to the transport."""
         if self._on_open is not None:
             token = _ON_OPEN.set((id(self), self.generation))
             try:
@@ -837,10 +838,12 @@ class ResilientConnection:
             except Exception as exc:
                 self._log.warning("resilient_conn.on_open_failed", error=redact_text(repr(exc)))
                 self.fail_current("on_open_failed", exc)
-                return False
+                return
             finally:
                 _ON_OPEN.reset(token)
-        return await self._flush(ws)
+        if await self._flush(ws):
+            self._live = True
+            self._wake()
 
     async def _stable_timer(self, lease: BreakerLease) -> None:
         await self._clock.sleep(self.stable_after)

@@ -412,3 +412,46 @@ async def test_health_of_a_connection_that_cannot_connect_is_not_healthy() -> No
             assert report.status in (HealthStatus.DEGRADED, HealthStatus.UNHEALTHY)
             assert report.last_error is not None
             assert report.to_dict()["state"] in ("backoff", "connecting")
+
+
+async def test_on_open_failure_counts_and_reconnects() -> None:
+    """An on_open hook that raises fails that transport (kind on_open_failed) and the
+    supervisor dials again; once it succeeds the connection is live."""
+    calls = 0
+
+    async def flaky_subscribe(c: ResilientConnection) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("subscribe failed")
+        await c.send("subscribed")
+
+    async with ScriptedServer(_sink) as server, _conn(server.url, on_open=flaky_subscribe) as conn:
+        await conn.wait_connected(10)
+        await server.wait_for_messages(1)
+    assert calls == 2
+    assert conn.stats.failures == {"on_open_failed": 1}
+    assert server.messages == ["subscribed"]
+
+
+async def test_a_stuck_on_open_does_not_wedge_the_supervisor() -> None:
+    """If the transport dies while on_open hangs, the supervisor still notices and redials."""
+    release = asyncio.Event()
+    calls = 0
+
+    async def stuck_once(c: ResilientConnection) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await release.wait()
+
+    rec = StateRecorder()
+    async with ScriptedServer() as server:
+        conn = _conn(server.url, on_open=stuck_once)
+        conn.on_state_change(rec)
+        async with conn:
+            await rec.wait_state(S.CONNECTED, 1)
+            await server.close_all(1011, "bye")
+            await conn.wait_connected(10)
+    assert calls == 2
+    assert rec.count(S.CONNECTED) == 2
