@@ -84,9 +84,9 @@ class Alert:
     def summary(self) -> str:
         """One line for a chat message or a pager."""
         if self.kind is AlertKind.RECOVERED:
-            text = f"{self.name}: recovered after {self.duration:.0f} s"
+            text = f"{self.name}: recovered after {self.duration:.1f} s"
         else:
-            text = f"{self.name}: {self.state.value} for {self.duration:.0f} s ({self.reason})"
+            text = f"{self.name}: {self.state.value} for {self.duration:.1f} s ({self.reason})"
         if self.suppressed:
             text += f" [{self.suppressed} alert(s) suppressed]"
         return text

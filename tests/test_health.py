@@ -412,7 +412,7 @@ def test_long_outage_alerts_once_then_recovers_once() -> None:
     assert policy.poll(100.0) == []
     [back] = policy.observe(change(S.CONNECTING, S.CONNECTED, 120.0))
     assert (back.kind, back.severity, back.duration) == (AlertKind.RECOVERED, "info", 120.0)
-    assert "recovered after 120 s" in back.summary()
+    assert "recovered after 120.0 s" in back.summary()
 
 
 def test_grace_is_also_noticed_on_the_next_state_change() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -192,3 +194,35 @@ async def test_alert_policy_on_a_real_connection_alerts_once_and_recovers_once()
     assert [a.kind for a in alerts] == [AlertKind.INCIDENT, AlertKind.RECOVERED]
     assert alerts[0].name == "feed"
     assert alerts[1].duration > 0
+
+
+def load_example(name: str) -> Any:
+    """Import ``examples/<name>.py`` as a module."""
+    path = Path(__file__).resolve().parent.parent / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"example_{name}", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+async def test_health_endpoint_example_runs_and_sees_the_documented_codes() -> None:
+    """examples/health_endpoint.py runs by itself: 200s while up, 200 while degraded, 503 once
+    unhealthy, 200 on /livez throughout, 200 again after recovery."""
+    with anyio.fail_after(30):
+        codes = await load_example("health_endpoint").main()
+    assert codes == [200, 200, 200, 200, 503, 200, 200]
+
+
+async def test_alerting_example_runs_and_alerts_as_documented() -> None:
+    """examples/alerting_hook.py: no alert for a quick restart; warning + recovery for an
+    outage; critical + recovery when the circuit opens."""
+    with anyio.fail_after(30):
+        alerts = await load_example("alerting_hook").main()
+    assert [(a.kind, a.severity) for a in alerts] == [
+        (AlertKind.INCIDENT, "warning"),
+        (AlertKind.RECOVERED, "info"),
+        (AlertKind.INCIDENT, "critical"),
+        (AlertKind.RECOVERED, "info"),
+    ]
