@@ -8,22 +8,8 @@ The public API is flat: import everything from ``resilient_conn`` (test helpers 
 from __future__ import annotations
 
 from ._clock import SYSTEM_CLOCK, Clock, SystemClock, is_testing, set_testing
-from .errors import (
-    BufferFullError,
-    ChannelClosedError,
-    ChannelJoinError,
-    CircuitOpenError,
-    ConfigError,
-    ConnectionClosedError,
-    ConnectionFailedError,
-    PushTimeoutError,
-    RealtimeError,
-    ResilientConnError,
-    RetryError,
-)
-from .events import ConnectionState, StateChange
-
-# --- primitives: backoff, breaker, retry, policy (section owned by the primitives work) ---
+from .alerting import Alert, AlertKind, AlertPolicy
+from .asgi import HealthServer, health_app, serve_health
 from .backoff import JITTER_STRATEGIES, Backoff, JitterStrategy
 from .breaker import (
     BreakerLease,
@@ -32,7 +18,35 @@ from .breaker import (
     BreakerTransition,
     CircuitBreaker,
 )
+from .buffer import DeadLetter, DeadLetterReason, Overflow
+from .classify import Action, Verdict, classifier, default_classify
+from .connection import ResilientConnection
+from .errors import (
+    BufferFullError,
+    ChannelClosedError,
+    ChannelJoinError,
+    CircuitOpenError,
+    ConfigError,
+    ConnectionClosedError,
+    ConnectionFailedError,
+    NotConnectedError,
+    PushTimeoutError,
+    RealtimeError,
+    ResilientConnError,
+    RetryError,
+)
+from .events import ConnectionState, StateChange
+from .health import (
+    HealthRegistry,
+    HealthReport,
+    HealthStatus,
+    breaker_report,
+    evaluate,
+    policy_report,
+)
+from .metrics import ConnectionSnapshot, ConnectionStats
 from .policy import PolicyMetrics, PolicyRegistry, ResiliencePolicy
+from .prometheus import RegistryCollector
 from .retry import (
     RetryMetrics,
     RetryState,
@@ -42,26 +56,6 @@ from .retry import (
     retry_metrics,
     retrying,
 )
-
-# --- connection supervisor ---
-from .buffer import DeadLetter, DeadLetterReason, Overflow
-from .classify import Action, Verdict, classifier, default_classify
-from .connection import ResilientConnection
-from .errors import NotConnectedError
-from .metrics import ConnectionSnapshot, ConnectionStats
-
-# --- health ---
-from .alerting import Alert, AlertKind, AlertPolicy
-from .asgi import HealthServer, health_app, serve_health
-from .health import (
-    HealthRegistry,
-    HealthReport,
-    HealthStatus,
-    breaker_report,
-    evaluate,
-    policy_report,
-)
-from .prometheus import RegistryCollector
 
 __version__ = "0.1.0"
 
