@@ -152,8 +152,8 @@ class ResiliencePolicy:
             Exception: A non-retryable error of ``fn``, unchanged.
         """
         clock, breaker, stats = self._clock, self._breaker, self._stats
-        start = clock.now()
-        delays = self._backoff.delays()
+        start = 0.0 if self._deadline is None else clock.now()
+        delays: Iterator[float] | None = None  # created on the first failure only
         last_error: Exception | None = None
         attempt = 0
         while True:
@@ -162,6 +162,8 @@ class ResiliencePolicy:
             try:
                 lease = breaker.acquire()
             except CircuitOpenError as refused:
+                if delays is None:
+                    delays = self._backoff.delays()
                 wait = max(refused.retry_after, next(delays))
                 if attempt >= self._max_attempts or not self._fits(start, wait):
                     self._fail_fast += 1
@@ -179,6 +181,8 @@ class ResiliencePolicy:
                     stats.not_retried += 1
                     raise
                 last_error = exc
+                if delays is None:
+                    delays = self._backoff.delays()
                 delay = next(delays)
                 reason = ""
                 if attempt >= self._max_attempts:

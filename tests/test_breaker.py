@@ -427,6 +427,19 @@ async def test_failure_on_accepts_a_class_or_a_predicate(clock: ManualClock) -> 
 
 
 @pytest.mark.anyio
+async def test_raising_failure_predicate_counts_as_failure(clock: ManualClock) -> None:
+    """A failure_on predicate that itself raises counts the call as a failure."""
+
+    def broken(exc: BaseException) -> bool:
+        raise RuntimeError("predicate bug")
+
+    b = make(clock, failure_threshold=1, failure_on=broken)
+    with pytest.raises(Boom):
+        await b.call(boom)
+    assert b.state is S.OPEN
+
+
+@pytest.mark.anyio
 async def test_wait_until_ready_sleeps_exactly_retry_after(clock: ManualClock) -> None:
     """wait_until_ready() on an OPEN circuit sleeps retry_after once via the clock."""
     b = make(clock)

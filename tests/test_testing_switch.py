@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
+from pathlib import Path
 
 import anyio
 import pytest
@@ -18,6 +20,8 @@ from resilient_conn import (
     retry,
     set_testing,
 )
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "primitives.py"
 
 
 @pytest.fixture(autouse=True)
@@ -105,3 +109,21 @@ async def test_switch_off_means_real_sleeping() -> None:
     before = SYSTEM_CLOCK.now()
     await SYSTEM_CLOCK.sleep(0.02)
     assert SYSTEM_CLOCK.now() - before >= 0.015
+
+
+@pytest.mark.anyio
+async def test_primitives_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """examples/primitives.py runs to completion at once and shows each primitive working."""
+    spec = importlib.util.spec_from_file_location("primitives_example", EXAMPLE)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with anyio.fail_after(5):
+        await module.main()
+    out = capsys.readouterr().out
+    assert "breaker demo: half_open -> closed" in out
+    assert "got value-of-b after 3 calls" in out
+    assert "gave up: gave up after 2 attempt(s)" in out
+    assert "got value-of-c after 4 calls" in out
+    assert not is_testing()
