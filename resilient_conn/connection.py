@@ -323,6 +323,7 @@ class ResilientConnection:
         if self._supervisor is not None or self._state is not _S.IDLE:
             raise RuntimeError(f"{self!r} was already started")
         self._scope = anyio.CancelScope()
+        self._disconnected_at = self._clock.now()  # "down since start" until the first connect
         self._supervisor = asyncio.get_running_loop().create_task(
             self._supervise(), name=f"resilient_conn.supervisor[{self.name}]"
         )
@@ -787,7 +788,7 @@ class ResilientConnection:
     ) -> tuple[Verdict, BaseException | None, bool]:
         """Serve one transport until it ends; return how it ended and if it was stable."""
         now = self._clock.now()
-        if self._disconnected_at is not None:
+        if self._disconnected_at is not None and self.stats.connects:
             self.stats.disconnected_seconds += now - self._disconnected_at
             self.stats.reconnects += 1
         self.stats.connects += 1

@@ -76,7 +76,9 @@ class StateChange:
         new: The state entered.
         reason: Why, in a few words (``"server closed 1012"``, ``"heartbeat timeout"``).
         attempt: The dial attempt number since the last stable connection (0 when connected).
-        error: The error behind the transition, if any (already redacted when shown).
+        error: The error behind the transition, if any: the exception object itself. Its text
+            may quote what a server sent; the library redacts it before logging, and so should
+            a hook before it forwards it anywhere (``resilient_conn._log.redact_text``).
         at: Wall-clock time of the transition (``time.time()``).
         name: The connection's name.
     """

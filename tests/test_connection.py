@@ -455,3 +455,24 @@ async def test_a_stuck_on_open_does_not_wedge_the_supervisor() -> None:
             await conn.wait_connected(10)
     assert calls == 2
     assert rec.count(S.CONNECTED) == 2
+
+
+async def test_never_connected_becomes_unhealthy_after_unhealthy_after() -> None:
+    """A connection whose upstream is down from the start counts as disconnected since start,
+    so after unhealthy_after it is UNHEALTHY even while the breaker is still closed."""
+    from resilient_conn.health import HealthStatus
+
+    rec = StateRecorder()
+    breaker = CircuitBreaker(failure_threshold=1000)
+    async with ScriptedServer() as server:
+        await server.stop()
+        conn = _conn(server.url, breaker=breaker, unhealthy_after=0.2)
+        conn.on_state_change(rec)
+        async with conn:
+            await rec.wait_state(S.BACKOFF, 1)
+            with anyio.fail_after(5):
+                while conn.health().status is not HealthStatus.UNHEALTHY:
+                    seen = len(rec.changes)  # re-check after each retry cycle
+                    await rec.wait_for(lambda: len(rec.changes) > seen)
+            assert "disconnected for" in conn.health().detail
+            assert conn.stats.reconnects == 0
