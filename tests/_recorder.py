@@ -40,6 +40,11 @@ class StateRecorder:
             while not predicate():
                 await self._changed.wait()
 
+    async def wait_next(self, timeout: float = 10.0) -> None:
+        """Wait for the next state change, whatever it is."""
+        with anyio.fail_after(timeout):
+            await self._changed.wait()
+
     async def wait_state(self, state: ConnectionState, n: int = 1, timeout: float = 10.0) -> None:
         """Wait until ``state`` has been entered ``n`` times."""
         await self.wait_for(lambda: self.count(state) >= n, timeout)

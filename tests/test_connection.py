@@ -472,7 +472,6 @@ async def test_never_connected_becomes_unhealthy_after_unhealthy_after() -> None
             await rec.wait_state(S.BACKOFF, 1)
             with anyio.fail_after(5):
                 while conn.health().status is not HealthStatus.UNHEALTHY:
-                    seen = len(rec.changes)  # re-check after each retry cycle
-                    await rec.wait_for(lambda: len(rec.changes) > seen)
+                    await rec.wait_next()  # re-check after each retry step
             assert "disconnected for" in conn.health().detail
             assert conn.stats.reconnects == 0
