@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -502,3 +505,36 @@ async def test_channel_topic_forms_and_subscribe_outside_the_client(
     assert client.channel("room1") is client.channel("realtime:room1")
     with pytest.raises(Exception, match="not running"):
         await client.channel("room1").subscribe()
+
+
+async def test_presence_is_tracked_again_after_a_rejoin(server: PhoenixServer) -> None:
+    """The server forgets presence on disconnect; the client re-tracks its last state."""
+    async with make_client(server) as client:
+        lobby = client.channel("lobby", presence={"key": "alice"})
+        await lobby.subscribe()
+        await lobby.track({"status": "online"})
+        gaps = Waiter()
+        lobby.on_gap(gaps)
+        await server.close_all(1012)
+        await gaps.wait()
+        with anyio.fail_after(T):
+            await server.wait_for(lambda: "alice" in server.presence_state("lobby"))
+        assert server.presence_state("lobby")["alice"]["metas"][0]["status"] == "online"
+        await lobby.untrack()
+        assert "alice" not in server.presence_state("lobby")
+
+
+def test_example_runs_against_the_local_server() -> None:
+    """examples/supabase_listener.py --local joins, survives a restart, refreshes, leaves."""
+    example = Path(__file__).resolve().parent.parent / "examples" / "supabase_listener.py"
+    done = subprocess.run(
+        [sys.executable, str(example), "--local"],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    for expected in ("[db] INSERT todos", "[gap] rejoined realtime:room1", "[closed] unsubscribed"):
+        assert expected in out

@@ -390,6 +390,7 @@ class _Push:
     kind: int | None
     future: asyncio.Future[Any]
     ref: str | None = None
+    topic: str = ""
 
 
 class Channel:
@@ -453,6 +454,7 @@ class Channel:
         self._join_timeout = client.push_timeout
         self._timers: dict[str, anyio.CancelScope] = {}
         self._flush_pending = False
+        self._tracked: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
         return f"<Channel {self.topic!r} {self.state.value}>"
@@ -592,13 +594,21 @@ class Channel:
         await self._push(BROADCAST, body, bool(self._broadcast.get("ack")), timeout, kind)
 
     async def track(self, state: Mapping[str, Any], *, timeout: float | None = None) -> None:
-        """Publish this client's presence ``state`` on the channel (waits for the reply)."""
-        body = {"type": "presence", "event": "track", "payload": dict(state)}
-        await self._push("presence", body, True, timeout)
+        """Publish this client's presence ``state`` on the channel (waits for the reply).
+
+        The server forgets presence when the socket drops, so the last tracked state is
+        tracked again by itself after every rejoin (until :meth:`untrack`).
+        """
+        self._tracked = dict(state)
+        await self._push("presence", self._track_body(), True, timeout)
 
     async def untrack(self, *, timeout: float | None = None) -> None:
         """Withdraw this client's presence (waits for the reply)."""
+        self._tracked = None
         await self._push("presence", {"type": "presence", "event": "untrack"}, True, timeout)
+
+    def _track_body(self) -> dict[str, Any]:
+        return {"type": "presence", "event": "track", "payload": self._tracked}
 
     def __aiter__(self) -> AsyncIterator[Message]:
         return self

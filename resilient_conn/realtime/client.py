@@ -399,12 +399,22 @@ class RealtimeClient:
         if action.rejoined:
             self.stats["rejoins"] += 1
             ch._gap_hooks.emit(ch)
-        frames = [self._prepare(ch, push) for push in ch._buffer if not push.future.done()]
+        frames = []
+        if (
+            action.rejoined
+            and ch._tracked is not None
+            and not any(p.event == "presence" for p in ch._buffer)
+        ):
+            loop = asyncio.get_running_loop()
+            retrack = _Push("presence", ch._track_body(), True, None, loop.create_future())
+            frames.append(self._prepare(ch, retrack))
+        frames += [self._prepare(ch, push) for push in ch._buffer if not push.future.done()]
         ch._buffer.clear()
         return frames
 
     def _prepare(self, ch: Channel, push: _Push) -> _Frame:
         push.ref = self._refs.next()
+        push.topic = ch.topic
         if push.expects_reply:
             deadline = anyio.current_time() + self.push_timeout * 3
             self._replies.add(push.ref, push, deadline)
@@ -512,20 +522,38 @@ class RealtimeClient:
         self._hb_pending = None
         await self._refresh_token()
         for ch in list(self._channels.values()):
-            actions: list[Action] = []
             if ch.machine.socket_open:  # we never saw the previous transport end
-                actions += ch.machine.socket_closed()
-            actions += ch.machine.socket_opened()
-            await self._run(ch, actions)
+                self._transport_lost()
+            await self._run(ch, ch.machine.socket_opened())
 
     def _on_state(self, change: StateChange) -> None:
         if change.old is ConnectionState.CONNECTED and change.new is not ConnectionState.CONNECTED:
-            self._hb_pending = None
-            for ch in list(self._channels.values()):
-                self._apply(ch, ch.machine.socket_closed())
+            self._transport_lost()
         if change.new is ConnectionState.FAILED:
             for ch in list(self._channels.values()):
                 self._apply(ch, ch.machine.abort(f"connection failed: {change.reason}"))
+
+    def _transport_lost(self) -> None:
+        """The transport ended: error the channels, re-buffer pushes still awaiting replies.
+
+        Their reply can no longer come, so they are sent again after the rejoin (while their
+        timeout lasts): at-least-once, like a retry after a timeout.
+        """
+        self._hb_pending = None
+        for ch in list(self._channels.values()):
+            self._apply(ch, ch.machine.socket_closed())
+        unanswered: dict[str, list[_Push]] = {}
+        for push in self._replies.drain():
+            if not push.future.done():
+                push.ref = None
+                unanswered.setdefault(push.topic, []).append(push)
+        for topic, pushes in unanswered.items():
+            owner = self._channels.get(topic)
+            if owner is None:
+                for push in pushes:
+                    _settle(push, RealtimeError(f"{push.event} on {topic}: channel gone"))
+            else:
+                owner._buffer.extendleft(reversed(pushes))
 
     async def _probe(self, conn: ResilientConnection) -> float:
         ref = self._refs.next()
