@@ -1,0 +1,381 @@
+"""``resilient-conn demo``: a live connection through injected faults, with honest accounting.
+
+An embedded WebSocket server (:class:`~resilient_conn.testing.ScriptedServer`) sits behind a
+:class:`~resilient_conn.testing.ChaosProxy` on 127.0.0.1. A :class:`ResilientConnection`
+dials through the proxy and streams sequence-numbered messages at a steady rate while faults
+are injected on a schedule scaled to the duration:
+
+1. server restart (close 1012),
+2. blackhole: the network goes silent (no FIN, no RST); keepalive pings notice,
+3. HTTP 503 with ``Retry-After`` on the reconnect,
+4. flapping: the server accepts each handshake and drops it at once, until the breaker opens,
+5. full outage, long enough to open the breaker; then recovery.
+
+Every state change, breaker transition and dead letter is printed as it happens, then a
+SUMMARY. ``lost = sent - delivered - dead_lettered`` is computed from what the server really
+received, and the run passes only when it is 0 (see :mod:`resilient_conn._demo_app` for how the
+application closes the gap WebSocket leaves: acks, re-send from ``on_open``, de-duplication).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import TextIO
+
+import anyio
+
+from ._demo_app import AckingSender, DemoServerState
+from ._demo_report import STATE_COLORS, DemoSummary, Reporter
+from .backoff import Backoff
+from .breaker import BreakerState, BreakerTransition, CircuitBreaker
+from .buffer import DeadLetter
+from .connection import ResilientConnection
+from .errors import ConfigError
+from .events import ConnectionState, StateChange
+from .health import HealthRegistry
+from .testing import ChaosProxy, ScriptedServer
+from .testing._net import Notifier
+
+__all__ = ["MIN_DURATION", "DemoOptions", "DemoSummary", "run_demo"]
+
+MIN_DURATION = 5.0
+"""Shortest ``--duration`` the fault schedule fits in (seconds)."""
+MESSAGE_RATE = 20.0
+"""Messages the demo client sends per second."""
+PING_INTERVAL = 0.5
+PING_TIMEOUT = 0.5
+FAILURE_THRESHOLD = 3
+FAULT_AT = (0.08, 0.22, 0.38, 0.54, 0.70)
+"""When each fault starts, as a fraction of the duration (later if the previous one is still
+recovering)."""
+
+_S = ConnectionState
+
+
+def _clamp(value: float, low: float, high: float) -> float:
+    return max(low, min(high, value))
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    """Settings of one demo run.
+
+    Attributes:
+        duration: Seconds the fault schedule is scaled to (>= :data:`MIN_DURATION`).
+        seed: Seed of every random choice (backoff jitter, proxy); None picks one.
+        realtime: Also run the Realtime part, when the Realtime client is available.
+        quiet: Print no event lines, only the summary.
+        json: Print the summary as JSON (event lines then go to stderr).
+    """
+
+    duration: float = 60.0
+    seed: int | None = None
+    realtime: bool = False
+    quiet: bool = False
+    json: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.duration, int | float) or not self.duration >= MIN_DURATION:
+            raise ConfigError(
+                f"duration must be a number >= {MIN_DURATION:g}, got {self.duration!r}"
+            )
+        if self.duration > 86_400:
+            raise ConfigError(f"duration must be at most 86400 seconds, got {self.duration!r}")
+
+    @property
+    def recovery_timeout(self) -> float:
+        """Seconds the breaker stays open before a probe."""
+        return _clamp(self.duration / 20, 1.0, 5.0)
+
+    @property
+    def retry_after(self) -> int:
+        """The 503's ``Retry-After`` in seconds."""
+        return int(_clamp(round(self.duration / 30), 1, 3))
+
+
+class _Watch:
+    """Lets the schedule wait (event-driven) on the connection's and breaker's states."""
+
+    def __init__(self) -> None:
+        self.changed = Notifier()
+        self.breaker_opens = 0
+
+    async def until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        try:
+            await self.changed.wait_until(predicate, timeout)
+        except TimeoutError:
+            return False
+        return True
+
+
+class _Demo:
+    def __init__(self, options: DemoOptions, reporter: Reporter, seed: int) -> None:
+        self.o = options
+        self.r = reporter
+        self.seed = seed
+        self.watch = _Watch()
+        self.app = DemoServerState()
+        self.sender = AckingSender(on_give_up=self._on_give_up)
+        self.summary = DemoSummary(seed=seed, duration=float(options.duration))
+        self.breaker = CircuitBreaker(
+            failure_threshold=FAILURE_THRESHOLD,
+            recovery_timeout=options.recovery_timeout,
+            success_threshold=2,
+            name="demo",
+        )
+        self.breaker.add_listener(self._on_breaker)
+        self.conn: ResilientConnection | None = None
+        self._stop_sending = False
+
+    # --- hooks --------------------------------------------------------------------------
+    def _on_state(self, change: StateChange) -> None:
+        assert self.conn is not None
+        health = self.conn.health()
+        text = f"{change.old.value} -> {change.new.value} ({change.reason})"
+        status = health.status.value
+        self.r.line("state", f"{text}  health={status}", STATE_COLORS.get(change.new.value))
+        self.watch.changed.notify()
+
+    def _on_breaker(self, t: BreakerTransition) -> None:
+        if t.new is BreakerState.OPEN:
+            self.watch.breaker_opens += 1
+        color = "red" if t.new is BreakerState.OPEN else "blue"
+        self.r.line("breaker", f"{t.old.value} -> {t.new.value} ({t.reason})", color)
+        self.watch.changed.notify()
+
+    def _on_dead_letter(self, letter: DeadLetter) -> None:
+        self.r.line("dead", f"library dead-lettered a message ({letter.reason.value})", "red")
+
+    def _on_give_up(self, seq: int, reason: str) -> None:
+        self.r.line("gave-up", f"message #{seq} counted as dead-lettered ({reason})", "red")
+
+    # --- tasks --------------------------------------------------------------------------
+    async def _produce(self, conn: ResilientConnection) -> None:
+        # Stops cooperatively (never cancelled mid-send): every message it counts as sent was
+        # really handed to the connection.
+        seq = 0
+        interval = 1.0 / MESSAGE_RATE
+        next_at = time.monotonic()
+        while not self._stop_sending:
+            seq += 1
+            await self.sender.send(conn, seq)
+            next_at += interval
+            await anyio.sleep(max(0.0, next_at - time.monotonic()))
+
+    async def _consume(self, conn: ResilientConnection) -> None:
+        async for message in conn:
+            self.sender.on_ack(message)
+            self.watch.changed.notify()
+
+    async def _ticker(self, conn: ResilientConnection) -> None:
+        every = _clamp(self.o.duration / 10, 1.0, 10.0)
+        while True:
+            await anyio.sleep(every)
+            h = conn.health()
+            s = self.sender
+            self.r.line(
+                "health",
+                f"{h.status.value}: {h.detail} | sent {len(s.sent)} "
+                f"delivered {len(self.app.delivered)} unacked {s.unacked} buffered {h.buffered}",
+                "magenta",
+            )
+
+    # --- faults -------------------------------------------------------------------------
+    def _connected(self) -> bool:
+        return self.conn is not None and self.conn.state is _S.CONNECTED
+
+    async def _recovered(self, timeout: float) -> None:
+        if not await self.watch.until(self._connected, timeout):
+            self.r.line("demo", f"still not reconnected after {timeout:g} s; going on", "red")
+
+    def _fault(self, name: str, text: str) -> None:
+        self.summary.faults.append(name)
+        n = len(self.summary.faults)
+        self.r.line(f"FAULT {n}/{len(FAULT_AT)}", text, "bold")
+
+    async def _restart(self, server: ScriptedServer, proxy: ChaosProxy) -> None:
+        self._fault("restart", "server restart: every connection closed with 1012")
+        await server.restart(code=1012, reason="service restart")
+        await self._recovered(10)
+
+    async def _blackhole(self, server: ScriptedServer, proxy: ChaosProxy) -> None:
+        self._fault("blackhole", "blackhole: the network drops every byte, no FIN, no RST")
+        proxy.blackhole()
+        limit = PING_INTERVAL + PING_TIMEOUT + 5
+        await self.watch.until(lambda: not self._connected(), limit)
+        await anyio.sleep(_clamp(self.o.duration / 40, 0.3, 2.0))
+        proxy.heal()
+        self.r.line("heal", "network healed", "green")
+        await self._recovered(10 + self.o.recovery_timeout)
+
+    async def _unavailable(self, server: ScriptedServer, proxy: ChaosProxy) -> None:
+        after = self.o.retry_after
+        self._fault(
+            "503_retry_after",
+            f"server goes away (1001); its next handshake: 503 Retry-After {after}",
+        )
+        server.reject_next(503, headers={"Retry-After": str(after)}, body="overloaded")
+        await server.close_all(1001, "maintenance")
+        await self._recovered(10 + after + self.o.recovery_timeout)
+
+    async def _flapping(self, server: ScriptedServer, proxy: ChaosProxy) -> None:
+        self._fault("flapping", "flapping: each handshake is accepted, then dropped at once (1011)")
+        opens = self.watch.breaker_opens
+        self.app.flapping = True
+        await server.close_all(1011, "flapping")
+        await self.watch.until(lambda: self.watch.breaker_opens > opens, 15)
+        await anyio.sleep(0.2)
+        self.app.flapping = False
+        self.r.line("heal", "server stable again (after the breaker opened)", "green")
+        await self._recovered(10 + self.o.recovery_timeout)
+
+    async def _outage(self, server: ScriptedServer, proxy: ChaosProxy) -> None:
+        self._fault("outage", "full outage: the server is down, every dial is refused")
+        opens = self.watch.breaker_opens
+        proxy.refuse()
+        await server.stop(1001, "outage")
+        await self.watch.until(lambda: self.watch.breaker_opens > opens, 15)
+        await anyio.sleep(_clamp(self.o.duration / 15, 0.5, 4.0))
+        await server.start()
+        proxy.heal()
+        self.r.line("heal", "server is back", "green")
+        await self._recovered(10 + 2 * self.o.recovery_timeout)
+
+    # --- the run ------------------------------------------------------------------------
+    async def run(self) -> DemoSummary:
+        o, r = self.o, self.r
+        async with AsyncExitStack() as stack:
+            server = await stack.enter_async_context(
+                ScriptedServer(self.app.handler, ping_interval=None, close_timeout=1.0)
+            )
+            proxy = await stack.enter_async_context(
+                ChaosProxy(
+                    "127.0.0.1", server.port, connect_timeout=1.0, rng=random.Random(self.seed)
+                )
+            )
+            self.conn = conn = ResilientConnection(
+                proxy.url_for("/"),
+                name="demo",
+                backoff=Backoff(0.1, 1.0, jitter="full", rng=random.Random(self.seed)),
+                breaker=self.breaker,
+                ping_interval=PING_INTERVAL,
+                ping_timeout=PING_TIMEOUT,
+                open_timeout=1.0,
+                close_timeout=1.0,
+                stable_after=1.0,
+                unhealthy_after=5.0,
+                on_open=self.sender.on_open,
+                on_dead_letter=self.sender.on_dead_letter,
+            )
+            conn.on_state_change(self._on_state)
+            conn.on_dead_letter(self._on_dead_letter)
+            r.line(
+                "demo",
+                f"server {server.url} <- chaos proxy {proxy.url_for('/')} <- client "
+                f"(seed {self.seed}, {MESSAGE_RATE:g} msg/s, {o.duration:g} s)",
+            )
+            await self._serve_health(stack, conn)
+            await stack.enter_async_context(conn)
+            try:
+                await conn.wait_connected(10)
+            except TimeoutError:
+                self.summary.problems.append("the first connection did not open within 10 s")
+                return self._finish(conn)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._consume, conn)
+                if not o.quiet:
+                    tg.start_soon(self._ticker, conn)
+                async with anyio.create_task_group() as producer:
+                    producer.start_soon(self._produce, conn)
+                    await self._schedule(server, proxy)
+                    if o.realtime:
+                        await self._realtime()
+                    await anyio.sleep(max(0.0, o.duration - r.elapsed()))
+                    self._stop_sending = True
+                await self._drain()
+                self.summary.final_health = conn.health().status.value
+                tg.cancel_scope.cancel()
+        return self._finish(conn)
+
+    async def _schedule(self, server: ScriptedServer, proxy: ChaosProxy) -> None:
+        faults: list[Callable[[ScriptedServer, ChaosProxy], Awaitable[None]]] = [
+            self._restart,
+            self._blackhole,
+            self._unavailable,
+            self._flapping,
+            self._outage,
+        ]
+        calm = _clamp(self.o.duration / 30, 1.5, 3.0)  # let each recovery show before the next
+        ready_at = 0.0
+        for at, fault in zip(FAULT_AT, faults, strict=True):
+            await anyio.sleep(
+                max(0.0, at * self.o.duration - self.r.elapsed(), ready_at - self.r.elapsed())
+            )
+            await fault(server, proxy)
+            ready_at = self.r.elapsed() + calm
+        await anyio.sleep(max(0.0, ready_at - self.r.elapsed()))
+
+    async def _drain(self) -> None:
+        sender = self.sender
+        self.r.line("demo", f"stopped sending; waiting for {sender.unacked} acks", "dim")
+        if not await self.watch.until(lambda: not sender.unacked, 10 + self.o.recovery_timeout):
+            self.r.line("demo", f"{sender.unacked} messages still unacked; closing", "red")
+
+    async def _serve_health(self, stack: AsyncExitStack, conn: ResilientConnection) -> None:
+        try:
+            from .asgi import serve_health
+        except ImportError:  # pragma: no cover - the endpoint ships with the health work
+            self.r.line("health", "health endpoint not available in this build", "dim")
+            return
+        registry = HealthRegistry(name="demo")
+        registry.register("demo", conn)
+        server = await stack.enter_async_context(serve_health(registry))
+        self.summary.health_url = f"{server.url}/healthz"
+        self.r.line("health", f"endpoint {server.url}/healthz (also /readyz /livez /metrics)")
+
+    async def _realtime(self) -> None:
+        self.r.line("realtime", "the Realtime part is not available in this build; skipped", "dim")
+        self.summary.realtime = {"available": False, "detail": "not available"}
+
+    def _finish(self, conn: ResilientConnection) -> DemoSummary:
+        s, sender, app = self.summary, self.sender, self.app
+        s.elapsed = self.r.elapsed()
+        delivered = app.delivered & sender.sent
+        dead = sender.dead - delivered
+        s.sent = len(sender.sent)
+        s.delivered = len(delivered)
+        s.dead_lettered = len(dead)
+        s.lost = len(sender.sent - delivered - dead)
+        s.duplicates_suppressed = app.duplicates
+        s.resent = sender.resent
+        s.reconnects = conn.stats.reconnects
+        s.dials = conn.stats.dials
+        s.breaker_openings = self.watch.breaker_opens
+        s.disconnected_seconds = conn.stats.disconnected_seconds
+        s.faults_injected = len(s.faults)
+        s.failures = dict(conn.stats.failures)
+        if s.lost:
+            s.problems.append(
+                f"{s.lost} message(s) were neither delivered nor dead-lettered "
+                f"(e.g. #{min(sender.sent - delivered - dead)})"
+            )
+        return s
+
+
+async def run_demo(
+    options: DemoOptions, out: TextIO | None = None, *, color: bool = False
+) -> DemoSummary:
+    """Run the demo and return its summary (the caller prints it).
+
+    Args:
+        options: Duration, seed and switches.
+        out: Where event lines go (None: nowhere).
+        color: Color the event lines.
+    """
+    seed = options.seed if options.seed is not None else random.SystemRandom().randrange(2**31)
+    reporter = Reporter(None if options.quiet else out, color=color)
+    return await _Demo(options, reporter, seed).run()
