@@ -41,7 +41,8 @@ class HookSet(Generic[E]):
         self._kind = kind
         self._timeout = timeout
         self._callbacks: list[Callable[[E], Any]] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        # task -> the callback's awaitable, closed on aclose() if the task never got to it
+        self._tasks: dict[asyncio.Task[None], Awaitable[Any]] = {}
 
     def add(self, callback: Callable[[E], Any]) -> Unsubscribe:
         """Register ``callback`` and return a handle that removes it."""
@@ -88,8 +89,11 @@ class HookSet(Generic[E]):
             )
             return
         task = loop.create_task(self._run(callback, awaitable))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks[task] = awaitable
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task, None)
 
     async def _run(self, callback: Callable[[E], Any], awaitable: Awaitable[Any]) -> None:
         try:
@@ -121,13 +125,16 @@ class HookSet(Generic[E]):
         Args:
             grace: Seconds to wait before cancelling (0 cancels at once).
         """
-        tasks = tuple(self._tasks)
-        if tasks and grace > 0:
-            await asyncio.wait(tasks, timeout=grace)
-        for task in tasks:
+        pending = dict(self._tasks)
+        if pending and grace > 0:
+            await asyncio.wait(pending, timeout=grace)
+        for task in pending:
             task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        for awaitable in pending.values():
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()  # a task cancelled before it started never awaited it
 
 
 def _name(callback: Callable[..., Any]) -> str:
