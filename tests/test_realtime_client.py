@@ -18,6 +18,7 @@ from resilient_conn.errors import (
     ChannelJoinError,
     ConfigError,
     PushTimeoutError,
+    RealtimeError,
 )
 from resilient_conn.events import ConnectionState, StateChange
 from resilient_conn.realtime import Channel, ChannelState, Message, RealtimeClient
@@ -538,3 +539,24 @@ def test_example_runs_against_the_local_server() -> None:
     out = done.stdout
     for expected in ("[db] INSERT todos", "[gap] rejoined realtime:room1", "[closed] unsubscribed"):
         assert expected in out
+
+
+async def test_a_failed_connection_fails_subscribe_with_the_cause(server: PhoenixServer) -> None:
+    """HTTP 401 at the handshake: FAILED; subscribe raises ChannelJoinError naming it."""
+    server.reject_handshake(401, "InvalidJWTToken")
+    async with make_client(server) as client:
+        room = client.channel("room1")
+        with pytest.raises(ChannelJoinError, match="connection failed"):
+            await room.subscribe()
+        assert client.connection.state is ConnectionState.FAILED
+        with pytest.raises(ChannelJoinError, match="connection failed"):
+            await client.channel("room2").subscribe()
+
+
+async def test_iteration_is_refused_when_the_queue_is_off(server: PhoenixServer) -> None:
+    """queue_size=0 turns the queue off; iterating says so instead of hanging."""
+    async with make_client(server) as client:
+        room = client.channel("room1", queue_size=0)
+        await room.subscribe()
+        with pytest.raises(RealtimeError, match="queue_size=0"):
+            await next_message(room)

@@ -35,7 +35,13 @@ import anyio
 
 from .._hooks import HookSet, Unsubscribe
 from ..config import check_positive
-from ..errors import BufferFullError, ChannelClosedError, ChannelJoinError, PushTimeoutError
+from ..errors import (
+    BufferFullError,
+    ChannelClosedError,
+    ChannelJoinError,
+    PushTimeoutError,
+    RealtimeError,
+)
 from .protocol import BROADCAST, KIND_USER_BROADCAST_PUSH, Message, RefCounter
 
 if TYPE_CHECKING:
@@ -512,13 +518,18 @@ class Channel:
         if waiter is None or waiter.done():
             waiter = self._join_waiter = loop.create_future()
         if self.state is ChannelState.CLOSED:
-            self._join_timeout = limit
             self._client._register(self)
+            failed = self._client._failure_reason()
+            if failed is not None:
+                raise ChannelJoinError(self.topic, failed)
+            self._join_timeout = limit
             await self._client._refresh_token()
             await self._client._run(self, self.machine.join())
         try:
             with anyio.fail_after(limit + 0.05):
                 await asyncio.shield(waiter)
+        except ChannelClosedError as exc:
+            raise ChannelJoinError(self.topic, exc.reason) from exc
         except TimeoutError:
             if self.state is ChannelState.JOINING and not self.machine.joined_once:
                 if self.machine.join_ref is not None:
@@ -614,6 +625,8 @@ class Channel:
         return self
 
     async def __anext__(self) -> Message:
+        if not self._queue_size:
+            raise RealtimeError(f"{self.topic}: iteration is off (queue_size=0); use on()")
         while not self._queue:
             if self.state is ChannelState.CLOSED:
                 reason = self.closed_reason or UNSUBSCRIBED
@@ -705,6 +718,9 @@ class Channel:
         self._settle_join(ChannelClosedError(self.topic, reason))
         self._wake()
         self._close_hooks.emit(reason)
+
+    def _hooks_pending(self) -> bool:
+        return any(h.pending for h in (self._handlers, self._gap_hooks, self._close_hooks))
 
     async def _aclose_hooks(self) -> None:
         for hooks in (self._handlers, self._gap_hooks, self._close_hooks):

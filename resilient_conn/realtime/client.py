@@ -181,6 +181,7 @@ class RealtimeClient:
         self._tg: anyio.abc.TaskGroup | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._closing = False
+        self._retired: set[Channel] = set()
         self._log = get_logger(connection=self._conn.name)
         self.stats: Counter[str] = Counter()
         """Counters: ``malformed``, ``heartbeat_timeouts``, ``rejoins``, ``token_refreshes``,
@@ -243,7 +244,8 @@ class RealtimeClient:
             await stack.aclose()
         finally:
             self._tg = None
-            for ch in list(self._channels.values()):
+            retired, self._retired = self._retired, set()
+            for ch in retired:
                 await ch._aclose_hooks()
 
     def channel(
@@ -320,6 +322,12 @@ class RealtimeClient:
         self._channels[ch.topic] = ch
         ch.machine._socket_open = self._conn.is_connected
 
+    def _failure_reason(self) -> str | None:
+        if self._conn.state is ConnectionState.FAILED:
+            error = self._conn.last_error
+            return "connection failed" + ("" if error is None else f": {error}")
+        return None
+
     async def _refresh_token(self) -> str | None:
         source = self._token_source
         if source is None:
@@ -384,6 +392,9 @@ class RealtimeClient:
                 if self._channels.get(ch.topic) is ch:
                     del self._channels[ch.topic]
                 ch._closed(action.reason)
+                # Keep closed channels whose async callbacks still run, to end them on close.
+                self._retired = {c for c in self._retired if c._hooks_pending()}
+                self._retired.add(ch)
         return out
 
     def _joined(self, ch: Channel, action: Joined) -> list[_Frame]:
@@ -435,7 +446,13 @@ class RealtimeClient:
             try:
                 await self._conn.send(frame, buffer=False)
             except NotConnectedError:
+                # A transport is opening (its on_open is running) or just died: pushes wait in
+                # the channel buffer; control frames are sent again once it is live, if still
+                # meaningful (a new transport's on_open rejoins with a new ref anyway).
                 self._requeue(ch, frames[index:])
+                control = [m for m, p in frames[index:] if p is None]
+                if control and self._tg is not None:
+                    self._tg.start_soon(self._resend_when_live, ch, control)
                 return
             except (ConnectionClosedError, ConnectionFailedError) as exc:
                 for _, later in frames[index:]:
@@ -456,6 +473,19 @@ class RealtimeClient:
         if not ch._flush_pending and self._tg is not None:
             ch._flush_pending = True
             self._tg.start_soon(self._flush_when_live, ch)
+
+    async def _resend_when_live(self, ch: Channel, messages: list[Message]) -> None:
+        with contextlib.suppress(ConnectionClosedError, ConnectionFailedError):
+            await self._conn.wait_connected()
+        current = ch.machine.join_ref
+        for msg in messages:
+            still = (
+                (msg.event == PHX_JOIN and ch.state is ChannelState.JOINING)
+                or (msg.event == PHX_LEAVE and ch.state is ChannelState.LEAVING)
+                or ch.state is ChannelState.JOINED
+            )
+            if still and msg.join_ref == current:
+                await self._send_frames(ch, [(msg, None)])
 
     async def _flush_when_live(self, ch: Channel) -> None:
         try:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -125,6 +126,7 @@ class PhoenixServer:
         join_error_delay: Seconds before a rejected join's error reply (Supabase: 5 s).
         handshake_delay: Seconds before a rejected handshake's HTTP response (Supabase: ~2 s).
         idle_timeout: Close a socket that sends nothing for this long (``None``: never).
+        max_records: How many joins and pushes the records keep (oldest dropped first).
         clock: Clock for the delays.
     """
 
@@ -135,6 +137,7 @@ class PhoenixServer:
         join_error_delay: float = 0.05,
         handshake_delay: float = 0.0,
         idle_timeout: float | None = 60.0,
+        max_records: int = 100_000,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.port = port
@@ -144,8 +147,8 @@ class PhoenixServer:
         self.clock = clock
         self.drop_heartbeats = False
         """While True, heartbeats are recorded but never answered."""
-        self.joins: list[JoinRecord] = []
-        self.pushes: list[Message] = []
+        self.joins: deque[JoinRecord] = deque(maxlen=max_records)
+        self.pushes: deque[Message] = deque(maxlen=max_records)
         """Every decoded client message except heartbeats, in arrival order."""
         self.heartbeats = 0
         self.connections: list[ConnectionRecord] = []
