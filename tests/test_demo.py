@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -159,3 +162,21 @@ def test_summary_text_shows_the_lost_equation_and_json_is_serialisable() -> None
     assert "RESULT: OK" in text
     assert "\x1b[" not in text  # no colors unless asked
     assert json.loads(json.dumps(summary.to_dict()))["ok"] is True
+
+
+def test_json_feed_consumer_example_runs_standalone_and_exits_0() -> None:
+    """examples/json_feed_consumer.py runs on its own (embedded server, one restart): it
+    re-subscribes after the restart, notices the gap, reports dead letters, exits 0."""
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, str(root / "examples" / "json_feed_consumer.py"), "--seconds", "4"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=root,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "subscribed (subscription #2)" in result.stdout
+    assert "gap: missed" in result.stdout
+    assert "dead letter (overflow)" in result.stdout
