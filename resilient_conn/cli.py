@@ -31,8 +31,6 @@ from urllib.parse import urlsplit
 import anyio
 import structlog
 
-from .backoff import Backoff
-from .breaker import CircuitBreaker
 from .connection import ResilientConnection
 from .demo import MIN_DURATION, DemoOptions, run_demo
 from .errors import ConfigError, ConnectionClosedError, ConnectionFailedError
@@ -323,14 +321,12 @@ async def _check(args: argparse.Namespace, out: TextIO) -> int:
         headers=dict(args.header) or None,
         open_timeout=timeout,
         ping_interval=0,
-        backoff=Backoff(0.1, 1.0),
-        # dial once: the first failure opens the circuit for longer than we wait
-        breaker=CircuitBreaker(failure_threshold=1, recovery_timeout=3600.0),
     )
+    # Dial once: the first outcome (open, fatal, or a failure the supervisor would retry)
+    # settles it; closing the connection then stops any further dial.
     settled = asyncio.Event()
-    conn.on_state_change(
-        lambda c: settled.set() if c.new in (_S.CONNECTED, _S.FAILED, _S.CIRCUIT_OPEN) else None
-    )
+    outcomes = (_S.CONNECTED, _S.FAILED, _S.BACKOFF, _S.CIRCUIT_OPEN)
+    conn.on_state_change(lambda c: settled.set() if c.new in outcomes else None)
     async with conn:
         with anyio.move_on_after(timeout):
             await settled.wait()
@@ -346,15 +342,13 @@ async def _check(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _not_connected(conn: ResilientConnection, timeout: float) -> HealthReport:
-    report = conn.health()
+    error = conn.last_error
+    why = (str(error) or repr(error)) if error is not None else f"no answer within {timeout:g} s"
     if conn.state is _S.FAILED:
-        return report
-    why = repr(conn.last_error) if conn.last_error is not None else "no answer"
-    return dataclasses.replace(
-        report,
-        status=HealthStatus.UNHEALTHY,
-        detail=f"could not connect (one dial, timeout {timeout:g} s): {why}",
-    )
+        detail = f"failed: {why}"
+    else:
+        detail = f"could not connect (one dial, timeout {timeout:g} s): {why}"
+    return dataclasses.replace(conn.health(), status=HealthStatus.UNHEALTHY, detail=detail)
 
 
 # --------------------------------------------------------------------------- main
