@@ -438,10 +438,17 @@ async def test_protocol_v1_joins_receives_and_closes_by_ref(server: PhoenixServe
         assert server.connections[0].vsn == "1.0.0"
         await server.broadcast("room1", "hello", {"n": 1})
         assert (await next_message(room)).payload["payload"] == {"n": 1}
-        await room.unsubscribe()
-        assert room.state is ChannelState.CLOSED
+        closed = Waiter()
+        room.on_close(closed)
+        await server.system_error("room1", "Token has expired 1 seconds ago")
+        await closed.wait()  # the v1 phx_close carried the join ref only in ``ref``
+        assert closed.items == ["Token has expired 1 seconds ago"]
+        other = client.channel("room2")
+        await other.subscribe()
+        await other.unsubscribe()
+        assert other.state is ChannelState.CLOSED
         with anyio.fail_after(T):
-            async for _ in room:
+            async for _ in other:
                 pytest.fail("iteration must end after unsubscribe")
 
 

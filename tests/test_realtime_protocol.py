@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from resilient_conn.errors import RealtimeProtocolError
 from resilient_conn.realtime.channel import (
@@ -460,3 +461,102 @@ def test_leave_while_disconnected_closes_at_once_and_leave_timeout_closes() -> N
     (leave,) = machine2.leave()
     assert isinstance(leave, SendLeave)
     assert machine2.leave_timed_out(leave.ref) == [Closed("unsubscribed")]
+
+
+class ChannelMachineModel(RuleBasedStateMachine):
+    """Random event sequences never break the machine's table or its invariants."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.machine = ChannelMachine("t", RefCounter(), lambda n: float(n))
+        self.sent_refs: list[str] = []
+        self.tokens: list[int] = []
+        self.socket_open = False
+
+    def _run(self, actions: list[Any]) -> None:
+        for action in actions:
+            if isinstance(action, SendJoin):
+                assert self.socket_open, "a join is only sent on an open socket"
+                assert action.join_ref not in self.sent_refs, "every join has a fresh ref"
+                self.sent_refs.append(action.join_ref)
+            elif isinstance(action, ScheduleRejoin):
+                assert self.socket_open
+                self.tokens.append(action.token)
+            elif isinstance(action, Closed):
+                assert self.machine.state is ChannelState.CLOSED
+
+    @rule()
+    def join(self) -> None:
+        """The user subscribes."""
+        self._run(self.machine.join())
+
+    @rule()
+    def leave(self) -> None:
+        """The user unsubscribes."""
+        self._run(self.machine.leave())
+
+    @rule()
+    def open_socket(self) -> None:
+        """A transport opens."""
+        self.socket_open = True
+        self._run(self.machine.socket_opened())
+
+    @rule()
+    def close_socket(self) -> None:
+        """The transport ends."""
+        self.socket_open = False
+        self._run(self.machine.socket_closed())
+
+    @rule(ok=st.booleans(), current=st.booleans())
+    def reply(self, ok: bool, current: bool) -> None:
+        """A reply to the current join/leave, or to something else."""
+        ref = self.machine.join_ref if current else "nope"
+        if current and self.machine.state is ChannelState.LEAVING:
+            ref = self.machine.leave_ref
+        self._run(self.machine.reply(ref, "ok" if ok else "error", {"reason": "r"}))
+
+    @rule(current=st.booleans())
+    def server_close(self, current: bool) -> None:
+        """phx_close for the current or a stale join."""
+        before = self.machine.state
+        self._run(self.machine.server_close(self.machine.join_ref if current else "stale"))
+        if not current:
+            assert self.machine.state is before, "stale closes change nothing"
+
+    @rule(current=st.booleans())
+    def server_error(self, current: bool) -> None:
+        """phx_error for the current or a stale join."""
+        self._run(self.machine.server_error(self.machine.join_ref if current else "stale"))
+
+    @rule()
+    def system_error(self) -> None:
+        """A fatal system error."""
+        self._run(self.machine.system_error("fatal"))
+
+    @rule()
+    def join_timeout(self) -> None:
+        """The current join times out."""
+        if self.machine.join_ref is not None:
+            self._run(self.machine.join_timed_out(self.machine.join_ref))
+
+    @rule(data=st.data())
+    def rejoin_timer(self, data: st.DataObject) -> None:
+        """Some (possibly stale) rejoin timer fires."""
+        if self.tokens:
+            self._run(self.machine.rejoin_due(data.draw(st.sampled_from(self.tokens))))
+
+    @invariant()
+    def consistent(self) -> None:
+        """Closed means not wanted; joined means a join ref; a fatal channel never rejoins."""
+        m = self.machine
+        if m.state is ChannelState.CLOSED:
+            assert not m.desired
+        if m.state is ChannelState.JOINED:
+            assert m.join_ref is not None
+            assert m.joined_once
+        if m.fatal_reason is not None:
+            assert not m.desired
+
+
+TestChannelMachineModel = ChannelMachineModel.TestCase
+TestChannelMachineModel.settings = settings(max_examples=200, stateful_step_count=30)
