@@ -567,3 +567,22 @@ async def test_iteration_is_refused_when_the_queue_is_off(server: PhoenixServer)
         await room.subscribe()
         with pytest.raises(RealtimeError, match="queue_size=0"):
             await next_message(room)
+
+
+async def test_a_push_whose_reply_was_lost_is_sent_again_after_the_rejoin(
+    server: PhoenixServer,
+) -> None:
+    """At-least-once: an acked broadcast unanswered when the socket died is re-sent."""
+    async with make_client(server) as client:
+        room = client.channel("room1", broadcast={"ack": True})
+        await room.subscribe()
+        server.drop_push_replies = True
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(room.send_broadcast, "important", {"n": 1})
+            with anyio.fail_after(T):
+                await server.wait_for_push("broadcast")
+            server.drop_push_replies = False
+            await server.close_all(1012)
+        first, second = [p for p in server.pushes if p.event == "broadcast"]
+        assert first.payload == second.payload
+        assert first.join_ref != second.join_ref == room.machine.join_ref

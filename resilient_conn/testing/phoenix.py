@@ -9,7 +9,8 @@ reply; a revoked token gets a system error then ``phx_close``), binary kind 3 in
 
 Test controls: :meth:`PhoenixServer.inject_postgres_change`, :meth:`~PhoenixServer.broadcast`
 (as "another client"), :meth:`~PhoenixServer.presence_track` / ``presence_untrack``,
-:attr:`~PhoenixServer.drop_heartbeats`, :meth:`~PhoenixServer.reject_joins`,
+:attr:`~PhoenixServer.drop_heartbeats`, :attr:`~PhoenixServer.drop_push_replies`,
+:meth:`~PhoenixServer.reject_joins`,
 :meth:`~PhoenixServer.reject_handshake`, :meth:`~PhoenixServer.close_all`,
 :meth:`~PhoenixServer.system_error`, :meth:`~PhoenixServer.crash_channel`,
 :meth:`~PhoenixServer.restart`. Records: :attr:`~PhoenixServer.joins` (with the access_token
@@ -146,6 +147,8 @@ class PhoenixServer:
         self.idle_timeout = idle_timeout
         self.clock = clock
         self.drop_heartbeats = False
+        self.drop_push_replies = False
+        """While True, broadcast acks and presence replies are never sent (lost replies)."""
         """While True, heartbeats are recorded but never answered."""
         self.joins: deque[JoinRecord] = deque(maxlen=max_records)
         self.pushes: deque[Message] = deque(maxlen=max_records)
@@ -559,7 +562,7 @@ class PhoenixServer:
         for other in list(self._conns):
             if msg.topic in other.subs and (other is not conn or cfg.get("self")):
                 await self._relay(other, msg)
-        if cfg.get("ack"):
+        if cfg.get("ack") and not self.drop_push_replies:
             await self._reply(conn, msg, "ok", {})
 
     async def _relay(self, conn: _Conn, msg: Message) -> None:
@@ -579,7 +582,8 @@ class PhoenixServer:
             await self._track(msg.topic, sub.presence_key, dict(meta))
         elif body.get("event") == "untrack":
             await self._untrack(msg.topic, sub.presence_key)
-        await self._reply(conn, msg, "ok", {})
+        if not self.drop_push_replies:
+            await self._reply(conn, msg, "ok", {})
 
     async def _track(self, topic: str, key: str, meta: dict[str, Any]) -> None:
         meta["phx_ref"] = f"F{next(self._phx_refs)}"
