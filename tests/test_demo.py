@@ -12,6 +12,7 @@ import pytest
 
 from resilient_conn import cli
 from resilient_conn._demo_app import AckingSender, DemoServerState, decode_seq, encode_message
+from resilient_conn._demo_realtime import run_realtime_part
 from resilient_conn._demo_report import DemoSummary, Reporter
 from resilient_conn.buffer import DeadLetter, DeadLetterReason
 from resilient_conn.demo import MIN_DURATION, DemoOptions
@@ -169,7 +170,7 @@ def test_json_feed_consumer_example_runs_standalone_and_exits_0() -> None:
     re-subscribes after the restart, notices the gap, reports dead letters, exits 0."""
     root = Path(__file__).resolve().parent.parent
     result = subprocess.run(
-        [sys.executable, str(root / "examples" / "json_feed_consumer.py"), "--seconds", "4"],
+        [sys.executable, str(root / "examples" / "json_feed_consumer.py"), "--seconds", "3"],
         capture_output=True,
         text=True,
         timeout=30,
@@ -180,3 +181,25 @@ def test_json_feed_consumer_example_runs_standalone_and_exits_0() -> None:
     assert "subscribed (subscription #2)" in result.stdout
     assert "gap: missed" in result.stdout
     assert "dead letter (overflow)" in result.stdout
+
+
+@pytest.mark.anyio
+async def test_realtime_part_rejoins_after_a_phoenix_restart_and_reports_the_gap() -> None:
+    """The --realtime part: the channel receives changes, the Phoenix server restarts, the
+    client rejoins by itself, the gap hook fires, and later changes arrive too."""
+    result = await run_realtime_part(Reporter(None), seed=1, timeout=20)
+    assert result["available"] is True
+    assert result["ok"] is True, result
+    assert result["events"] == 5
+    assert result["rejoins"] >= 1
+    assert result["gaps_reported"] >= 1
+
+
+@pytest.mark.anyio
+async def test_realtime_part_says_when_the_client_is_not_available(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without the Realtime client the part is skipped with a message, not a crash."""
+    monkeypatch.setitem(sys.modules, "resilient_conn.realtime", None)
+    result = await run_realtime_part(Reporter(None), seed=1)
+    assert result == {"available": False, "detail": "the Realtime client is not available"}
