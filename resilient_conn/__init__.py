@@ -32,6 +32,7 @@ from .errors import (
     NotConnectedError,
     PushTimeoutError,
     RealtimeError,
+    RealtimeProtocolError,
     ResilientConnError,
     RetryError,
 )
@@ -101,6 +102,7 @@ __all__ = [
     "ConnectionState",
     "PushTimeoutError",
     "RealtimeError",
+    "RealtimeProtocolError",
     "ResilientConnError",
     "RetryError",
     "StateChange",
