@@ -32,7 +32,7 @@ import anyio
 import structlog
 
 from .connection import ResilientConnection
-from .demo import MIN_DURATION, DemoOptions, run_demo
+from .demo import MAX_DURATION, MIN_DURATION, DemoOptions, run_demo
 from .errors import ConfigError, ConnectionClosedError, ConnectionFailedError
 from .events import ConnectionState, StateChange
 from .health import HealthReport, HealthStatus
@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_number(MIN_DURATION, inclusive=True),
         default=60.0,
         metavar="SECONDS",
-        help=f"length of the fault schedule (default 60, at least {MIN_DURATION:g})",
+        help=f"length of the fault schedule (default 60, {MIN_DURATION:g} to {MAX_DURATION:g})",
     )
     demo.add_argument("--seed", type=int, default=None, help="seed of every random choice")
     demo.add_argument(
@@ -233,7 +233,7 @@ def _start_stdin_reader(
     def put(item: str | None) -> bool:
         try:
             asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
-        except (RuntimeError, asyncio.CancelledError, BaseException):
+        except BaseException:  # the loop is gone or the put was cancelled: stop reading
             return False
         return True
 

@@ -40,10 +40,12 @@ from .health import HealthRegistry
 from .testing import ChaosProxy, ScriptedServer
 from .testing._net import Notifier
 
-__all__ = ["MIN_DURATION", "DemoOptions", "DemoSummary", "run_demo"]
+__all__ = ["MAX_DURATION", "MIN_DURATION", "DemoOptions", "DemoSummary", "run_demo"]
 
 MIN_DURATION = 5.0
 """Shortest ``--duration`` the fault schedule fits in (seconds)."""
+MAX_DURATION = 3600.0
+"""Longest ``--duration`` (the accounting keeps every sequence number: memory stays small)."""
 MESSAGE_RATE = 20.0
 """Messages the demo client sends per second."""
 PING_INTERVAL = 0.5
@@ -65,7 +67,8 @@ class DemoOptions:
     """Settings of one demo run.
 
     Attributes:
-        duration: Seconds the fault schedule is scaled to (>= :data:`MIN_DURATION`).
+        duration: Seconds the fault schedule is scaled to (:data:`MIN_DURATION` to
+            :data:`MAX_DURATION`).
         seed: Seed of every random choice (backoff jitter, proxy); None picks one.
         realtime: Also run the Realtime part, when the Realtime client is available.
         quiet: Print no event lines, only the summary.
@@ -83,8 +86,10 @@ class DemoOptions:
             raise ConfigError(
                 f"duration must be a number >= {MIN_DURATION:g}, got {self.duration!r}"
             )
-        if self.duration > 86_400:
-            raise ConfigError(f"duration must be at most 86400 seconds, got {self.duration!r}")
+        if self.duration > MAX_DURATION:
+            raise ConfigError(
+                f"duration must be at most {MAX_DURATION:g} seconds, got {self.duration!r}"
+            )
 
     @property
     def recovery_timeout(self) -> float:

@@ -124,6 +124,7 @@ def test_exit_codes_follow_health_status() -> None:
         (["connect", "ws://127.0.0.1:1/", "-H", "no colon"], "Name: value"),
         (["connect", "ws://127.0.0.1:1/", "--ping-timeout", "-1"], "--ping-timeout"),
         (["demo", "--duration", "abc"], "--duration"),
+        (["demo", "--duration", "4000"], "at most 3600"),
         ([], "COMMAND"),
     ],
 )

@@ -15,7 +15,7 @@ from resilient_conn._demo_app import AckingSender, DemoServerState, decode_seq, 
 from resilient_conn._demo_realtime import run_realtime_part
 from resilient_conn._demo_report import DemoSummary, Reporter
 from resilient_conn.buffer import DeadLetter, DeadLetterReason
-from resilient_conn.demo import MIN_DURATION, DemoOptions
+from resilient_conn.demo import MAX_DURATION, MIN_DURATION, DemoOptions
 from resilient_conn.errors import ConfigError
 from resilient_conn.events import ConnectionState
 
@@ -63,7 +63,7 @@ def test_demo_options_validate_duration() -> None:
     with pytest.raises(ConfigError, match="duration"):
         DemoOptions(duration=MIN_DURATION - 1)
     with pytest.raises(ConfigError, match="duration"):
-        DemoOptions(duration=1e9)
+        DemoOptions(duration=MAX_DURATION + 1)
 
 
 def test_demo_exit_code_is_1_and_says_why_when_messages_are_lost(
