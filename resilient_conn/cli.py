@@ -166,15 +166,16 @@ def _add_headers(parser: argparse.ArgumentParser) -> None:
 def _library_logs(verbose: bool, quiet: bool, stream: TextIO) -> Iterator[None]:
     """Keep the library's structlog events off stdout while a command runs.
 
-    Unless the program configured structlog itself, a filter is put at the front of the
-    default processor chain (the list every logger shares, including loggers bound before
-    now): warnings and errors (unless ``quiet``; and info with ``verbose``) are written to
-    ``stream`` as one line each; the rest is dropped. The chain is restored afterwards.
+    A command owns its output (``--json`` must print JSON only), so a filter is put at the
+    front of structlog's current default processor chain (the list every logger built from it
+    shares, including loggers bound before now): warnings and errors (unless ``quiet``; and
+    info with ``verbose``) are written to ``stream`` as one line each; the rest is dropped.
+    The chain is restored afterwards.
     """
-    if structlog.is_configured():
+    chain = structlog.get_config()["processors"]
+    if not isinstance(chain, list):  # a chain we cannot extend: leave logging as configured
         yield
         return
-    chain = structlog.get_config()["processors"]
     shown = set() if quiet else {"warning", "warn", "error", "critical", "exception", "fatal"}
     if verbose:
         shown |= {"warning", "warn", "error", "critical", "exception", "fatal", "info", "msg"}

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+import structlog
 
 from resilient_conn import cli
 from resilient_conn.testing import ScriptedServer
@@ -101,6 +102,24 @@ async def test_check_sends_headers_and_keeps_secrets_out_of_the_report(
     assert headers["Authorization"] == "Bearer abc"
     assert headers["X-Team"] == "blue"
     assert "s3cret" not in out
+
+
+@pytest.mark.anyio
+async def test_library_logs_stay_off_stdout_and_verbose_sends_them_to_stderr(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The library's structlog events never mix with a command's stdout (its JSON stays
+    parseable), even when structlog was configured before; `-v` shows them on stderr."""
+    structlog.configure(processors=structlog.get_config()["processors"])  # "configured"
+    async with ScriptedServer() as server:
+        assert await _run_main(["check", server.url], timeout=15) == 0
+        quiet = capsys.readouterr()
+        assert await _run_main(["-v", "check", server.url], timeout=15) == 0
+        verbose = capsys.readouterr()
+    json.loads(quiet.out)
+    json.loads(verbose.out)
+    assert "resilient_conn.state_changed" not in quiet.out + quiet.err
+    assert "resilient_conn.state_changed" in verbose.err
 
 
 def test_exit_codes_follow_health_status() -> None:
