@@ -46,6 +46,7 @@ from .health import (
     policy_report,
 )
 from .metrics import ConnectionSnapshot, ConnectionStats
+from .options import ConnectionOptions
 from .policy import PolicyMetrics, PolicyRegistry, ResiliencePolicy
 from .prometheus import RegistryCollector
 from .retry import (
@@ -99,6 +100,7 @@ __all__ = [
     "ConfigError",
     "ConnectionClosedError",
     "ConnectionFailedError",
+    "ConnectionOptions",
     "ConnectionState",
     "PushTimeoutError",
     "RealtimeError",

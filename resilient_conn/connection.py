@@ -18,25 +18,32 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
-import inspect
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 import anyio
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 from . import config
 from ._clock import SYSTEM_CLOCK, Clock
 from ._hooks import HookSet, Unsubscribe
 from ._log import get_logger, redact_text, redact_url
+from .adapters.websocket import (
+    DialOptions,
+    HeadersSource,
+    UrlSource,
+    check_ws_url,
+    dial,
+    keepalive,
+)
 from .backoff import Backoff
 from .breaker import BreakerLease, BreakerState, CircuitBreaker
-from .buffer import DeadLetter, DeadLetterReason, OutboundBuffer, Overflow, message_size
+from .buffer import DeadLetter, DeadLetterReason
 from .classify import Action, Classifier, Verdict, default_classify
 from .errors import (
     BufferFullError,
@@ -49,13 +56,12 @@ from .errors import (
 from .events import TRANSITIONS, ConnectionState, IllegalTransition, StateChange
 from .health import HealthReport, HealthStatus, evaluate
 from .metrics import ConnectionSnapshot, ConnectionStats
+from .options import ConnectionOptions
+from .outbox import Outbox
 
 __all__ = ["ResilientConnection"]
 
-T = TypeVar("T")
 Message = str | bytes
-UrlSource = str | Callable[[], str | Awaitable[str]]
-HeadersSource = Mapping[str, str] | Callable[[], Mapping[str, str] | Awaitable[Mapping[str, str]]]
 OnOpen = Callable[["ResilientConnection"], Awaitable[None]]
 Probe = Callable[["ResilientConnection"], Awaitable[float]]
 
@@ -66,27 +72,6 @@ _S = ConnectionState
 _ON_OPEN: contextvars.ContextVar[tuple[int, int] | None] = contextvars.ContextVar(
     "resilient_conn_on_open", default=None
 )
-
-
-async def _evaluate(source: T | Callable[[], T | Awaitable[T]]) -> T:
-    if callable(source):
-        result = source()
-        if inspect.isawaitable(result):
-            return await result
-        return result
-    return source
-
-
-def _check_ws_url(url: object, param: str = "url") -> str:
-    if not isinstance(url, str):
-        raise ConfigError(f"{param} must be a ws:// or wss:// URL string, got {type(url).__name__}")
-    try:
-        parts = urlsplit(url)
-    except ValueError as exc:
-        raise ConfigError(f"{param} is not a valid URL: {redact_url(url)!r} ({exc})") from None
-    if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise ConfigError(f"{param} must be a ws:// or wss:// URL, got {redact_url(url)!r}")
-    return url
 
 
 class ResilientConnection:
@@ -173,7 +158,7 @@ class ResilientConnection:
             self._url_source: UrlSource = url
             display = getattr(url, "__qualname__", "<url callable>")
         else:
-            self._url_source = _check_ws_url(url)
+            self._url_source = check_ws_url(url)
             display = redact_url(url)
         self.url = display
         """The URL for display (redacted), or the name of the URL callable."""
@@ -186,39 +171,27 @@ class ResilientConnection:
             raise ConfigError(f"backoff must be a Backoff, got {type(backoff).__name__}")
         if not isinstance(self.breaker, CircuitBreaker):
             raise ConfigError(f"breaker must be a CircuitBreaker, got {type(breaker).__name__}")
-        self.open_timeout = config.resolve("open_timeout", open_timeout)
-        self.ping_interval = config.resolve("ping_interval", ping_interval)
-        self.ping_timeout = config.resolve("ping_timeout", ping_timeout)
-        self.close_timeout = config.resolve("close_timeout", close_timeout)
-        self.stable_after = config.resolve("stable_after", stable_after)
-        self.send_timeout = config.resolve("send_timeout", send_timeout)
-        self.drain_timeout = config.resolve("drain_timeout", drain_timeout)
-        self.unhealthy_after = config.resolve("unhealthy_after", unhealthy_after)
-        self.message_ttl = (
-            None if message_ttl is None else config.check_positive(message_ttl, "message_ttl")
+        self.options = options = ConnectionOptions.resolve(
+            open_timeout=open_timeout,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            close_timeout=close_timeout,
+            stable_after=stable_after,
+            send_timeout=send_timeout,
+            drain_timeout=drain_timeout,
+            unhealthy_after=unhealthy_after,
+            buffer_size=buffer_size,
+            buffer_bytes=buffer_bytes,
+            overflow=overflow,
+            max_size=max_size,
+            max_queue=max_queue,
+            message_ttl=message_ttl,
+            rtt_limit=rtt_limit,
+            buffer_high_water=buffer_high_water,
+            hook_timeout=hook_timeout,
+            dead_letter_capacity=dead_letter_capacity,
         )
-        self.rtt_limit = (
-            None if rtt_limit is None else config.check_positive(rtt_limit, "rtt_limit")
-        )
-        if not 0 < buffer_high_water <= 1:
-            raise ConfigError(f"buffer_high_water must be in (0, 1], got {buffer_high_water!r}")
-        self.buffer_high_water = buffer_high_water
-        config.check_positive(hook_timeout, "hook_timeout")
-        if (
-            isinstance(dead_letter_capacity, bool)
-            or not isinstance(dead_letter_capacity, int)
-            or (dead_letter_capacity < 0)
-        ):
-            raise ConfigError(
-                f"dead_letter_capacity must be an int >= 0, got {dead_letter_capacity!r}"
-            )
-        self.overflow = Overflow(config.resolve_choice("overflow", overflow))
-        self._max_size = int(config.resolve("max_size", max_size))
-        self._max_queue = int(config.resolve("max_queue", max_queue))
-        self._buffer = OutboundBuffer(
-            int(config.resolve("buffer_size", buffer_size)),
-            int(config.resolve("buffer_bytes", buffer_bytes)),
-        )
+        """The effective settings (arguments > environment > defaults)."""
         if on_open is not None and not callable(on_open):
             raise ConfigError("on_open must be an async callable")
         if headers is not None and not (callable(headers) or isinstance(headers, Mapping)):
@@ -228,17 +201,36 @@ class ResilientConnection:
         self._classify: Classifier = classify or default_classify
         self._probe = probe
         self._clock: Clock = clock or SYSTEM_CLOCK
-        self._connect_kwargs = connect_kwargs
+        self._dial_options = DialOptions(
+            options.open_timeout,
+            options.close_timeout,
+            options.max_size,
+            options.max_queue,
+            connect_kwargs,
+        )
+        self._log = get_logger(connection=self.name)
 
         self.stats = ConnectionStats()
         """Live counters (dials, reconnects, failures by kind, messages and bytes each way...)."""
-        self.dead_letters: deque[DeadLetter] = deque(maxlen=dead_letter_capacity)
+        self._outbox = Outbox(
+            name=self.name,
+            clock=self._clock,
+            stats=self.stats,
+            capacity=options.buffer_size,
+            capacity_bytes=options.buffer_bytes,
+            overflow=options.overflow,
+            ttl=options.message_ttl,
+            write_timeout=options.close_timeout,
+            keep=options.dead_letter_capacity,
+            hook_timeout=options.hook_timeout,
+            on_change=self._wake,
+            log=self._log,
+        )
+        self.dead_letters = self._outbox.dead_letters
         """The most recent dead letters (bounded by ``dead_letter_capacity``)."""
-        self._state_hooks: HookSet[StateChange] = HookSet("state_change", hook_timeout)
-        self._dead_letter_hooks: HookSet[DeadLetter] = HookSet("dead_letter", hook_timeout)
         if on_dead_letter is not None:
-            self._dead_letter_hooks.add(on_dead_letter)
-        self._log = get_logger(connection=self.name)
+            self._outbox.subscribe(on_dead_letter)
+        self._state_hooks: HookSet[StateChange] = HookSet("state_change", options.hook_timeout)
 
         self._state = _S.IDLE
         self._ws: ClientConnection | None = None
@@ -278,7 +270,7 @@ class ResilientConnection:
     @property
     def buffered(self) -> int:
         """Messages waiting in the outbound buffer."""
-        return len(self._buffer)
+        return len(self._outbox.buffer)
 
     @property
     def last_error(self) -> BaseException | None:
@@ -288,7 +280,7 @@ class ResilientConnection:
     def __repr__(self) -> str:
         return (
             f"<ResilientConnection {self.name!r} {self.url} state={self._state.name} "
-            f"generation={self.generation} buffered={len(self._buffer)}>"
+            f"generation={self.generation} buffered={self.buffered}>"
         )
 
     def on_state_change(self, callback: Callable[[StateChange], Any]) -> Unsubscribe:
@@ -301,7 +293,7 @@ class ResilientConnection:
 
     def on_dead_letter(self, callback: Callable[[DeadLetter], Any]) -> Unsubscribe:
         """Call ``callback(dead_letter)`` for every message that cannot be delivered."""
-        return self._dead_letter_hooks.add(callback)
+        return self._outbox.subscribe(callback)
 
     async def __aenter__(self) -> Self:
         self.start()
@@ -337,7 +329,7 @@ class ResilientConnection:
             ConnectionClosedError: The connection was closed.
         """
         async with asyncio.timeout(timeout):
-            while not self._live:
+            while not (self._live and (ws := self._ws) is not None and ws.state is State.OPEN):
                 self._raise_if_over()
                 await self._changed.wait()
 
@@ -360,7 +352,10 @@ class ResilientConnection:
             try:
                 await ws.send(message)
             except ConnectionClosed:
-                pass  # the transport died under us: buffer the message for the next one
+                # The transport died under us (the supervisor will notice too): buffer the
+                # message for the next one, and stop treating this transport as live.
+                if self._ws is ws:
+                    self._live = False
             else:
                 stats = self.stats
                 stats.messages_out += 1
@@ -371,7 +366,8 @@ class ResilientConnection:
         self._raise_if_over()
         if not buffer:
             raise NotConnectedError(f"{self.name}: no transport is open")
-        await self._enqueue(message)
+        if not self._outbox.admit(message):
+            await self._wait_for_room(message)
 
     async def recv(self) -> Message:
         """Receive the next message, waiting across reconnects.
@@ -466,8 +462,8 @@ class ResilientConnection:
             last_error=None if self._last_error is None else redact_text(repr(self._last_error)),
             consecutive_failures=self._consecutive_failures,
             rtt=self._rtt,
-            buffered=len(self._buffer),
-            buffered_bytes=self._buffer.nbytes,
+            buffered=len(self._outbox.buffer),
+            buffered_bytes=self._outbox.buffer.nbytes,
             dead_letters=sum(stats.dead_letters.values()),
             stats={
                 "dials": stats.dials,
@@ -482,7 +478,7 @@ class ResilientConnection:
                 "circuit_opens": stats.circuit_opens,
                 "disconnected_seconds": stats.disconnected_seconds,
                 "generation": self.generation,
-                "buffer_capacity": self._buffer.max_messages,
+                "buffer_capacity": self.options.buffer_size,
             },
         )
 
@@ -523,9 +519,11 @@ class ResilientConnection:
         return evaluate(
             self.snapshot(),
             checked_at=time.time(),
-            unhealthy_after=self.unhealthy_after,
-            rtt_limit=self.rtt_limit,
-            buffer_high_water=max(1, int(self.buffer_high_water * self._buffer.max_messages)),
+            unhealthy_after=self.options.unhealthy_after,
+            rtt_limit=self.options.rtt_limit,
+            buffer_high_water=max(
+                1, int(self.options.buffer_high_water * self.options.buffer_size)
+            ),
             rtt=rtt,
         )
 
@@ -594,91 +592,22 @@ class ResilientConnection:
             await self._changed.wait()
 
     # ------------------------------------------------------------------ internals: buffer
-    def _dead_letter(
-        self,
-        message: Message,
-        reason: DeadLetterReason,
-        enqueued_at: float | None,
-        error: BaseException | None = None,
-    ) -> None:
-        letter = DeadLetter(message, reason, enqueued_at, self._clock.now(), self.name, error)
-        self.stats.count_dead_letter(reason.value)
-        self.dead_letters.append(letter)
-        self._log.info(
-            "resilient_conn.dead_letter", reason=reason.value, size=message_size(message)
-        )
-        self._dead_letter_hooks.emit(letter)
-
-    async def _enqueue(self, message: Message) -> None:
-        buf = self._buffer
-        size = message_size(message)
-        if not buf.can_ever_fit(size):
-            self._dead_letter(message, DeadLetterReason.TOO_LARGE, None)
-            return
-        if not buf.fits(size):
-            policy = self.overflow
-            if policy is Overflow.DROP_NEWEST:
-                self._dead_letter(message, DeadLetterReason.OVERFLOW, None)
-                return
-            if policy is Overflow.DROP_OLDEST:
-                for old, _, enqueued_at in buf.make_room(size):
-                    self._dead_letter(old, DeadLetterReason.OVERFLOW, enqueued_at)
-            elif policy is Overflow.RAISE:
-                raise BufferFullError(f"{self.name}: outbound buffer full ({len(buf)} messages)")
-            else:
-                await self._wait_for_room(message, size)
-                return
-        buf.append(message, size, self._clock.now())
-
-    async def _wait_for_room(self, message: Message, size: int) -> None:
+    async def _wait_for_room(self, message: Message) -> None:
+        """overflow="block": wait for room in the buffer, or for the transport to go live."""
         try:
-            async with asyncio.timeout(self.send_timeout):
+            async with asyncio.timeout(self.options.send_timeout):
                 while True:
                     await self._changed.wait()
                     self._raise_if_over()
                     if self._live and self._ws is not None:
                         await self.send(message)
                         return
-                    if self._buffer.fits(size):
-                        self._buffer.append(message, size, self._clock.now())
+                    if self._outbox.try_append(message):
                         return
         except TimeoutError:
             raise BufferFullError(
-                f"{self.name}: outbound buffer still full after {self.send_timeout}s"
+                f"{self.name}: outbound buffer still full after {self.options.send_timeout}s"
             ) from None
-
-    async def _flush(self, ws: ClientConnection) -> bool:
-        """Send buffered messages in order; return False if the transport died meanwhile."""
-        buf = self._buffer
-        ttl = self.message_ttl
-        while buf:
-            if ttl is not None:
-                for message, _, enqueued_at in buf.expire(self._clock.now(), ttl):
-                    self._dead_letter(message, DeadLetterReason.EXPIRED, enqueued_at)
-                if not buf:
-                    break
-            message, size, _ = buf.peek()
-            # Shielded: once a message is written it must leave the buffer, or a cancelled
-            # close would send it twice; the timeout bounds a peer that stopped reading.
-            with anyio.CancelScope(shield=True):
-                try:
-                    with anyio.fail_after(self.close_timeout):
-                        await ws.send(message)
-                except ConnectionClosed:
-                    return False
-                except TimeoutError:
-                    ws.transport.abort()
-                    return False
-                buf.popleft()
-            self.stats.messages_out += 1
-            self.stats.bytes_out += size
-            self._wake()
-        return True
-
-    def _dead_letter_buffer(self, reason: DeadLetterReason, error: BaseException | None) -> None:
-        for message, _, enqueued_at in self._buffer.drain():
-            self._dead_letter(message, reason, enqueued_at, error)
-        self._wake()
 
     # ------------------------------------------------------------------ internals: supervisor
     async def _supervise(self) -> None:
@@ -704,7 +633,7 @@ class ResilientConnection:
             self._set_state(_S.CONNECTING, "dialing" if self.generation == 0 else "reconnecting")
             self.stats.dials += 1
             try:
-                ws = await self._dial()
+                ws = await dial(self._url_source, self._headers_source, self._dial_options)
             except Exception as exc:
                 verdict = self._classify(exc)
                 lease.failure(exc)
@@ -766,23 +695,6 @@ class ResilientConnection:
         self._set_state(_S.BACKOFF, reason, error)
         await self._clock.sleep(delay)
 
-    async def _dial(self) -> ClientConnection:
-        url = _check_ws_url(await _evaluate(self._url_source))
-        headers = None
-        if self._headers_source is not None:
-            headers = dict(await _evaluate(self._headers_source))
-        return await connect(
-            url,
-            additional_headers=headers,
-            open_timeout=self.open_timeout,
-            ping_interval=None,  # keepalive is ours: it aborts a dead peer instead of waiting
-            ping_timeout=None,
-            close_timeout=self.close_timeout,
-            max_size=self._max_size,
-            max_queue=self._max_queue,
-            **self._connect_kwargs,
-        )
-
     async def _run_transport(
         self, ws: ClientConnection, lease: BreakerLease
     ) -> tuple[Verdict, BaseException | None, bool]:
@@ -802,7 +714,7 @@ class ResilientConnection:
         self._set_state(_S.CONNECTED, "handshake complete")
         try:
             async with anyio.create_task_group() as tg:
-                if self.ping_interval > 0:
+                if self.options.ping_interval > 0:
                     tg.start_soon(self._keepalive, ws)
                 tg.start_soon(self._stable_timer, lease)
                 # on_open + flush run beside the watch on the transport: if the transport dies
@@ -842,34 +754,27 @@ class ResilientConnection:
                 return
             finally:
                 _ON_OPEN.reset(token)
-        if await self._flush(ws):
+        if await self._outbox.flush(ws):
             self._live = True
             self._wake()
 
     async def _stable_timer(self, lease: BreakerLease) -> None:
-        await self._clock.sleep(self.stable_after)
+        await self._clock.sleep(self.options.stable_after)
         self._stable = True
         self._attempt = 0
         self._consecutive_failures = 0
         lease.success()
-        self._log.debug("resilient_conn.stable", after=self.stable_after)
+        self._log.debug("resilient_conn.stable", after=self.options.stable_after)
 
     async def _keepalive(self, ws: ClientConnection) -> None:
-        while True:
-            await anyio.sleep(self.ping_interval)
-            try:
-                pong = await ws.ping()
-            except ConnectionClosed:
-                return
-            try:
-                with anyio.fail_after(self.ping_timeout):
-                    rtt = await pong
-            except TimeoutError:
-                self.fail_current("ping_timeout", TimeoutError("keepalive ping timed out"))
-                return
-            except ConnectionClosed:
-                return
-            self.report_alive(rtt)
+        opts = self.options
+        await keepalive(
+            ws,
+            opts.ping_interval,
+            opts.ping_timeout,
+            on_alive=self.report_alive,
+            on_dead=self.fail_current,
+        )
 
     def _enter_failed(self, verdict: Verdict, error: BaseException | None) -> None:
         detail = redact_text(str(error)) if error is not None else verdict.kind
@@ -880,16 +785,16 @@ class ResilientConnection:
         self._fatal = failure
         self._last_error = error
         self._set_state(_S.FAILED, verdict.kind, error)
-        self._dead_letter_buffer(DeadLetterReason.FAILED, failure)
+        self._outbox.dead_letter_all(DeadLetterReason.FAILED, failure)
 
     # ------------------------------------------------------------------ internals: closing
     async def _close(self) -> None:
         if self._state is _S.IDLE and self._supervisor is None:
             self._closing = True
-            self._dead_letter_buffer(DeadLetterReason.CLOSED, None)
+            self._outbox.dead_letter_all(DeadLetterReason.CLOSED, None)
             self._set_state(_S.CLOSED, "closed before start")
             await self._state_hooks.aclose(grace=1.0)
-            await self._dead_letter_hooks.aclose(grace=1.0)
+            await self._outbox.hooks.aclose(grace=1.0)
             return
         already_failed = self._state is _S.FAILED
         self._closing = True
@@ -903,14 +808,14 @@ class ResilientConnection:
         ws = self._ws
         self._ws = None
         if ws is not None:
-            with anyio.move_on_after(self.drain_timeout):
-                await self._flush(ws)
+            with anyio.move_on_after(self.options.drain_timeout):
+                await self._outbox.flush(ws)
             with anyio.CancelScope(shield=True):
                 await ws.close(1000, "client closing")
-        self._dead_letter_buffer(DeadLetterReason.CLOSED, None)
+        self._outbox.dead_letter_all(DeadLetterReason.CLOSED, None)
         if not already_failed:
             self._set_state(_S.CLOSED, "closed by user")
         self._wake()
         await self._state_hooks.aclose(grace=1.0)
-        await self._dead_letter_hooks.aclose(grace=1.0)
+        await self._outbox.hooks.aclose(grace=1.0)
         self._log.info("resilient_conn.closed", dead_letters=sum(self.stats.dead_letters.values()))

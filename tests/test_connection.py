@@ -222,7 +222,7 @@ async def test_thousand_messages_across_three_restarts_are_delivered_or_dead_let
 
             for _ in range(3):
                 await send_batch()  # while connected
-                await server.wait_for_messages(seq - len(conn.dead_letters))
+                await server.wait_for_messages(seq - len(conn.dead_letters), timeout=20)
                 await server.stop()
                 await send_batch()  # while disconnected: buffered, bounded to 100
                 await server.start()
@@ -231,7 +231,7 @@ async def test_thousand_messages_across_three_restarts_are_delivered_or_dead_let
                 await conn.send(f"{seq:04d}")
                 seq += 1
             dead = [d.message for d in conn.dead_letters]
-            await server.wait_for_messages(total - len(dead), timeout=10)
+            await server.wait_for_messages(total - len(dead), timeout=20)
         delivered = server.messages
     assert all(d.reason is DeadLetterReason.OVERFLOW for d in conn.dead_letters)
     assert len(dead) == 3 * (batch - 100)

@@ -56,8 +56,8 @@ def test_environment_overrides_defaults_and_arguments_override_it(
     """RESILIENT_CONN_* variables beat the code defaults; explicit arguments beat both."""
     monkeypatch.setenv("RESILIENT_CONN_PING_INTERVAL", "3.5")
     monkeypatch.setenv("RESILIENT_CONN_BUFFER_SIZE", "7")
-    assert ResilientConnection(URL).ping_interval == 3.5
-    assert ResilientConnection(URL, ping_interval=1.0).ping_interval == 1.0
+    assert ResilientConnection(URL).options.ping_interval == 3.5
+    assert ResilientConnection(URL, ping_interval=1.0).options.ping_interval == 1.0
     monkeypatch.setenv("RESILIENT_CONN_STABLE_AFTER", "soon")
     with pytest.raises(ConfigError, match="RESILIENT_CONN_STABLE_AFTER"):
         ResilientConnection(URL)

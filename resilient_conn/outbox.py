@@ -1,0 +1,168 @@
+"""The outbox: a connection's bounded outbound buffer, its overflow policy and dead letters.
+
+While the connection is down, ``send()`` hands messages here. :meth:`Outbox.admit` applies
+the overflow policy at once (evict, refuse, dead-letter) or tells the caller to wait for room;
+:meth:`Outbox.flush` writes what is buffered, in order, to a new transport. Whatever cannot be
+delivered becomes a :class:`~resilient_conn.buffer.DeadLetter` with its reason: counted, kept
+in a bounded deque, and handed to the dead-letter callbacks. Nothing leaves silently.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+
+from ._clock import Clock
+from ._hooks import HookSet, Unsubscribe
+from .buffer import DeadLetter, DeadLetterReason, OutboundBuffer, Overflow, message_size
+from .errors import BufferFullError
+from .metrics import ConnectionStats
+
+__all__ = ["Outbox"]
+
+Message = str | bytes
+
+
+class Outbox:
+    """Buffer, overflow policy and dead-letter sink of one connection (internal).
+
+    Args:
+        name: Connection name (in dead letters and errors).
+        clock: The connection's clock (enqueue and dead-letter times).
+        stats: The connection's counters (dead letters, messages and bytes out).
+        capacity: Buffer capacity in messages.
+        capacity_bytes: Buffer capacity in bytes.
+        overflow: What :meth:`admit` does when the buffer is full.
+        ttl: Buffered messages older than this are dead-lettered ``expired`` at flush time.
+        write_timeout: Longest a flush waits for one write (a peer that stopped reading).
+        keep: How many recent dead letters :attr:`dead_letters` keeps.
+        hook_timeout: Longest an async dead-letter callback may run.
+        on_change: Called whenever the buffer shrinks (wakes senders waiting for room).
+        log: The connection's bound logger.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        clock: Clock,
+        stats: ConnectionStats,
+        capacity: int,
+        capacity_bytes: int,
+        overflow: Overflow,
+        ttl: float | None,
+        write_timeout: float,
+        keep: int,
+        hook_timeout: float,
+        on_change: Callable[[], None],
+        log: Any,
+    ) -> None:
+        self.name = name
+        self.buffer = OutboundBuffer(capacity, capacity_bytes)
+        self.overflow = overflow
+        self.dead_letters: deque[DeadLetter] = deque(maxlen=keep)
+        self.hooks: HookSet[DeadLetter] = HookSet("dead_letter", hook_timeout)
+        self._clock = clock
+        self._stats = stats
+        self._ttl = ttl
+        self._write_timeout = write_timeout
+        self._on_change = on_change
+        self._log = log
+
+    def subscribe(self, callback: Callable[[DeadLetter], Any]) -> Unsubscribe:
+        """Call ``callback(dead_letter)`` for every message that cannot be delivered."""
+        return self.hooks.add(callback)
+
+    def dead_letter(
+        self,
+        message: Message,
+        reason: DeadLetterReason,
+        enqueued_at: float | None = None,
+        error: BaseException | None = None,
+    ) -> None:
+        """Record ``message`` as undeliverable: counted, kept, logged, handed to callbacks."""
+        letter = DeadLetter(message, reason, enqueued_at, self._clock.now(), self.name, error)
+        self._stats.count_dead_letter(reason.value)
+        self.dead_letters.append(letter)
+        self._log.info(
+            "resilient_conn.dead_letter", reason=reason.value, size=message_size(message)
+        )
+        self.hooks.emit(letter)
+
+    def admit(self, message: Message) -> bool:
+        """Buffer ``message`` or dispose of it by the overflow policy.
+
+        Returns:
+            True when the message is dealt with (buffered, or dead-lettered ``too_large`` /
+            ``overflow``); False when the policy is ``block`` and there is no room yet (the
+            caller waits for a change and calls :meth:`try_append`).
+
+        Raises:
+            BufferFullError: The policy is ``raise`` and the buffer is full.
+        """
+        buf = self.buffer
+        size = message_size(message)
+        if not buf.can_ever_fit(size):
+            self.dead_letter(message, DeadLetterReason.TOO_LARGE)
+            return True
+        if not buf.fits(size):
+            policy = self.overflow
+            if policy is Overflow.BLOCK:
+                return False
+            if policy is Overflow.DROP_NEWEST:
+                self.dead_letter(message, DeadLetterReason.OVERFLOW)
+                return True
+            if policy is Overflow.RAISE:
+                raise BufferFullError(f"{self.name}: outbound buffer full ({len(buf)} messages)")
+            for old, _, enqueued_at in buf.make_room(size):
+                self.dead_letter(old, DeadLetterReason.OVERFLOW, enqueued_at)
+        buf.append(message, size, self._clock.now())
+        return True
+
+    def try_append(self, message: Message) -> bool:
+        """Buffer ``message`` if it fits now; return whether it did."""
+        size = message_size(message)
+        if not self.buffer.fits(size):
+            return False
+        self.buffer.append(message, size, self._clock.now())
+        return True
+
+    async def flush(self, ws: ClientConnection) -> bool:
+        """Write buffered messages to ``ws`` in order; False if the transport died meanwhile."""
+        buf = self.buffer
+        ttl = self._ttl
+        stats = self._stats
+        while buf:
+            if ttl is not None:
+                for message, _, enqueued_at in buf.expire(self._clock.now(), ttl):
+                    self.dead_letter(message, DeadLetterReason.EXPIRED, enqueued_at)
+                if not buf:
+                    break
+            message, size, _ = buf.peek()
+            # Shielded: once a message is written it must leave the buffer, or a cancelled
+            # close would send it twice; the timeout bounds a peer that stopped reading.
+            with anyio.CancelScope(shield=True):
+                try:
+                    with anyio.fail_after(self._write_timeout):
+                        await ws.send(message)
+                except ConnectionClosed:
+                    return False
+                except TimeoutError:
+                    ws.transport.abort()
+                    return False
+                buf.popleft()
+            stats.messages_out += 1
+            stats.bytes_out += size
+            self._on_change()
+        return True
+
+    def dead_letter_all(self, reason: DeadLetterReason, error: BaseException | None) -> None:
+        """Dead-letter everything still buffered (closing, or the connection failed)."""
+        for message, _, enqueued_at in self.buffer.drain():
+            self.dead_letter(message, reason, enqueued_at, error)
+        self._on_change()
