@@ -88,13 +88,12 @@ class Consumer:
         self.missed = 0
         self.dead_letters = 0
         self.last_seq: int | None = None
-        self.resubscribed = asyncio.Event()
+        self.resumed = asyncio.Event()
+        """Set by the first tick received after a re-subscription."""
 
     async def on_open(self, conn: ResilientConnection) -> None:
         """Runs after every (re)connect, before buffered sends: subscribe again."""
         self.subscriptions += 1
-        if self.subscriptions > 1:
-            self.resubscribed.set()
         await conn.send(json.dumps({"op": "subscribe", "topic": "prices"}))
         log(f"subscribed (subscription #{self.subscriptions})")
 
@@ -117,6 +116,8 @@ class Consumer:
             log(f"gap: missed {gap} ticks while disconnected (a real app would refetch)")
         self.last_seq = seq
         self.received += 1
+        if self.subscriptions > 1:
+            self.resumed.set()
 
     async def report_status(self, conn: ResilientConnection) -> None:
         """Send a status report every 0.2 s; while disconnected these are buffered."""
@@ -160,7 +161,7 @@ async def main(seconds: float) -> int:
             await feed.tick_while_down(1.5)
             await server.start()
             with anyio.move_on_after(10):  # the consumer comes back by itself
-                await consumer.resubscribed.wait()
+                await consumer.resumed.wait()
             await anyio.sleep(max(0.0, seconds - (time.monotonic() - STARTED)))
             log(f"health: {conn.health().status.value} ({conn.health().detail})")
             tg.cancel_scope.cancel()

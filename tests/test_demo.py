@@ -8,7 +8,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import anyio
 import pytest
+from websockets.asyncio.client import connect
 
 from resilient_conn import cli
 from resilient_conn._demo_app import AckingSender, DemoServerState, decode_seq, encode_message
@@ -18,6 +20,7 @@ from resilient_conn.buffer import DeadLetter, DeadLetterReason
 from resilient_conn.demo import MAX_DURATION, MIN_DURATION, DemoOptions
 from resilient_conn.errors import ConfigError
 from resilient_conn.events import ConnectionState
+from resilient_conn.testing import ScriptedServer
 
 
 def test_short_demo_survives_every_fault_and_loses_nothing(
@@ -144,13 +147,27 @@ async def test_sender_gives_up_the_oldest_when_unacked_is_full() -> None:
     assert given_up == [(1, "unacked_overflow")]
 
 
-def test_server_state_dedups_by_sequence_number() -> None:
+def test_decode_seq_reads_sequence_numbers_and_ignores_junk() -> None:
     """decode_seq reads the sequence number the server de-duplicates by, and ignores junk."""
     assert decode_seq(encode_message(42)) == 42
     assert decode_seq("not json") is None
     assert decode_seq(json.dumps({"seq": True})) is None
     assert decode_seq(json.dumps([1, 2])) is None
-    assert DemoServerState().duplicates == 0
+
+
+@pytest.mark.anyio
+async def test_demo_server_acks_every_copy_and_counts_duplicates_once() -> None:
+    """The demo server acks each copy it receives (so a re-send clears the client's unacked
+    entry) but counts a sequence number as delivered once; extra copies are duplicates."""
+    state = DemoServerState()
+    async with ScriptedServer(state.handler) as server, connect(server.url) as ws:
+        for seq in (1, 2, 1):
+            await ws.send(encode_message(seq))
+        with anyio.fail_after(5):
+            acks = [decode_seq(await ws.recv(), "ack") for _ in range(3)]
+    assert acks == [1, 2, 1]
+    assert state.delivered == {1, 2}
+    assert state.duplicates == 1
 
 
 def test_summary_text_shows_the_lost_equation_and_json_is_serialisable() -> None:
