@@ -74,6 +74,13 @@ _ON_OPEN: contextvars.ContextVar[tuple[int, int] | None] = contextvars.ContextVa
 )
 
 
+def _describe(error: BaseException) -> str:
+    """``"TypeName: message"``, redacted: short enough for logs and health reports."""
+    text = str(error)
+    name = type(error).__name__
+    return redact_text(f"{name}: {text}" if text else name)
+
+
 class ResilientConnection:
     """A WebSocket connection that reconnects by itself and loses nothing silently.
 
@@ -459,7 +466,7 @@ class ResilientConnection:
             disconnected_for=(
                 None if connected or self._disconnected_at is None else now - self._disconnected_at
             ),
-            last_error=None if self._last_error is None else redact_text(repr(self._last_error)),
+            last_error=None if self._last_error is None else _describe(self._last_error),
             consecutive_failures=self._consecutive_failures,
             rtt=self._rtt,
             buffered=len(self._outbox.buffer),
@@ -507,7 +514,7 @@ class ResilientConnection:
             rtt = await self.ping(limit)
         except (TimeoutError, NotConnectedError, ConnectionClosed, OSError) as exc:
             report = self._evaluate(None)
-            why = "timed out" if isinstance(exc, TimeoutError) else redact_text(repr(exc))
+            why = "timed out" if isinstance(exc, TimeoutError) else _describe(exc)
             return dataclasses.replace(
                 report,
                 status=HealthStatus.UNHEALTHY,
@@ -568,7 +575,7 @@ class ResilientConnection:
             new=new.value,
             reason=reason,
             attempt=self._attempt,
-            error=None if error is None else redact_text(repr(error)),
+            error=None if error is None else _describe(error),
         )
         self._wake()
         self._state_hooks.emit(change)
@@ -680,7 +687,7 @@ class ResilientConnection:
             kind=verdict.kind,
             action=verdict.action.value,
             attempt=self._attempt,
-            error=None if error is None else redact_text(repr(error)),
+            error=None if error is None else _describe(error),
         )
         return False
 
@@ -749,7 +756,7 @@ class ResilientConnection:
             try:
                 await self._on_open(self)
             except Exception as exc:
-                self._log.warning("resilient_conn.on_open_failed", error=redact_text(repr(exc)))
+                self._log.warning("resilient_conn.on_open_failed", error=_describe(exc))
                 self.fail_current("on_open_failed", exc)
                 return
             finally:
