@@ -4,17 +4,37 @@ Both clients talk to the same PhoenixServer, which runs in a process of its own;
 runs in its own process too (the ``realtime`` package pins an older websockets, so it lives in
 a separate virtualenv: ``python3 -m venv /tmp/rtvenv && /tmp/rtvenv/bin/pip install realtime``).
 
-Two measurements, in one run, with the client order alternating per round:
+Two measurements, in one run, with the client order alternating per round (a third with
+``--outage``):
 
 1. throughput: the server fans out ``--messages`` broadcasts on one topic as fast as the
    socket takes them; the client counts them; rate = messages / (last - first arrival).
 2. rejoin: the client joins ``--channels`` channels; the server restarts (close 1012, listen
    again on the same port); time from the restart to the last of the channels rejoined, as
    the server sees the joins. Default settings of both clients (their reconnect delays).
+3. recovery after a long outage (``--outage SECONDS``, ``--outage-rounds``, ``--outage-wait``):
+   the client joins ``--channels`` channels; the server closes every socket with 1012 and
+   STOPS LISTENING (dials are refused) for ``--outage`` seconds, then listens again on the
+   same port; did every channel get rejoined within ``--outage-wait`` seconds of the server's
+   return, and when (as the server sees the joins)? Afterwards each client reports its own
+   state: ours its connection state and dial count, ``realtime`` whether it gave up.
+
+   The ``realtime`` package's reconnect schedule (version 2.34.1, file
+   ``realtime/_async/client.py``): ``AsyncRealtimeClient.__init__`` defaults to
+   ``max_retries=5, initial_backoff=1.0``; ``AsyncRealtimeClient.connect`` loops
+   ``while retries < self.max_retries``, and after failed try ``n`` sleeps
+   ``min(initial_backoff * 2 ** (n - 1), 60)``, i.e. 1, 2, 4, 8 s, then re-raises after the
+   5th failed try ("Connection failed permanently after 5 attempts"). That ``connect`` runs
+   in the ``_listen`` task (``_listen`` -> ``_on_connect_error`` -> ``_reconnect`` ->
+   ``connect``), so nothing catches the error and nothing dials again: the channels'
+   rejoin timers (``AsyncRealtimeChannel._rejoin_if_connected``) only act while connected.
+   The whole schedule spans ~15 s (plus five refused dials), so an outage of 20 s or more
+   outlasts it.
 
 Run::
 
     .venv/bin/python benchmarks/bench_realtime.py --peer-python /tmp/rtvenv/bin/python
+    .venv/bin/python benchmarks/bench_realtime.py --outage 20 --outage-rounds 2  # + outage
 
 The ``realtime`` package speaks only vsn 1.0.0; ours is measured with 1.0.0 (like for like)
 and with its default 2.0.0. Our default reconnect after a 1012 waits a jittered
@@ -27,6 +47,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
+import math
 import statistics
 import sys
 import time
@@ -72,6 +94,26 @@ async def serve(port: int) -> None:
                     print(f"rejoined {time.perf_counter() - t0:.6f}", flush=True)
                 except TimeoutError:
                     print("rejoined nan", flush=True)
+            elif cmd == "outage":
+                count, down_for, wait = int(args[0]), float(args[1]), float(args[2])
+                topics = [f"realtime:c{i}" for i in range(count)]
+                mark = len(server.joins)
+                t_down = time.monotonic()
+                await server.stop(1012)  # close every socket, stop listening: dials refused
+                await asyncio.sleep(down_for)
+                await server.start()  # same port
+                t_up = time.monotonic()
+
+                def recovered(mark: int = mark, topics: list[str] = topics) -> bool:
+                    fresh = {j.topic for j in list(server.joins)[mark:] if j.accepted}
+                    return all(t in fresh for t in topics)
+
+                try:
+                    await asyncio.wait_for(server.wait_for(recovered), wait)
+                    now = time.monotonic()
+                    print(f"recovered {now - t_down:.6f} {now - t_up:.6f} {t_down}", flush=True)
+                except TimeoutError:
+                    print(f"recovered nan nan {t_down}", flush=True)
             elif cmd == "reset":
                 server.joins.clear()
                 server.pushes.clear()
@@ -84,17 +126,25 @@ async def serve(port: int) -> None:
 async def client_ours(url: str, n: int, channels: int, vsn: str, backoff: float | None) -> None:
     sys.path.insert(0, str(ROOT))
     from resilient_conn.backoff import Backoff
-    from resilient_conn.realtime import RealtimeClient
+    from resilient_conn.realtime import ChannelState, RealtimeClient
 
     options: dict[str, Any] = {}
     if backoff is not None:
         options["backoff"] = Backoff(initial_delay=backoff, max_delay=backoff * 5)
     async with RealtimeClient(url, apikey="anon", vsn=vsn, max_queue=64, **options) as client:
         if channels:
-            for i in range(channels):
-                await client.channel(f"c{i}").subscribe()
+            rooms = [client.channel(f"c{i}") for i in range(channels)]
+            for room in rooms:
+                await room.subscribe()
             print("ready", flush=True)
-            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+            loop = asyncio.get_running_loop()
+            while (await loop.run_in_executor(None, sys.stdin.readline)).strip() == "status":
+                conn, joined = client.connection, sum(c.state is ChannelState.JOINED for c in rooms)
+                print(
+                    f"status state={conn.state.value} dials={conn.stats.dials} "
+                    f"joined={joined}/{len(rooms)}",
+                    flush=True,
+                )
             return
         room = client.channel("bench", queue_size=10_000)
         await room.subscribe()
@@ -112,13 +162,23 @@ async def client_ours(url: str, n: int, channels: int, vsn: str, backoff: float 
 async def client_theirs(url: str, n: int, channels: int) -> None:
     from realtime import AsyncRealtimeClient  # type: ignore[import-not-found]
 
+    watch = _ReconnectWatch()
+    logging.getLogger("realtime._async.client").addHandler(watch)
     client = AsyncRealtimeClient(url.removesuffix("/websocket"), "anon")
     await client.connect()
     if channels:
         for i in range(channels):
             await client.channel(f"c{i}").subscribe()
         print("ready", flush=True)
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        loop = asyncio.get_running_loop()
+        while (await loop.run_in_executor(None, sys.stdin.readline)).strip() == "status":
+            gave_up = "none" if watch.gave_up is None else f"{watch.gave_up:.6f}"
+            joined = sum(c.is_joined for c in client.channels.values())
+            print(
+                f"status connected={client.is_connected} failed_dials={watch.failed} "
+                f"joined={joined}/{len(client.channels)} gave_up_at={gave_up}",
+                flush=True,
+            )
         await client.close()
         return
     done = asyncio.Event()
@@ -138,6 +198,22 @@ async def client_theirs(url: str, n: int, channels: int) -> None:
     await done.wait()
     print(f"done {time.perf_counter() - state['first']:.6f}", flush=True)
     await client.close()
+
+
+class _ReconnectWatch(logging.Handler):
+    """Counts the ``realtime`` package's failed dials and notes when it gives up (its logs)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.failed = 0
+        self.gave_up: float | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if text.startswith("Connection attempt failed"):
+            self.failed += 1
+        elif text.startswith("Connection failed permanently") and self.gave_up is None:
+            self.gave_up = time.monotonic()
 
 
 # --------------------------------------------------------------------------- orchestration
@@ -223,9 +299,41 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await client.stop()
                 await server.say("reset")
                 await server.expect("ok")
+        outages = await run_outage(args, server, impls, url) if args.outage else {}
     finally:
         await server.stop()
-    return {"rates": rates, "rejoins": rejoins}
+    return {"rates": rates, "rejoins": rejoins, "outages": outages}
+
+
+async def run_outage(
+    args: argparse.Namespace, server: Proc, impls: dict[str, list[str]], url: str
+) -> dict[str, list[dict[str, Any]]]:
+    """Measurement 3: each client joins, the server is down for args.outage s, then up."""
+    results: dict[str, list[dict[str, Any]]] = {k: [] for k in impls}
+    for rnd in range(args.outage_rounds):
+        order = list(impls) if rnd % 2 == 0 else list(reversed(impls))
+        for name in order:
+            client = await Proc.start(*impls[name], "--url", url, "--channels", str(args.channels))
+            await client.expect("ready")
+            await server.say(f"outage {args.channels} {args.outage} {args.outage_wait}")
+            timeout = args.outage + args.outage_wait + 30
+            since_down, since_up, t_down = map(
+                float, await server.expect("recovered", timeout=timeout)
+            )
+            await asyncio.sleep(1)  # let the client read the join replies the server sent
+            await client.say("status")
+            status = dict(kv.split("=", 1) for kv in await client.expect("status"))
+            if status.get("gave_up_at", "none") != "none":
+                status["gave_up_at"] = f"{float(status['gave_up_at']) - t_down:.1f}s after down"
+            row = {"since_down": since_down, "since_up": since_up, "status": status}
+            if args.verbose:
+                print(f"  outage {name}: {row}")
+            results[name].append(row)
+            await client.say("quit")
+            await client.stop()
+            await server.say("reset")
+            await server.expect("ok")
+    return results
 
 
 def report(result: dict[str, Any], args: argparse.Namespace) -> None:
@@ -242,6 +350,22 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> None:
     for name, values in result["rejoins"].items():
         low, high = min(values), max(values)
         print(f"  {name:24s} {statistics.median(values):>10.3f}   ({low:.3f} - {high:.3f})")
+    if result["outages"]:
+        print(
+            f"\nserver DOWN {args.outage:g} s (dials refused), then up -> all {args.channels} "
+            f"channels rejoined within {args.outage_wait:g} s of its return? "
+            f"({args.outage_rounds} rounds; s after the server came back, median, min-max)"
+        )
+        for name, rows in result["outages"].items():
+            ok = [r["since_up"] for r in rows if not math.isnan(r["since_up"])]
+            if ok:
+                figure = f"{statistics.median(ok):>10.3f}   ({min(ok):.3f} - {max(ok):.3f})"
+            else:
+                figure = f"{'never':>10s}   (not within {args.outage_wait:g} s)"
+            print(f"  {name:24s} {figure}   rejoined {len(ok)}/{len(rows)}")
+            for r in rows:
+                status = " ".join(f"{k}={v}" for k, v in r["status"].items())
+                print(f"  {'':24s}   client after: {status}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
 
@@ -262,6 +386,13 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--channels", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--outage", type=float, default=0, help="also measure a server outage this long (s)"
+    )
+    parser.add_argument("--outage-rounds", type=int, default=2)
+    parser.add_argument(
+        "--outage-wait", type=float, default=90, help="bound on the rejoin wait after it (s)"
+    )
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--json", default=None, help="also write the raw figures here")
     args = parser.parse_args()
