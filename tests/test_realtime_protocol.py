@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -560,3 +561,27 @@ class ChannelMachineModel(RuleBasedStateMachine):
 
 TestChannelMachineModel = ChannelMachineModel.TestCase
 TestChannelMachineModel.settings = settings(max_examples=200, stateful_step_count=30)
+
+
+# --- layout ----------------------------------------------------------------------------------
+
+
+def test_old_import_paths_still_give_the_same_objects() -> None:
+    """Splitting channel.py, client.py and protocol.py kept every old import path working."""
+    from resilient_conn.realtime import _machine, _refs, channel, protocol
+
+    for name in channel.__all__:
+        assert getattr(channel, name) is not None
+    assert channel.ChannelMachine is _machine.ChannelMachine
+    assert channel.ChannelState is _machine.ChannelState
+    assert protocol.RefCounter is _refs.RefCounter
+    assert protocol.ReplyTable is _refs.ReplyTable
+
+
+def test_realtime_modules_stay_readable_in_one_sitting() -> None:
+    """STYLE.md habit 10: no module of resilient_conn.realtime grows past 450 lines."""
+    import resilient_conn.realtime
+
+    root = Path(resilient_conn.realtime.__file__).parent
+    sizes = {p.name: len(p.read_text(encoding="utf-8").splitlines()) for p in root.glob("*.py")}
+    assert max(sizes.values()) <= 450, sizes

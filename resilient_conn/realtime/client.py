@@ -16,18 +16,22 @@ health; the client speaks Phoenix on top of it:
 
 Timing: heartbeats and push/join timeouts are network timeouts and run in real time (like the
 connection's keepalive); rejoin backoff waits go through the injected clock.
+
+This module holds the public surface, the channel registry and the inbound dispatch; the
+client's parts live next to it: ``_heartbeat`` (liveness), ``_outbox`` (refs, replies, sending
+and re-sending pushes), ``_driver`` (carrying out the channel machine's actions: frames,
+timers, waiters) and ``_machine`` (the pure channel state machine).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import inspect
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.abc
@@ -38,39 +42,28 @@ from .._log import get_logger, redact_text, redact_url
 from ..backoff import Backoff
 from ..connection import ResilientConnection
 from ..errors import (
-    ChannelJoinError,
     ConfigError,
-    ConnectionClosedError,
     ConnectionFailedError,
-    NotConnectedError,
     RealtimeError,
     RealtimeProtocolError,
 )
 from ..events import ConnectionState, StateChange
-from .channel import (
+from ._driver import ChannelDriver
+from ._heartbeat import Heartbeat
+from ._machine import (
     Action,
-    Channel,
     ChannelState,
-    Closed,
-    Joined,
-    JoinFailed,
-    ScheduleRejoin,
-    SendJoin,
-    SendLeave,
-    _Push,
-    _settle,
 )
+from ._outbox import Outbox, Push
+from ._url import build_dial_url, normalise_url
+from .channel import Channel
 from .protocol import (
-    HEARTBEAT,
     PHOENIX_TOPIC,
     PHX_CLOSE,
     PHX_ERROR,
-    PHX_JOIN,
-    PHX_LEAVE,
     PHX_REPLY,
     Message,
     RefCounter,
-    ReplyTable,
     close_ref,
     make_serializer,
     parse_reply,
@@ -81,7 +74,6 @@ __all__ = ["RealtimeClient", "TokenSource"]
 TokenSource = str | Callable[[], str | Awaitable[str]]
 """An access token, or a sync/async callable returning a fresh one."""
 
-_Frame = tuple[Message, _Push | None]
 _RESERVED = ("on_open", "probe")
 
 
@@ -133,7 +125,7 @@ class RealtimeClient:
         push_buffer_size: int = 100,
         **conn_options: Any,
     ) -> None:
-        self._base_url = _normalise_url(url)
+        self._base_url = normalise_url(url)
         if vsn not in ("1.0.0", "2.0.0"):
             raise ConfigError(f"vsn must be '1.0.0' or '2.0.0', got {vsn!r}")
         if isinstance(push_buffer_size, bool) or not isinstance(push_buffer_size, int):
@@ -172,20 +164,33 @@ class RealtimeClient:
         self._conn.on_state_change(self._on_state)
         self._ser = make_serializer(vsn, "client")
         self._refs = RefCounter()
-        self._replies: ReplyTable[_Push] = ReplyTable()
         self._channels: dict[str, Channel] = {}
         self._token_source: TokenSource | None = access_token
         self._token: str | None = access_token if isinstance(access_token, str) else apikey
-        self._hb_pending: tuple[str, float, int] | None = None
-        self._probes: dict[str, tuple[asyncio.Future[float], float]] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._closing = False
-        self._retired: set[Channel] = set()
         self._log = get_logger(connection=self._conn.name)
         self.stats: Counter[str] = Counter()
         """Counters: ``malformed``, ``heartbeat_timeouts``, ``rejoins``, ``token_refreshes``,
         ``pushes_dropped``, ``join_errors``."""
+        self._outbox = Outbox(
+            self._conn,
+            self._ser,
+            self._refs,
+            push_timeout=lambda: self.push_timeout,
+            task_group=lambda: self._tg,
+        )
+        self._heartbeat = Heartbeat(
+            self._conn,
+            self._ser,
+            self._refs,
+            interval=lambda: self.heartbeat_interval,
+            stats=self.stats,
+            log=self._log,
+            on_beat=self._outbox.sweep,
+        )
+        self._driver = ChannelDriver(self)
 
     def __repr__(self) -> str:
         return f"<RealtimeClient {self._conn.name} {self._conn.state.value} vsn={self.vsn}>"
@@ -214,7 +219,7 @@ class RealtimeClient:
             await stack.enter_async_context(self._conn)
             self._tg = await stack.enter_async_context(anyio.create_task_group())
             self._tg.start_soon(self._reader)
-            self._tg.start_soon(self._heartbeat_loop)
+            self._tg.start_soon(self._heartbeat.run)
             self._stack = stack.pop_all()
         return self
 
@@ -237,14 +242,14 @@ class RealtimeClient:
                 if ch.state is ChannelState.JOINED:
                     await self._run(ch, ch.machine.leave())
         for ch in list(self._channels.values()):
-            self._apply(ch, ch.machine.abort("client closed"))
+            self._driver.apply(ch, ch.machine.abort("client closed"))
         assert self._tg is not None
         self._tg.cancel_scope.cancel()
         try:
             await stack.aclose()
         finally:
             self._tg = None
-            retired, self._retired = self._retired, set()
+            retired, self._driver.retired = self._driver.retired, set()
             for ch in retired:
                 await ch._aclose_hooks()
 
@@ -309,7 +314,7 @@ class RealtimeClient:
                     self._refs.next(),
                     ch.machine.join_ref,
                 )
-                await self._send_frames(ch, [(msg, None)])
+                await self._outbox.send(ch, [(msg, None)])
 
     # --- used by Channel -------------------------------------------------------------------
 
@@ -349,207 +354,17 @@ class RealtimeClient:
         return self._token
 
     async def _run(self, ch: Channel, actions: list[Action]) -> None:
-        frames = self._apply(ch, actions)
-        if frames:
-            await self._send_frames(ch, frames)
+        await self._driver.run(ch, actions)
 
-    async def _send_push(self, ch: Channel, push: _Push) -> None:
-        await self._send_frames(ch, [self._prepare(ch, push)])
-
-    # --- actions and frames ----------------------------------------------------------------
-
-    def _apply(self, ch: Channel, actions: list[Action]) -> list[_Frame]:
-        out: list[_Frame] = []
-        for action in actions:
-            if isinstance(action, SendJoin):
-                self._cancel_timer(ch, "rejoin")
-                payload = ch.join_payload(self._token)
-                join = Message(ch.topic, PHX_JOIN, payload, action.join_ref, action.join_ref)
-                out.append((join, None))
-                limit = self.push_timeout if ch.machine.joined_once else ch._join_timeout
-                self._start_timer(ch, "join", limit, self._join_expired, ch, action.join_ref)
-            elif isinstance(action, SendLeave):
-                leave = Message(ch.topic, PHX_LEAVE, {}, action.ref, action.join_ref)
-                out.append((leave, None))
-                if action.ref == ch.machine.leave_ref:
-                    self._start_timer(ch, "leave", self.push_timeout, self._leave_expired, ch)
-            elif isinstance(action, ScheduleRejoin):
-                self._start_timer(ch, "rejoin", action.delay, self._rejoin, ch, action.token)
-            elif isinstance(action, Joined):
-                self._cancel_timer(ch, "join")
-                out.extend(self._joined(ch, action))
-            elif isinstance(action, JoinFailed):
-                self._cancel_timer(ch, "join")
-                self.stats["join_errors"] += 1
-                self._log.warning(
-                    "resilient_conn.realtime.join_failed", topic=ch.topic, reason=action.reason
-                )
-                ch._settle_join(_join_error(ch.topic, action.reason))
-            elif isinstance(action, Closed):
-                self._log.info(
-                    "resilient_conn.realtime.channel_closed", topic=ch.topic, reason=action.reason
-                )
-                if self._channels.get(ch.topic) is ch:
-                    del self._channels[ch.topic]
-                ch._closed(action.reason)
-                # Keep closed channels whose async callbacks still run, to end them on close.
-                self._retired = {c for c in self._retired if c._hooks_pending()}
-                self._retired.add(ch)
-        return out
-
-    def _joined(self, ch: Channel, action: Joined) -> list[_Frame]:
-        response = action.response if isinstance(action.response, dict) else {}
-        ids = _pair_postgres_ids(ch.join_payload(None)["config"]["postgres_changes"], response)
-        if ids is None:
-            reason = "mismatch between server and client bindings for postgres changes"
-            ch._settle_join(_join_error(ch.topic, reason))
-            return self._apply(ch, ch.machine.leave())
-        ch.postgres_ids = ids
-        ch._settle_join(None)
-        self._log.info("resilient_conn.realtime.joined", topic=ch.topic, rejoined=action.rejoined)
-        if action.rejoined:
-            self.stats["rejoins"] += 1
-            ch._gap_hooks.emit(ch)
-        frames = []
-        if (
-            action.rejoined
-            and ch._tracked is not None
-            and not any(p.event == "presence" for p in ch._buffer)
-        ):
-            loop = asyncio.get_running_loop()
-            retrack = _Push("presence", ch._track_body(), True, None, loop.create_future())
-            frames.append(self._prepare(ch, retrack))
-        frames += [self._prepare(ch, push) for push in ch._buffer if not push.future.done()]
-        ch._buffer.clear()
-        return frames
-
-    def _prepare(self, ch: Channel, push: _Push) -> _Frame:
-        push.ref = self._refs.next()
-        push.topic = ch.topic
-        if push.expects_reply:
-            deadline = anyio.current_time() + self.push_timeout * 3
-            self._replies.add(push.ref, push, deadline)
-        msg = Message(ch.topic, push.event, push.payload, push.ref, ch.machine.join_ref, push.kind)
-        return msg, push
-
-    async def _send_frames(self, ch: Channel, frames: list[_Frame]) -> None:
-        for index, (msg, push) in enumerate(frames):
-            if push is not None and push.future.done():
-                continue
-            try:
-                frame = self._ser.encode(msg)
-            except RealtimeProtocolError as exc:
-                if push is not None:
-                    self._replies.pop(push.ref)
-                    _settle(push, exc)
-                continue
-            try:
-                await self._conn.send(frame, buffer=False)
-            except NotConnectedError:
-                # A transport is opening (its on_open is running) or just died: pushes wait in
-                # the channel buffer; control frames are sent again once it is live, if still
-                # meaningful (a new transport's on_open rejoins with a new ref anyway).
-                self._requeue(ch, frames[index:])
-                control = [m for m, p in frames[index:] if p is None]
-                if control and self._tg is not None:
-                    self._tg.start_soon(self._resend_when_live, ch, control)
-                return
-            except (ConnectionClosedError, ConnectionFailedError) as exc:
-                for _, later in frames[index:]:
-                    if later is not None:
-                        _settle(later, exc)
-                return
-            if push is not None and not push.expects_reply and not push.future.done():
-                push.future.set_result(None)
-
-    def _requeue(self, ch: Channel, frames: list[_Frame]) -> None:
-        pushes = [p for _, p in frames if p is not None and not p.future.done()]
-        for push in pushes:
-            self._replies.pop(push.ref)
-            push.ref = None
-        if not pushes:
-            return
-        ch._buffer.extendleft(reversed(pushes))
-        if not ch._flush_pending and self._tg is not None:
-            ch._flush_pending = True
-            self._tg.start_soon(self._flush_when_live, ch)
-
-    async def _resend_when_live(self, ch: Channel, messages: list[Message]) -> None:
-        with contextlib.suppress(ConnectionClosedError, ConnectionFailedError):
-            await self._conn.wait_connected()
-        current = ch.machine.join_ref
-        for msg in messages:
-            still = (
-                (msg.event == PHX_JOIN and ch.state is ChannelState.JOINING)
-                or (msg.event == PHX_LEAVE and ch.state is ChannelState.LEAVING)
-                or ch.state is ChannelState.JOINED
-            )
-            if still and msg.join_ref == current:
-                await self._send_frames(ch, [(msg, None)])
-
-    async def _flush_when_live(self, ch: Channel) -> None:
-        try:
-            with contextlib.suppress(ConnectionClosedError, ConnectionFailedError):
-                await self._conn.wait_connected()
-        finally:
-            ch._flush_pending = False
-        if ch.machine.can_push and ch._buffer:
-            frames = [self._prepare(ch, p) for p in ch._buffer if not p.future.done()]
-            ch._buffer.clear()
-            await self._send_frames(ch, frames)
-
-    # --- timers ----------------------------------------------------------------------------
-
-    def _start_timer(
-        self, ch: Channel, name: str, delay: float, fn: Callable[..., Awaitable[None]], *args: Any
-    ) -> None:
-        self._cancel_timer(ch, name)
-        if self._tg is None:
-            return
-        scope = anyio.CancelScope()
-        ch._timers[name] = scope
-        self._tg.start_soon(self._timer, ch, name, scope, delay, fn, args)
-
-    def _cancel_timer(self, ch: Channel, name: str) -> None:
-        scope = ch._timers.pop(name, None)
-        if scope is not None:
-            scope.cancel()
-
-    async def _timer(
-        self,
-        ch: Channel,
-        name: str,
-        scope: anyio.CancelScope,
-        delay: float,
-        fn: Callable[..., Awaitable[None]],
-        args: tuple[Any, ...],
-    ) -> None:
-        with scope:
-            if name == "rejoin":
-                await self._clock.sleep(delay)
-            else:
-                await anyio.sleep(delay)
-            if ch._timers.get(name) is scope:
-                del ch._timers[name]
-            await fn(*args)
-
-    async def _join_expired(self, ch: Channel, join_ref: str) -> None:
-        await self._run(ch, ch.machine.join_timed_out(join_ref))
-
-    async def _leave_expired(self, ch: Channel) -> None:
-        if ch.machine.leave_ref is not None:
-            await self._run(ch, ch.machine.leave_timed_out(ch.machine.leave_ref))
-
-    async def _rejoin(self, ch: Channel, token: int) -> None:
-        await self._refresh_token()
-        await self._run(ch, ch.machine.rejoin_due(token))
+    async def _send_push(self, ch: Channel, push: Push) -> None:
+        await self._outbox.send(ch, [self._outbox.prepare(ch, push)])
 
     # --- connection hooks ------------------------------------------------------------------
 
     async def _on_open(self, conn: ResilientConnection) -> None:
         if self._closing:
             return
-        self._hb_pending = None
+        self._heartbeat.reset()
         await self._refresh_token()
         for ch in list(self._channels.values()):
             if ch.machine.socket_open:  # we never saw the previous transport end
@@ -561,7 +376,7 @@ class RealtimeClient:
             self._transport_lost()
         if change.new is ConnectionState.FAILED:
             for ch in list(self._channels.values()):
-                self._apply(ch, ch.machine.abort(f"connection failed: {change.reason}"))
+                self._driver.apply(ch, ch.machine.abort(f"connection failed: {change.reason}"))
 
     def _transport_lost(self) -> None:
         """The transport ended: error the channels, re-buffer pushes still awaiting replies.
@@ -569,65 +384,15 @@ class RealtimeClient:
         Their reply can no longer come, so they are sent again after the rejoin (while their
         timeout lasts): at-least-once, like a retry after a timeout.
         """
-        self._hb_pending = None
+        self._heartbeat.reset()
         for ch in list(self._channels.values()):
-            self._apply(ch, ch.machine.socket_closed())
-        unanswered: dict[str, list[_Push]] = {}
-        for push in self._replies.drain():
-            if not push.future.done():
-                push.ref = None
-                unanswered.setdefault(push.topic, []).append(push)
-        for topic, pushes in unanswered.items():
-            owner = self._channels.get(topic)
-            if owner is None:
-                for push in pushes:
-                    _settle(push, RealtimeError(f"{push.event} on {topic}: channel gone"))
-            else:
-                owner._buffer.extendleft(reversed(pushes))
+            self._driver.apply(ch, ch.machine.socket_closed())
+        self._outbox.requeue_unanswered(self._channels)
 
     async def _probe(self, conn: ResilientConnection) -> float:
-        ref = self._refs.next()
-        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        self._probes[ref] = (future, anyio.current_time())
-        try:
-            await conn.send(
-                self._ser.encode(Message(PHOENIX_TOPIC, HEARTBEAT, {}, ref)), buffer=False
-            )
-            return await future
-        finally:
-            self._probes.pop(ref, None)
+        return await self._heartbeat.probe(conn)
 
-    # --- the two tasks ---------------------------------------------------------------------
-
-    async def _heartbeat_loop(self) -> None:
-        while True:
-            await anyio.sleep(self.heartbeat_interval)
-            self._sweep(anyio.current_time())
-            conn = self._conn
-            pending, self._hb_pending = self._hb_pending, None
-            if pending is not None and pending[2] == conn.generation and conn.is_connected:
-                self.stats["heartbeat_timeouts"] += 1
-                self._log.warning(
-                    "resilient_conn.realtime.heartbeat_timeout", interval=self.heartbeat_interval
-                )
-                conn.fail_current(
-                    "heartbeat_timeout",
-                    TimeoutError(f"no heartbeat reply within {self.heartbeat_interval}s"),
-                )
-                continue
-            ref = self._refs.next()
-            self._hb_pending = (ref, anyio.current_time(), conn.generation)
-            frame = self._ser.encode(Message(PHOENIX_TOPIC, HEARTBEAT, {}, ref))
-            try:
-                await conn.send(frame, buffer=False)
-            except NotConnectedError:
-                self._hb_pending = None
-            except (ConnectionClosedError, ConnectionFailedError):
-                return
-
-    def _sweep(self, now: float) -> None:
-        for push in self._replies.expire(now):
-            _settle(push, RealtimeError(f"reply to {push.event!r} never came"))
+    # --- inbound ---------------------------------------------------------------------
 
     async def _reader(self) -> None:
         try:
@@ -642,23 +407,15 @@ class RealtimeClient:
                     )
         except ConnectionFailedError as exc:
             for ch in list(self._channels.values()):
-                self._apply(ch, ch.machine.abort(f"connection failed: {exc}"))
+                self._driver.apply(ch, ch.machine.abort(f"connection failed: {exc}"))
 
     async def _dispatch(self, msg: Message) -> None:
         if msg.event == PHX_REPLY:
             status, response = parse_reply(msg)
             if msg.topic == PHOENIX_TOPIC:
-                self._heartbeat_reply(msg.ref)
+                self._heartbeat.on_reply(msg.ref)
                 return
-            push = self._replies.pop(msg.ref)
-            if push is not None:
-                if push.future.done():
-                    return
-                if status == "ok":
-                    push.future.set_result(response)
-                else:
-                    reason = response.get("reason") if isinstance(response, dict) else response
-                    _settle(push, RealtimeError(f"{push.event} on {msg.topic} refused: {reason}"))
+            if self._outbox.resolve(msg, status, response):
                 return
             ch = self._channels.get(msg.topic)
             if ch is not None:
@@ -686,57 +443,5 @@ class RealtimeClient:
         if ch.state is not ChannelState.CLOSED:
             ch._deliver(msg)
 
-    def _heartbeat_reply(self, ref: str | None) -> None:
-        now = anyio.current_time()
-        pending = self._hb_pending
-        if pending is not None and pending[0] == ref:
-            self._hb_pending = None
-            self._conn.report_alive(now - pending[1])
-            return
-        probe = self._probes.get(ref or "")
-        if probe is not None and not probe[0].done():
-            probe[0].set_result(now - probe[1])
-            self._conn.report_alive(now - probe[1])
-
     def _dial_url(self) -> str:
-        parts = urlsplit(self._base_url)
-        query = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("vsn", "apikey")]
-        if self.apikey is not None:
-            query.append(("apikey", self.apikey))
-        query.append(("vsn", self.vsn))
-        return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
-
-
-def _normalise_url(url: object) -> str:
-    if not isinstance(url, str):
-        raise ConfigError(f"url must be a string, got {type(url).__name__}")
-    parts = urlsplit(url)
-    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
-    if scheme not in ("ws", "wss") or not parts.netloc:
-        raise ConfigError(f"url must be a ws://, wss://, http:// or https:// URL, got {url!r}")
-    path = parts.path if parts.path not in ("", "/") else "/realtime/v1/websocket"
-    return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
-
-
-def _join_error(topic: str, reason: str) -> RealtimeError:
-    return ChannelJoinError(topic, reason)
-
-
-def _pair_postgres_ids(wanted: list[dict[str, Any]], response: dict[str, Any]) -> list[int] | None:
-    """Pair the server's echoed postgres_changes with ours by index (None on a mismatch)."""
-    if not wanted:
-        return []
-    echoed = response.get("postgres_changes")
-    if not isinstance(echoed, list) or len(echoed) != len(wanted):
-        return None
-    ids: list[int] = []
-    for mine, theirs in zip(wanted, echoed, strict=True):
-        if not isinstance(theirs, dict) or not isinstance(theirs.get("id"), int):
-            return None
-        for key, default in (("event", "*"), ("schema", "public"), ("table", "*")):
-            if theirs.get(key, default) != mine.get(key, default):
-                return None
-        if theirs.get("filter") != mine.get("filter"):
-            return None
-        ids.append(theirs["id"])
-    return ids
+        return build_dial_url(self._base_url, self.apikey, self.vsn)
