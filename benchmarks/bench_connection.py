@@ -94,15 +94,22 @@ async def run(url: str, messages: int, rounds: int, rtt_count: int) -> None:
         f"echo of {messages} x 64-byte messages, best of {rounds} rounds; "
         f"{rounds * rtt_count} sequential round trips each"
     )
-    columns = ("msgs/s (best)", 15), ("ratio", 8), ("median RTT us", 16), ("p99 us", 10)
+    columns = (
+        ("msgs/s (best)", 15),
+        ("ratio", 8),
+        ("(median)", 10),
+        ("median RTT us", 16),
+        ("p99 us", 10),
+    )
     print(f"{'client':<22}" + "".join(f"{t:>{w}}" for t, w in columns) + f"{'ratio':>8}")
     for name in tput:
         best = max(tput[name])
+        mid = statistics.median(tput[name])
         med = statistics.median(lat[name])
         p99 = statistics.quantiles(lat[name], n=100)[98]
         print(
-            f"{name:<22}{best:>15,.0f}{best / raw_t:>8.3f}{med * 1e6:>16.1f}{p99 * 1e6:>10.1f}"
-            f"{med / raw_l:>8.3f}"
+            f"{name:<22}{best:>15,.0f}{best / raw_t:>8.3f}{mid:>10,.0f}"
+            f"{med * 1e6:>16.1f}{p99 * 1e6:>10.1f}{med / raw_l:>8.3f}"
         )
 
 
