@@ -16,6 +16,7 @@ directly, and only when that transport ends does it wait for the next one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import dataclasses
 import time
@@ -26,7 +27,7 @@ from urllib.parse import urlsplit
 
 import anyio
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConcurrencyError, ConnectionClosed
 from websockets.protocol import State
 
 from . import config
@@ -795,6 +796,30 @@ class ResilientConnection:
         self._outbox.dead_letter_all(DeadLetterReason.FAILED, failure)
 
     # ------------------------------------------------------------------ internals: closing
+    async def _close_transport(self, ws: ClientConnection) -> None:
+        """Close with 1000 while discarding unread inbound frames.
+
+        A consumer that stopped reading leaves frames queued; past ``max_queue`` websockets
+        stops reading the socket, so the server's close frame would never be seen and the
+        close would wait out ``close_timeout``. Reading (and dropping, counted) what is left
+        lets the closing handshake finish at once.
+        """
+        unread = 0
+
+        async def discard() -> None:
+            nonlocal unread
+            with contextlib.suppress(ConnectionClosed, ConcurrencyError):
+                while True:  # ConcurrencyError: a consumer's recv() is reading anyway
+                    await ws.recv()
+                    unread += 1
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(discard)
+            await ws.close(1000, "client closing")
+            tg.cancel_scope.cancel()
+        if unread:
+            self._log.info("resilient_conn.unread_at_close", messages=unread)
+
     async def _close(self) -> None:
         if self._state is _S.IDLE and self._supervisor is None:
             self._closing = True
@@ -818,7 +843,7 @@ class ResilientConnection:
             with anyio.move_on_after(self.options.drain_timeout):
                 await self._outbox.flush(ws)
             with anyio.CancelScope(shield=True):
-                await ws.close(1000, "client closing")
+                await self._close_transport(ws)
         self._outbox.dead_letter_all(DeadLetterReason.CLOSED, None)
         if not already_failed:
             self._set_state(_S.CLOSED, "closed by user")

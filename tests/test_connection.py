@@ -475,3 +475,28 @@ async def test_never_connected_becomes_unhealthy_after_unhealthy_after() -> None
                     await rec.wait_next()  # re-check after each retry step
             assert "disconnected for" in conn.health().detail
             assert conn.stats.reconnects == 0
+
+
+async def test_close_does_not_wait_for_frames_nobody_read() -> None:
+    """A consumer that stopped reading while the server kept sending can still close at
+    once: unread frames are discarded so the server's close frame is seen (no wait for
+    close_timeout, here 30 s), and the server records a clean 1000."""
+    flooded = asyncio.Event()
+
+    async def flood(ws: ServerConnection, server: ScriptedServer) -> None:
+        for i in range(200):  # far more than max_queue: websockets stops reading the socket
+            await ws.send(f"m{i}")
+        flooded.set()
+        await ws.wait_closed()
+
+    async with ScriptedServer(flood) as server:
+        conn = _conn(server.url, close_timeout=30.0, max_queue=4)
+        async with conn:
+            await conn.wait_connected(5)
+            assert await conn.recv() == "m0"
+            with anyio.fail_after(10):
+                await flooded.wait()
+            with anyio.fail_after(10):  # far less than close_timeout
+                await conn.aclose()
+        await server.wait_for_closed(1)
+        assert server.connections[0].close_code == 1000
