@@ -693,14 +693,15 @@ class ResilientConnection:
         return False
 
     async def _pause(self, delay: float, verdict: Verdict, error: BaseException | None) -> None:
-        reason = f"{verdict.kind}; next dial in {delay:.3f}s"
         if self.breaker.state in (BreakerState.OPEN, BreakerState.FORCED_OPEN):
             self.stats.circuit_opens += 1
+            wait = max(self.breaker.retry_after, verdict.delay)
+            reason = f"{verdict.kind}; circuit open, next probe in {wait:.3f}s"
             self._set_state(_S.CIRCUIT_OPEN, reason, error)
             if verdict.action is Action.RETRY_AFTER:
                 await self._clock.sleep(verdict.delay)  # the server's hint still holds
             return  # the loop waits on the breaker
-        self._set_state(_S.BACKOFF, reason, error)
+        self._set_state(_S.BACKOFF, f"{verdict.kind}; next dial in {delay:.3f}s", error)
         await self._clock.sleep(delay)
 
     async def _run_transport(
