@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -586,3 +587,15 @@ async def test_a_push_whose_reply_was_lost_is_sent_again_after_the_rejoin(
         first, second = [p for p in server.pushes if p.event == "broadcast"]
         assert first.payload == second.payload
         assert first.join_ref != second.join_ref == room.machine.join_ref
+
+
+async def test_closing_with_many_joined_channels_is_prompt(server: PhoenixServer) -> None:
+    """Leaving 30 joined channels produces more replies than the socket queues unread; the
+    client still closes at once instead of waiting out close_timeout (30 s here)."""
+    client = make_client(server, close_timeout=30.0)
+    async with client:
+        for i in range(30):
+            await client.channel(f"room{i}").subscribe(timeout=5)
+        started = time.monotonic()
+    assert time.monotonic() - started < 10
+    assert client.connection.state is ConnectionState.CLOSED
