@@ -48,9 +48,3 @@ class StateRecorder:
     async def wait_state(self, state: ConnectionState, n: int = 1, timeout: float = 10.0) -> None:
         """Wait until ``state`` has been entered ``n`` times."""
         await self.wait_for(lambda: self.count(state) >= n, timeout)
-
-
-def is_subsequence(needle: list[ConnectionState], haystack: list[ConnectionState]) -> bool:
-    """Return whether ``needle`` appears in ``haystack`` in order, consecutively."""
-    n = len(needle)
-    return any(haystack[i : i + n] == needle for i in range(len(haystack) - n + 1))

@@ -20,7 +20,7 @@ from resilient_conn.errors import ConnectionFailedError
 from resilient_conn.events import ConnectionState, StateChange
 from resilient_conn.testing import ChaosProxy, ScriptedServer
 
-from ._recorder import StateRecorder, is_subsequence
+from ._recorder import StateRecorder
 
 S = ConnectionState
 FAST = Backoff(initial_delay=0.02, max_delay=0.1, jitter="full")
@@ -54,9 +54,12 @@ async def test_server_restart_reconnects_and_recv_continues() -> None:
         await conn.send("after")
         with anyio.fail_after(5):
             assert await conn.recv() == "after"
-    assert is_subsequence(
-        [S.CONNECTED, S.BACKOFF, S.CONNECTING, S.CONNECTED], [S.CONNECTED, *rec.states]
-    )
+    # CONNECTED -> BACKOFF -> CONNECTING -> CONNECTED; a dial that hits the server while it
+    # is still restarting adds BACKOFF/CONNECTING pairs in between, nothing else.
+    states = rec.states
+    assert states[0] is S.BACKOFF
+    assert states[-2:] == [S.CONNECTING, S.CONNECTED]
+    assert set(states[:-1]) <= {S.BACKOFF, S.CONNECTING}
     assert conn.stats.reconnects == 1
 
 
