@@ -44,22 +44,27 @@ async def test_server_restart_reconnects_and_recv_continues() -> None:
     """After a server restart the connection comes back by itself and the same recv loop
     keeps receiving: CONNECTED -> BACKOFF -> CONNECTING -> CONNECTED."""
     rec = StateRecorder()
-    async with ScriptedServer() as server, _conn(server.url) as conn:
+    async with ScriptedServer() as server:
+        conn = _conn(server.url)
         conn.on_state_change(rec)
-        await conn.wait_connected(5)
-        await conn.send("before")
-        assert await conn.recv() == "before"
-        await server.restart()
-        await rec.wait_state(S.CONNECTED, 1)  # the hook was added after the first CONNECTED
-        await conn.send("after")
-        with anyio.fail_after(5):
-            assert await conn.recv() == "after"
+        async with conn:
+            await conn.wait_connected(5)
+            await conn.send("before")
+            assert await conn.recv() == "before"
+            await server.restart()
+            await rec.wait_state(S.CONNECTED, 2)
+            await conn.send("after")
+            with anyio.fail_after(5):
+                assert await conn.recv() == "after"
     # CONNECTED -> BACKOFF -> CONNECTING -> CONNECTED; a dial that hits the server while it
     # is still restarting adds BACKOFF/CONNECTING pairs in between, nothing else.
     states = rec.states
-    assert states[0] is S.BACKOFF
-    assert states[-2:] == [S.CONNECTING, S.CONNECTED]
-    assert set(states[:-1]) <= {S.BACKOFF, S.CONNECTING}
+    first, second = (i for i, st in enumerate(states) if st is S.CONNECTED)
+    outage = states[first + 1 : second]
+    assert outage[0] is S.BACKOFF
+    assert outage[-1] is S.CONNECTING
+    assert set(outage) == {S.BACKOFF, S.CONNECTING}
+    assert states[second + 1 :] == [S.CLOSING, S.CLOSED]
     assert conn.stats.reconnects == 1
 
 
@@ -326,16 +331,20 @@ async def test_raising_and_hanging_hooks_do_not_stop_reconnection() -> None:
         await never.wait()
 
     rec = StateRecorder()
-    async with ScriptedServer() as server, _conn(server.url, hook_timeout=0.2) as conn:
+    async with ScriptedServer() as server:
+        conn = _conn(server.url, hook_timeout=0.2)
         conn.on_state_change(broken)
         conn.on_state_change(hangs)
         conn.on_state_change(rec)
-        await conn.wait_connected(5)
-        await server.restart()
-        await rec.wait_state(S.CONNECTED, 1, timeout=10)
-        await conn.send("ok")
-        with anyio.fail_after(5):
-            assert await conn.recv() == "ok"
+        async with conn:
+            await conn.wait_connected(5)
+            await server.restart()
+            await rec.wait_state(S.CONNECTED, 2, timeout=10)
+            await conn.send("ok")
+            with anyio.fail_after(5):
+                assert await conn.recv() == "ok"
+    assert rec.states[:2] == [S.CONNECTING, S.CONNECTED]
+    assert rec.states[-2:] == [S.CLOSING, S.CLOSED]  # the recorder saw every change
 
 
 async def test_unsubscribe_stops_a_hook() -> None:
