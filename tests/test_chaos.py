@@ -14,26 +14,14 @@ from typing import Any
 
 import anyio
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidMessage
 from websockets.protocol import State
 
 from resilient_conn.testing import ChaosProxy, ScriptedServer
+from tests._dial import dial
 
 pytestmark = pytest.mark.anyio
-
-
-def dial(url: str, **kwargs: Any) -> connect:
-    """A websockets client with no client keepalive, no compression, short timeouts."""
-    options: dict[str, Any] = {
-        "proxy": None,
-        "compression": None,
-        "ping_interval": None,
-        "open_timeout": 2,
-        "close_timeout": 0.5,
-    }
-    options.update(kwargs)
-    return connect(url, **options)
 
 
 @asynccontextmanager

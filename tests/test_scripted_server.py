@@ -6,26 +6,13 @@ from typing import Any
 
 import anyio
 import pytest
-from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidStatus
 
 from resilient_conn.testing import ScriptedServer, serve_scripted
+from tests._dial import dial
 
 pytestmark = pytest.mark.anyio
-
-
-def dial(url: str, **kwargs: Any) -> connect:
-    """A websockets client with no keepalive, no compression and short timeouts."""
-    options: dict[str, Any] = {
-        "proxy": None,
-        "compression": None,
-        "ping_interval": None,
-        "open_timeout": 2,
-        "close_timeout": 0.5,
-    }
-    options.update(kwargs)
-    return connect(url, **options)
 
 
 async def test_echo_is_the_default_and_messages_are_recorded_in_order() -> None:
