@@ -68,6 +68,11 @@ Probe = Callable[["ResilientConnection"], Awaitable[float]]
 
 _S = ConnectionState
 
+# Set inside the supervisor's own tasks: aclose() from there would wait for itself.
+_SUPERVISOR: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "resilient_conn_supervisor", default=None
+)
+
 # Sends made from inside on_open (or a task it spawned while that transport is current) go
 # straight to the new transport, ahead of what is buffered: (connection id, generation).
 _ON_OPEN: contextvars.ContextVar[tuple[int, int] | None] = contextvars.ContextVar(
@@ -444,6 +449,11 @@ class ResilientConnection:
         if self._close_done is not None:
             await self._close_done.wait()
             return
+        if _SUPERVISOR.get() == id(self):
+            raise RuntimeError(
+                "aclose() was awaited from inside the connection's supervisor (on_open, or a "
+                "task started from it); close from the task that owns the connection instead"
+            )
         self._close_done = done = asyncio.Event()
         try:
             await self._close()
@@ -619,6 +629,7 @@ class ResilientConnection:
 
     # ------------------------------------------------------------------ internals: supervisor
     async def _supervise(self) -> None:
+        _SUPERVISOR.set(id(self))  # inherited by on_open, keepalive and flush tasks
         try:
             assert self._scope is not None
             with self._scope:

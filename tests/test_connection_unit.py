@@ -195,3 +195,26 @@ async def test_log_events_are_namespaced_and_redacted() -> None:
     events = [entry["event"] for entry in logs]
     assert "resilient_conn.state_changed" in events
     assert "sekrit" not in repr(logs)
+
+
+@pytest.mark.anyio
+async def test_aclose_from_on_open_is_refused_clearly() -> None:
+    """Awaiting aclose() inside on_open (which runs in the supervisor) would wait for itself;
+    it raises a clear RuntimeError instead, and the connection can still be closed normally."""
+    from resilient_conn.testing import ScriptedServer
+
+    errors: list[BaseException] = []
+
+    async def closes_itself(c: ResilientConnection) -> None:
+        try:
+            await c.aclose()
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    async with ScriptedServer() as server:
+        conn = ResilientConnection(server.url, on_open=closes_itself, ping_interval=0)
+        async with conn:
+            await conn.wait_connected(5)
+        assert conn.state is ConnectionState.CLOSED
+    assert len(errors) == 1
+    assert "supervisor" in str(errors[0])
