@@ -38,13 +38,13 @@ from .errors import (
 )
 from .events import ConnectionState, StateChange
 from .health import (
-    HealthRegistry,
     HealthReport,
     HealthStatus,
     breaker_report,
     evaluate,
     policy_report,
 )
+from .health_registry import HealthRegistry
 from .metrics import ConnectionSnapshot, ConnectionStats
 from .options import ConnectionOptions
 from .policy import PolicyMetrics, PolicyRegistry, ResiliencePolicy

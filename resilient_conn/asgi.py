@@ -37,7 +37,7 @@ from .errors import ConfigError
 from .prometheus import CONTENT_TYPE, render
 
 if TYPE_CHECKING:
-    from .health import HealthRegistry
+    from .health_registry import HealthRegistry
 
 __all__ = ["ASGIApp", "HealthApp", "HealthServer", "health_app", "serve_health"]
 

@@ -22,7 +22,8 @@ from .breaker import BreakerState
 from .events import ConnectionState
 
 if TYPE_CHECKING:
-    from .health import HealthRegistry, HealthReport
+    from .health import HealthReport
+    from .health_registry import HealthRegistry
 
 __all__ = ["CONTENT_TYPE", "RegistryCollector", "component_metrics", "render", "to_jsonable"]
 
