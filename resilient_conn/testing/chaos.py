@@ -9,39 +9,32 @@ upstream, a thin pipe, a cut after N bytes. ``heal()`` turns it back into a clea
 The proxy models the network, so it waits in real time (``anyio.sleep``): neither
 :func:`resilient_conn.set_testing` nor a :class:`~resilient_conn.testing.FakeClock` speeds
 it up.
+
+This module owns the proxy itself: listening, accepting, switching faults, the counters'
+snapshots. The per-connection forwarding (dialing upstream, the pumps, faults applied to the
+bytes) lives in :mod:`resilient_conn.testing._forward`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import socket
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal
 
 import anyio
 from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..config import check_non_negative, check_positive
-from ._net import LOOPBACK, Notifier, check_loopback, check_port, close_writer, reset_writer
+from ._forward import CHUNK_SIZE, QUEUE_CHUNKS, SIDES, Faults, Forwarder, Pair, Side
+from ._net import LOOPBACK, check_loopback, check_port, close_writer, reset_writer
 
 __all__ = ["CHUNK_SIZE", "QUEUE_CHUNKS", "ChaosProxy", "Direction", "ProxyStats"]
 
 Direction = Literal["both", "upstream", "downstream"]
-_Side = Literal["upstream", "downstream"]
-_SIDES: tuple[_Side, _Side] = ("upstream", "downstream")
-
-CHUNK_SIZE = 65536
-"""Bytes read from a socket at a time."""
-QUEUE_CHUNKS = 16
-"""Chunks held per connection and direction between reading and writing (the in-flight
-window under latency or a bandwidth limit); when full, the proxy stops reading (backpressure)."""
-_BANDWIDTH_SLICES_PER_SECOND = 20
-_CLOSE_GRACE = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,83 +70,6 @@ class ProxyStats:
     closes: int = 0
     cuts: int = 0
     refusing: bool = False
-
-
-@dataclass(slots=True)
-class _Faults:
-    """The faults in force for one direction."""
-
-    latency: float = 0.0
-    jitter: float = 0.0
-    blackhole: bool = False
-    bandwidth: float | None = None
-    cut_after: int | None = None
-    cut_reset: bool = True
-
-
-@dataclass(slots=True)
-class _Counters:
-    accepted: int = 0
-    refused: int = 0
-    upstream_failures: int = 0
-    bytes: dict[str, int] = field(default_factory=lambda: {"upstream": 0, "downstream": 0})
-    discarded: int = 0
-    resets: int = 0
-    closes: int = 0
-    cuts: int = 0
-
-
-@dataclass(slots=True)
-class _Chunk:
-    data: bytes
-    arrived: float
-    jitter_fraction: float
-
-
-_EOF = "eof"
-_RESET = "reset"
-_Item = _Chunk | str
-
-
-class _Pump:
-    """Per connection and direction: what was forwarded since the last ``cut_after``."""
-
-    __slots__ = ("cut_count", "next_free")
-
-    def __init__(self) -> None:
-        self.cut_count = 0
-        self.next_free = 0.0
-
-
-class _Pair:
-    """One proxied connection: the client side, the upstream side, and their scope."""
-
-    __slots__ = ("client", "pumps", "scope", "torn", "upstream")
-
-    def __init__(self, client: asyncio.StreamWriter) -> None:
-        self.client = client
-        self.upstream: asyncio.StreamWriter | None = None
-        self.scope = anyio.CancelScope()
-        self.torn = False
-        self.pumps = {"upstream": _Pump(), "downstream": _Pump()}
-
-    def writers(self) -> Iterator[asyncio.StreamWriter]:
-        yield self.client
-        if self.upstream is not None:
-            yield self.upstream
-
-    def tear_down(self, *, reset: bool) -> bool:
-        """Reset (RST) or close (FIN) both sides now; False if already torn down."""
-        if self.torn:
-            return False
-        self.torn = True
-        for writer in self.writers():
-            if reset:
-                reset_writer(writer)
-            else:
-                close_writer(writer)
-        self.scope.cancel()
-        return True
 
 
 class ChaosProxy:
@@ -195,20 +111,15 @@ class ChaosProxy:
     ) -> None:
         if not isinstance(upstream_host, str) or not upstream_host:
             raise ValueError(f"upstream_host must be a non-empty str, got {upstream_host!r}")
-        self._upstream = (
-            upstream_host,
-            check_port(upstream_port, "upstream_port", allow_zero=False),
-        )
+        upstream = (upstream_host, check_port(upstream_port, "upstream_port", allow_zero=False))
         self._host = check_loopback(listen_host, "listen_host")
         self._port = check_port(listen_port, "listen_port")
-        self._connect_timeout = check_positive(connect_timeout, "connect_timeout")
-        self._rng = rng or random.Random()
-        self._faults = {"upstream": _Faults(), "downstream": _Faults()}
+        self._fwd = Forwarder(
+            upstream,
+            connect_timeout=check_positive(connect_timeout, "connect_timeout"),
+            rng=rng or random.Random(),
+        )
         self._drop_reset: bool | None = None  # accept_and_close mode: None = off
-        self._counters = _Counters()
-        self._pairs: set[_Pair] = set()
-        self._changed = Notifier()  # faults changed: wake waiting writers
-        self._stats_changed = Notifier()
         self._tg: TaskGroup | None = None
         self._sock: socket.socket | None = None
         self._server: asyncio.Server | None = None
@@ -240,7 +151,7 @@ class ChaosProxy:
         assert self._tg is not None
         self._closing = True
         self._close_listener()
-        for pair in list(self._pairs):
+        for pair in list(self._fwd.pairs):
             pair.tear_down(reset=False)
         tg, self._tg = self._tg, None
         tg.cancel_scope.cancel()
@@ -294,17 +205,17 @@ class ChaosProxy:
 
     # --- faults ---------------------------------------------------------------------------
 
-    def _sides(self, direction: Direction) -> tuple[_Side, ...]:
+    def _sides(self, direction: Direction) -> tuple[Side, ...]:
         if direction == "both":
-            return _SIDES
-        if direction in _SIDES:
+            return SIDES
+        if direction in SIDES:
             return (direction,)
         raise ValueError(f"direction must be 'both', 'upstream' or 'downstream', got {direction!r}")
 
-    def _apply(self, direction: Direction, change: Callable[[_Faults], None]) -> None:
+    def _apply(self, direction: Direction, change: Callable[[Faults], None]) -> None:
         for side in self._sides(direction):
-            change(self._faults[side])
-        self._changed.notify()
+            change(self._fwd.faults[side])
+        self._fwd.changed.notify()
 
     def latency(self, seconds: float, jitter: float = 0.0, direction: Direction = "both") -> None:
         """Delay every chunk by ``seconds`` plus a uniform extra in ``[0, jitter]``.
@@ -318,7 +229,7 @@ class ChaosProxy:
         check_non_negative(seconds, "seconds")
         check_non_negative(jitter, "jitter")
 
-        def change(f: _Faults) -> None:
+        def change(f: Faults) -> None:
             f.latency, f.jitter = float(seconds), float(jitter)
 
         self._apply(direction, change)
@@ -330,7 +241,7 @@ class ChaosProxy:
         EOF or reset from a side is held back until the blackhole is lifted.
         """
 
-        def change(f: _Faults) -> None:
+        def change(f: Faults) -> None:
             f.blackhole = True
 
         self._apply(direction, change)
@@ -343,7 +254,7 @@ class ChaosProxy:
         """
         check_positive(bytes_per_second, "bytes_per_second")
 
-        def change(f: _Faults) -> None:
+        def change(f: Faults) -> None:
             f.bandwidth = float(bytes_per_second)
 
         self._apply(direction, change)
@@ -362,27 +273,27 @@ class ChaosProxy:
         if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 0:
             raise ValueError(f"nbytes must be an int >= 0, got {nbytes!r}")
         sides = self._sides(direction)
-        for pair in self._pairs:
+        for pair in self._fwd.pairs:
             for side in sides:
                 pair.pumps[side].cut_count = 0
 
-        def change(f: _Faults) -> None:
+        def change(f: Faults) -> None:
             f.cut_after, f.cut_reset = nbytes, reset
 
         self._apply(direction, change)
 
     def reset_all(self) -> int:
         """Abort every current connection with RST on both sides; return how many."""
-        count = sum(pair.tear_down(reset=True) for pair in list(self._pairs))
-        self._counters.resets += count
-        self._stats_changed.notify()
+        count = sum(pair.tear_down(reset=True) for pair in list(self._fwd.pairs))
+        self._fwd.counters.resets += count
+        self._fwd.stats_changed.notify()
         return count
 
     def close_all(self) -> int:
         """Close every current connection with FIN on both sides; return how many."""
-        count = sum(pair.tear_down(reset=False) for pair in list(self._pairs))
-        self._counters.closes += count
-        self._stats_changed.notify()
+        count = sum(pair.tear_down(reset=False) for pair in list(self._fwd.pairs))
+        self._fwd.counters.closes += count
+        self._fwd.stats_changed.notify()
         return count
 
     def refuse(self) -> None:
@@ -393,7 +304,7 @@ class ChaosProxy:
         port.
         """
         self._close_listener()
-        self._stats_changed.notify()
+        self._fwd.stats_changed.notify()
 
     def accept_and_close(self, *, reset: bool = False) -> None:
         """Accept every new connection and drop it at once (a flapping upstream).
@@ -407,25 +318,25 @@ class ChaosProxy:
     def heal(self) -> None:
         """Clear every fault: listen again if refusing, forward everything again at full speed."""
         self._drop_reset = None
-        for f in self._faults.values():
+        for f in self._fwd.faults.values():
             f.latency = f.jitter = 0.0
             f.blackhole = False
             f.bandwidth = f.cut_after = None
         if self._sock is None and self._tg is not None and not self._closing:
             self._tg.start_soon(self._start_serving, self._bind())
-        self._changed.notify()
-        self._stats_changed.notify()
+        self._fwd.changed.notify()
+        self._fwd.stats_changed.notify()
 
     # --- observing ------------------------------------------------------------------------
 
     @property
     def stats(self) -> ProxyStats:
         """A frozen snapshot of the counters."""
-        c = self._counters
+        c = self._fwd.counters
         return ProxyStats(
             connections_accepted=c.accepted,
             connections_refused=c.refused,
-            connections_active=len(self._pairs),
+            connections_active=len(self._fwd.pairs),
             upstream_failures=c.upstream_failures,
             bytes_upstream=c.bytes["upstream"],
             bytes_downstream=c.bytes["downstream"],
@@ -446,7 +357,7 @@ class ChaosProxy:
         Raises:
             TimeoutError: ``timeout`` seconds passed first.
         """
-        await self._stats_changed.wait_until(lambda: predicate(self.stats), timeout)
+        await self._fwd.stats_changed.wait_until(lambda: predicate(self.stats), timeout)
         return self.stats
 
     async def wait_for_connections(
@@ -474,166 +385,20 @@ class ChaosProxy:
         return await self.wait_until(lambda s: s.connections_active == n, timeout)
 
     def __repr__(self) -> str:
-        host, port = self._upstream
+        host, port = self._fwd.upstream
         return f"ChaosProxy({self._host}:{self._port} -> {host}:{port}, {self.stats})"
 
-    # --- forwarding -----------------------------------------------------------------------
+    # --- accepting ------------------------------------------------------------------------
 
     def _on_accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._counters.accepted += 1
+        self._fwd.counters.accepted += 1
         if self._closing or self._tg is None:
             reset_writer(writer)
         elif self._drop_reset is not None:
-            self._counters.refused += 1
+            self._fwd.counters.refused += 1
             (reset_writer if self._drop_reset else close_writer)(writer)
         else:
-            pair = _Pair(writer)
-            self._pairs.add(pair)
-            self._tg.start_soon(self._serve_pair, pair, reader)
-        self._stats_changed.notify()
-
-    async def _serve_pair(self, pair: _Pair, client_reader: asyncio.StreamReader) -> None:
-        try:
-            with pair.scope:
-                try:
-                    with anyio.fail_after(self._connect_timeout):
-                        up_reader, pair.upstream = await asyncio.open_connection(
-                            *self._upstream, limit=CHUNK_SIZE
-                        )
-                except (OSError, TimeoutError):
-                    self._counters.upstream_failures += 1
-                    pair.tear_down(reset=True)
-                    return
-                async with anyio.create_task_group() as tg:
-                    self._start_pump(tg, pair, "upstream", client_reader, pair.upstream)
-                    self._start_pump(tg, pair, "downstream", up_reader, pair.client)
-        finally:
-            if pair.upstream is not None and pair.torn and not pair.upstream.is_closing():
-                reset_writer(pair.upstream)  # torn down while dialing
-            pair.torn = True
-            with anyio.CancelScope(shield=True):
-                for writer in pair.writers():
-                    await _finish(writer)
-            self._pairs.discard(pair)
-            self._stats_changed.notify()
-
-    def _start_pump(
-        self,
-        tg: TaskGroup,
-        pair: _Pair,
-        side: _Side,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-    ) -> None:
-        send, receive = anyio.create_memory_object_stream[_Item](QUEUE_CHUNKS)
-        tg.start_soon(self._read_side, side, reader, send)
-        tg.start_soon(self._write_side, pair, side, writer, receive)
-
-    async def _read_side(
-        self, side: _Side, reader: asyncio.StreamReader, send: MemoryObjectSendStream[_Item]
-    ) -> None:
-        faults = self._faults[side]
-        async with send:
-            while True:
-                try:
-                    data = await reader.read(CHUNK_SIZE)
-                except OSError:
-                    await send.send(_RESET)
-                    return
-                if not data:
-                    await send.send(_EOF)
-                    return
-                if faults.blackhole:
-                    self._discard(len(data))
-                    continue
-                await send.send(_Chunk(data, anyio.current_time(), self._rng.random()))
-
-    async def _write_side(
-        self,
-        pair: _Pair,
-        side: _Side,
-        writer: asyncio.StreamWriter,
-        receive: MemoryObjectReceiveStream[_Item],
-    ) -> None:
-        faults = self._faults[side]
-        pump = pair.pumps[side]
-        dead = False
-        async with receive:
-            async for item in receive:
-                if isinstance(item, str):
-                    while faults.blackhole:  # a blackhole loses FIN/RST until healed
-                        await self._changed.wait()
-                    if item == _RESET:
-                        reset_writer(writer)
-                    elif not dead and writer.can_write_eof():
-                        with contextlib.suppress(OSError, RuntimeError):
-                            writer.write_eof()
-                    return
-                if dead:
-                    continue
-                await self._wait_latency(faults, item)
-                try:
-                    await self._forward(pair, side, faults, pump, writer, item.data)
-                except (OSError, RuntimeError):
-                    dead = True  # that side is gone; its reader will report it
-
-    def _discard(self, nbytes: int) -> None:
-        self._counters.discarded += nbytes
-        self._stats_changed.notify()
-
-    async def _wait_latency(self, faults: _Faults, item: _Chunk) -> None:
-        while True:
-            due = item.arrived + faults.latency + item.jitter_fraction * faults.jitter
-            remaining = due - anyio.current_time()
-            if remaining <= 0:
-                return
-            with anyio.move_on_after(remaining):
-                await self._changed.wait()
-
-    async def _forward(
-        self,
-        pair: _Pair,
-        side: _Side,
-        faults: _Faults,
-        pump: _Pump,
-        writer: asyncio.StreamWriter,
-        data: bytes,
-    ) -> None:
-        view = memoryview(data)
-        while view:
-            if faults.blackhole:
-                self._discard(len(view))
-                return
-            piece = view
-            if faults.bandwidth is not None:
-                rate = faults.bandwidth
-                piece = view[: max(1, int(rate / _BANDWIDTH_SLICES_PER_SECOND))]
-                pump.next_free = max(pump.next_free, anyio.current_time()) + len(piece) / rate
-                await anyio.sleep(pump.next_free - anyio.current_time())
-            cut = faults.cut_after is not None and pump.cut_count + len(piece) >= faults.cut_after
-            if cut:
-                assert faults.cut_after is not None
-                piece = piece[: faults.cut_after - pump.cut_count]
-            if piece:
-                writer.write(piece)
-                await writer.drain()
-                pump.cut_count += len(piece)
-                self._counters.bytes[side] += len(piece)
-                self._stats_changed.notify()
-            if cut:
-                if pair.tear_down(reset=faults.cut_reset):
-                    self._counters.cuts += 1
-                    if faults.cut_reset:
-                        self._counters.resets += 1
-                    else:
-                        self._counters.closes += 1
-                return
-            view = view[len(piece) :]
-
-
-async def _finish(writer: asyncio.StreamWriter) -> None:
-    """Make sure ``writer``'s socket is closed: close, wait briefly for the flush, abort."""
-    close_writer(writer)
-    with anyio.move_on_after(_CLOSE_GRACE), contextlib.suppress(Exception):
-        await writer.wait_closed()
-    writer.transport.abort()  # no-op once closed; drops what a stuck peer never read
+            pair = Pair(writer)
+            self._fwd.pairs.add(pair)
+            self._tg.start_soon(self._fwd.serve, pair, reader)
+        self._fwd.stats_changed.notify()
