@@ -36,7 +36,7 @@ from .buffer import DeadLetter
 from .connection import ResilientConnection
 from .errors import ConfigError
 from .events import ConnectionState, StateChange
-from .health import HealthRegistry
+from .health_registry import HealthRegistry
 from .testing import ChaosProxy, ScriptedServer
 from .testing._net import Notifier
 

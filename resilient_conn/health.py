@@ -5,7 +5,7 @@
 * :func:`breaker_report` / :func:`policy_report` do the same for a bare ``CircuitBreaker`` and a
   ``ResiliencePolicy``.
 * :class:`HealthRegistry`, which aggregates many components for orchestrators, lives in
-  :mod:`resilient_conn.health_registry`; it is re-exported here (with :class:`HealthCheck`).
+  :mod:`resilient_conn.health_registry` (and is exported from ``resilient_conn``).
 
 Reports never contain secrets: ``last_error`` and ``detail`` are redacted when a report is built,
 whoever builds it.
@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from ._log import redact_text
 from .breaker import BreakerState
@@ -28,13 +28,8 @@ from .errors import ConfigError
 from .events import ConnectionState
 from .metrics import ConnectionSnapshot
 
-if TYPE_CHECKING:
-    from .health_registry import HealthCheck, HealthRegistry
-
 __all__ = [
     "BreakerLike",
-    "HealthCheck",
-    "HealthRegistry",
     "HealthReport",
     "HealthStatus",
     "PolicyLike",
@@ -405,18 +400,3 @@ def policy_report(
     """Report on a ``ResiliencePolicy``: the health of its breaker (see :func:`breaker_report`)."""
     label = name or str(getattr(policy, "name", None) or "policy")
     return breaker_report(policy.breaker, name=label, checked_at=checked_at, kind="policy")
-
-
-def __getattr__(name: str) -> Any:
-    # health_registry imports this module, so its names are re-exported lazily: importing
-    # either module first works, and ``from resilient_conn.health import HealthRegistry`` too.
-    if name in _REGISTRY_NAMES:
-        from . import health_registry
-
-        value = getattr(health_registry, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-_REGISTRY_NAMES = frozenset({"HealthCheck", "HealthRegistry"})

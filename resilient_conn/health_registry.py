@@ -8,7 +8,7 @@ timeout, and serves liveness / readiness / metrics through an ASGI app
 (:mod:`resilient_conn.asgi`).
 
 The statuses, the reports and the per-component mappings it aggregates live in
-:mod:`resilient_conn.health`, which re-exports :class:`HealthRegistry` and :class:`HealthCheck`.
+:mod:`resilient_conn.health`.
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ from resilient_conn.backoff import Backoff
 from resilient_conn.breaker import CircuitBreaker
 from resilient_conn.connection import ResilientConnection
 from resilient_conn.events import ConnectionState
-from resilient_conn.health import HealthRegistry, HealthStatus
+from resilient_conn.health import HealthStatus
+from resilient_conn.health_registry import HealthRegistry
 from resilient_conn.testing import ChaosProxy, ScriptedServer
 
 from ._recorder import StateRecorder

@@ -16,7 +16,8 @@ from resilient_conn._clock import set_testing
 from resilient_conn.breaker import BreakerState, CircuitBreaker
 from resilient_conn.errors import ConfigError
 from resilient_conn.events import ConnectionState
-from resilient_conn.health import HealthRegistry, HealthReport, HealthStatus, evaluate
+from resilient_conn.health import HealthReport, HealthStatus, evaluate
+from resilient_conn.health_registry import HealthRegistry
 from resilient_conn.metrics import ConnectionSnapshot
 from resilient_conn.policy import ResiliencePolicy
 from resilient_conn.prometheus import CONTENT_TYPE, RegistryCollector, render, to_jsonable
