@@ -513,3 +513,30 @@ async def test_close_does_not_wait_for_frames_nobody_read() -> None:
             assert time.monotonic() - started < 10  # close_timeout is 30 s
         await server.wait_for_closed(1)
         assert server.connections[0].close_code == 1000
+
+
+async def test_dials_follow_the_backoff_schedule_then_the_breaker() -> None:
+    """Against a dead server, the waits between dials are exactly the backoff's delays (a
+    seeded schedule), until the breaker opens; then the wait is the recovery timeout, and
+    a failed probe re-opens the circuit. Timed on a FakeClock, so nothing really sleeps."""
+    import random
+
+    from resilient_conn.testing import FakeClock
+
+    clock = FakeClock(auto_advance=True)
+    backoff = Backoff(initial_delay=1.0, max_delay=30.0, rng=random.Random(7))
+    expected = Backoff(initial_delay=1.0, max_delay=30.0, rng=random.Random(7)).delays()
+    breaker = CircuitBreaker(failure_threshold=4, recovery_timeout=45.0, clock=clock)
+    rec = StateRecorder()
+    async with ScriptedServer() as server:
+        await server.stop()
+        conn = _conn(server.url, backoff=backoff, breaker=breaker, clock=clock)
+        conn.on_state_change(rec)
+        async with conn:
+            await rec.wait_state(S.CIRCUIT_OPEN, 2)
+    # 4 refused dials: 3 backoff waits between them, then the circuit opens; the probe after
+    # 45 s fails and the circuit opens again.
+    assert clock.sleeps[:3] == [next(expected) for _ in range(3)]
+    assert clock.sleeps[3] == pytest.approx(45.0)
+    assert conn.stats.dials == 5
+    assert conn.stats.failures == {"refused": 5}
