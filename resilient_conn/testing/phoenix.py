@@ -60,6 +60,7 @@ from ..realtime.protocol import (
     Serializer,
     make_serializer,
 )
+from ._net import Notifier
 
 __all__ = ["ConnectionRecord", "JoinRecord", "PhoenixServer"]
 
@@ -147,9 +148,9 @@ class PhoenixServer:
         self.idle_timeout = idle_timeout
         self.clock = clock
         self.drop_heartbeats = False
+        """While True, heartbeats are recorded but never answered."""
         self.drop_push_replies = False
         """While True, broadcast acks and presence replies are never sent (lost replies)."""
-        """While True, heartbeats are recorded but never answered."""
         self.joins: deque[JoinRecord] = deque(maxlen=max_records)
         self.pushes: deque[Message] = deque(maxlen=max_records)
         """Every decoded client message except heartbeats, in arrival order."""
@@ -167,7 +168,7 @@ class PhoenixServer:
         self._presence: dict[str, dict[str, list[dict[str, Any]]]] = {}
         self._phx_refs = itertools.count(1)
         self._server: Server | None = None
-        self._changed = anyio.Event()
+        self._changed = Notifier()
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -348,8 +349,7 @@ class PhoenixServer:
 
     async def wait_for(self, predicate: Callable[[], bool]) -> None:
         """Wait until ``predicate()`` is true (re-checked whenever the server records)."""
-        while not predicate():
-            await self._changed.wait()
+        await self._changed.wait_until(predicate, None)
 
     async def wait_for_join(self, topic: str, n: int = 1, *, accepted: bool | None = None) -> None:
         """Wait until ``topic`` has been joined ``n`` times (optionally only accepted ones)."""
@@ -386,8 +386,7 @@ class PhoenixServer:
         return [j for j in self.joins if j.topic == _full(topic)]
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
+        self._changed.notify()
 
     # --- handshake and socket loop ---------------------------------------------------------
 
