@@ -34,6 +34,7 @@ from . import config
 from ._clock import SYSTEM_CLOCK, Clock
 from ._hooks import HookSet, Unsubscribe
 from ._log import get_logger, redact_text, redact_url
+from ._notify import Notifier
 from .adapters.websocket import (
     DialOptions,
     HeadersSource,
@@ -261,7 +262,7 @@ class ResilientConnection:
         self._disconnected_at: float | None = None
         self._lease: BreakerLease | None = None
         self._stable = False
-        self._changed = asyncio.Event()  # replaced on every transport/state/buffer change
+        self._changed = Notifier()  # notified on every transport/state/buffer change
         self._supervisor: asyncio.Task[None] | None = None
         # aclose() stops the supervisor through this scope (not Task.cancel()), so shielded
         # sections (a buffered message being written) finish before it stops.
@@ -592,8 +593,7 @@ class ResilientConnection:
         self._state_hooks.emit(change)
 
     def _wake(self) -> None:
-        event, self._changed = self._changed, asyncio.Event()
-        event.set()
+        self._changed.notify()
 
     def _raise_if_over(self) -> None:
         if self._fatal is not None:

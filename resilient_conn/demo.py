@@ -30,6 +30,7 @@ import anyio
 
 from ._demo_app import AckingSender, DemoServerState
 from ._demo_report import STATE_COLORS, DemoSummary, Reporter
+from ._notify import Notifier
 from .backoff import Backoff
 from .breaker import BreakerState, BreakerTransition, CircuitBreaker
 from .buffer import DeadLetter
@@ -38,7 +39,6 @@ from .errors import ConfigError
 from .events import ConnectionState, StateChange
 from .health_registry import HealthRegistry
 from .testing import ChaosProxy, ScriptedServer
-from .testing._net import Notifier
 
 __all__ = ["MAX_DURATION", "MIN_DURATION", "DemoOptions", "DemoSummary", "run_demo"]
 

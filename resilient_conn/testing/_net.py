@@ -1,4 +1,4 @@
-"""Small helpers shared by the test servers: loopback checks, RST, event-driven waits."""
+"""Small helpers shared by the test servers: loopback checks, RST and FIN, waits."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import asyncio
 import contextlib
 import socket
 import struct
-from collections.abc import Callable
 
-import anyio
+from .._notify import Notifier
 
 __all__ = ["LOOPBACK", "Notifier", "check_loopback", "check_port", "reset_writer"]
 
@@ -47,39 +46,3 @@ def close_writer(writer: asyncio.StreamWriter) -> None:
     """Close the connection behind ``writer`` gracefully (FIN after pending data)."""
     with contextlib.suppress(OSError, RuntimeError):
         writer.close()
-
-
-class Notifier:
-    """Lets tasks wait until a condition on some state holds, woken on every change.
-
-    The owner calls :meth:`notify` whenever the watched state changes; waiters re-check
-    their predicate then. No polling, no sleeping.
-    """
-
-    __slots__ = ("_event",)
-
-    def __init__(self) -> None:
-        self._event = anyio.Event()
-
-    def notify(self) -> None:
-        """Wake every waiter so it re-checks its condition."""
-        self._event.set()
-        self._event = anyio.Event()
-
-    async def wait(self) -> None:
-        """Wait for the next :meth:`notify`."""
-        await self._event.wait()
-
-    async def wait_until(
-        self,
-        predicate: Callable[[], bool],
-        timeout: float | None,
-    ) -> None:
-        """Return once ``predicate()`` is true.
-
-        Raises:
-            TimeoutError: ``timeout`` seconds passed first.
-        """
-        with anyio.fail_after(timeout):
-            while not predicate():
-                await self._event.wait()

@@ -1,0 +1,45 @@
+"""Notifier: event-driven waits on some state, woken whenever its owner changes it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import anyio
+
+__all__ = ["Notifier"]
+
+
+class Notifier:
+    """Lets tasks wait until a condition on some state holds, woken on every change.
+
+    The owner calls :meth:`notify` whenever the watched state changes; waiters re-check
+    their predicate then. No polling, no sleeping.
+    """
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def notify(self) -> None:
+        """Wake every waiter so it re-checks its condition."""
+        self._event.set()
+        self._event = anyio.Event()
+
+    async def wait(self) -> None:
+        """Wait for the next :meth:`notify`."""
+        await self._event.wait()
+
+    async def wait_until(
+        self,
+        predicate: Callable[[], bool],
+        timeout: float | None,
+    ) -> None:
+        """Return once ``predicate()`` is true.
+
+        Raises:
+            TimeoutError: ``timeout`` seconds passed first.
+        """
+        with anyio.fail_after(timeout):
+            while not predicate():
+                await self._event.wait()
