@@ -125,8 +125,8 @@ async def serve(port: int) -> None:
 
 async def client_ours(url: str, n: int, channels: int, vsn: str, backoff: float | None) -> None:
     sys.path.insert(0, str(ROOT))
-    from resilient_conn.backoff import Backoff
     from resilient_conn.realtime import ChannelState, RealtimeClient
+    from resilient_conn.resilience.backoff import Backoff
 
     options: dict[str, Any] = {}
     if backoff is not None:

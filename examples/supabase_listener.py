@@ -22,8 +22,8 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
-from resilient_conn.backoff import Backoff
 from resilient_conn.realtime import Channel, Message, RealtimeClient
+from resilient_conn.resilience.backoff import Backoff
 from resilient_conn.testing import PhoenixServer
 
 _tokens = itertools.count(1)

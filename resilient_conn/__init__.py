@@ -7,21 +7,9 @@ The public API is flat: import everything from ``resilient_conn`` (test helpers 
 
 from __future__ import annotations
 
-from ._clock import SYSTEM_CLOCK, Clock, SystemClock, is_testing, set_testing
-from .alerting import Alert, AlertKind, AlertPolicy
-from .asgi import HealthServer, health_app, serve_health
-from .backoff import JITTER_STRATEGIES, Backoff, JitterStrategy
-from .breaker import (
-    BreakerLease,
-    BreakerMetrics,
-    BreakerState,
-    BreakerTransition,
-    CircuitBreaker,
-)
-from .buffer import DeadLetter, DeadLetterReason, Overflow
-from .classify import Action, Verdict, classifier, default_classify
-from .connection import ResilientConnection
-from .errors import (
+from . import _compat
+from ._core.clock import SYSTEM_CLOCK, Clock, SystemClock, is_testing, set_testing
+from ._core.errors import (
     BufferFullError,
     ChannelClosedError,
     ChannelJoinError,
@@ -36,20 +24,28 @@ from .errors import (
     ResilientConnError,
     RetryError,
 )
-from .events import ConnectionState, StateChange
-from .health import (
-    HealthReport,
-    HealthStatus,
-    breaker_report,
-    evaluate,
-    policy_report,
+from .connection.buffer import DeadLetter, DeadLetterReason, Overflow
+from .connection.connection import ResilientConnection
+from .connection.events import ConnectionState, StateChange
+from .connection.metrics import ConnectionSnapshot, ConnectionStats
+from .connection.options import ConnectionOptions
+from .connection.report import HealthReport, HealthStatus, evaluate
+from .health.alerting import Alert, AlertKind, AlertPolicy
+from .health.asgi import HealthServer, health_app, serve_health
+from .health.prometheus import RegistryCollector
+from .health.registry import HealthRegistry
+from .health.reports import breaker_report, policy_report
+from .resilience.backoff import JITTER_STRATEGIES, Backoff, JitterStrategy
+from .resilience.breaker import (
+    BreakerLease,
+    BreakerMetrics,
+    BreakerState,
+    BreakerTransition,
+    CircuitBreaker,
 )
-from .health_registry import HealthRegistry
-from .metrics import ConnectionSnapshot, ConnectionStats
-from .options import ConnectionOptions
-from .policy import PolicyMetrics, PolicyRegistry, ResiliencePolicy
-from .prometheus import RegistryCollector
-from .retry import (
+from .resilience.classify import Action, Verdict, classifier, default_classify
+from .resilience.policy import PolicyMetrics, PolicyRegistry, ResiliencePolicy
+from .resilience.retry import (
     RetryMetrics,
     RetryState,
     RetryStats,
@@ -60,6 +56,8 @@ from .retry import (
 )
 
 __version__ = "0.1.0"
+
+_compat.install()
 
 __all__ = [
     "JITTER_STRATEGIES",

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import anyio
 
-from resilient_conn.events import ConnectionState, StateChange
+from resilient_conn.connection.events import ConnectionState, StateChange
 
 
 class StateRecorder:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from resilient_conn import ConfigError
-from resilient_conn.backoff import JITTER_STRATEGIES, Backoff
+from resilient_conn.resilience.backoff import JITTER_STRATEGIES, Backoff
 
 JITTERED = [s for s in JITTER_STRATEGIES if s != "none"]
 

@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from resilient_conn import CircuitOpenError, ConfigError
-from resilient_conn.breaker import (
+from resilient_conn.resilience.breaker import (
     BreakerState,
     BreakerTransition,
     CircuitBreaker,

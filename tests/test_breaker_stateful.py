@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from resilient_conn import CircuitOpenError
-from resilient_conn.breaker import BreakerLease, BreakerState, CircuitBreaker
+from resilient_conn.resilience.breaker import BreakerLease, BreakerState, CircuitBreaker
 from tests._clock_fake import ManualClock
 
 S = BreakerState

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from resilient_conn.buffer import OutboundBuffer, message_size
+from resilient_conn.connection.buffer import OutboundBuffer, message_size
 
 messages = st.one_of(st.text(max_size=20), st.binary(max_size=20))
 

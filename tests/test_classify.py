@@ -15,14 +15,14 @@ from websockets.exceptions import (
 from websockets.frames import Close
 from websockets.http11 import Response
 
-from resilient_conn.classify import (
+from resilient_conn._core.errors import ConfigError
+from resilient_conn.resilience.classify import (
     TRY_AGAIN_LATER_DELAY,
     Action,
     classifier,
     default_classify,
     parse_retry_after,
 )
-from resilient_conn.errors import ConfigError
 
 
 def _status(code: int, **headers: str) -> InvalidStatus:

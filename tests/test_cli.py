@@ -14,7 +14,7 @@ import anyio
 import pytest
 import structlog
 
-from resilient_conn import cli
+from resilient_conn.cli import commands as cli
 from resilient_conn.testing import ScriptedServer
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from resilient_conn import Backoff, CircuitBreaker, ConfigError, RetryError, retry
-from resilient_conn.config import ENV_PREFIX, SETTINGS, resolve, resolve_choice
+from resilient_conn.resilience.config import ENV_PREFIX, SETTINGS, resolve, resolve_choice
 from tests._clock_fake import ManualClock
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"

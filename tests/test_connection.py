@@ -12,12 +12,12 @@ import anyio
 import pytest
 from websockets.asyncio.server import ServerConnection
 
-from resilient_conn.backoff import Backoff
-from resilient_conn.breaker import BreakerState, CircuitBreaker
-from resilient_conn.buffer import DeadLetterReason
-from resilient_conn.connection import ResilientConnection
-from resilient_conn.errors import ConnectionFailedError
-from resilient_conn.events import ConnectionState, StateChange
+from resilient_conn._core.errors import ConnectionFailedError
+from resilient_conn.connection.buffer import DeadLetterReason
+from resilient_conn.connection.connection import ResilientConnection
+from resilient_conn.connection.events import ConnectionState, StateChange
+from resilient_conn.resilience.backoff import Backoff
+from resilient_conn.resilience.breaker import BreakerState, CircuitBreaker
 from resilient_conn.testing import ChaosProxy, ScriptedServer
 
 from ._recorder import StateRecorder

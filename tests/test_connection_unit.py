@@ -8,15 +8,15 @@ import anyio
 import pytest
 from structlog.testing import capture_logs
 
-from resilient_conn.buffer import DeadLetter, DeadLetterReason
-from resilient_conn.connection import ResilientConnection
-from resilient_conn.errors import (
+from resilient_conn._core.errors import (
     BufferFullError,
     ConfigError,
     ConnectionClosedError,
     NotConnectedError,
 )
-from resilient_conn.events import ConnectionState
+from resilient_conn.connection.buffer import DeadLetter, DeadLetterReason
+from resilient_conn.connection.connection import ResilientConnection
+from resilient_conn.connection.events import ConnectionState
 
 URL = "ws://127.0.0.1:9/feed"  # never dialed in these tests
 

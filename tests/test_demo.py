@@ -12,14 +12,14 @@ import anyio
 import pytest
 from websockets.asyncio.client import connect
 
-from resilient_conn import cli
-from resilient_conn._demo_app import AckingSender, DemoServerState, decode_seq, encode_message
-from resilient_conn._demo_realtime import run_realtime_part
-from resilient_conn._demo_report import DemoSummary, Reporter
-from resilient_conn.buffer import DeadLetter, DeadLetterReason
-from resilient_conn.demo import MAX_DURATION, MIN_DURATION, DemoOptions
-from resilient_conn.errors import ConfigError
-from resilient_conn.events import ConnectionState
+from resilient_conn._core.errors import ConfigError
+from resilient_conn.cli import commands as cli
+from resilient_conn.cli._demo_app import AckingSender, DemoServerState, decode_seq, encode_message
+from resilient_conn.cli._demo_realtime import run_realtime_part
+from resilient_conn.cli._demo_report import DemoSummary, Reporter
+from resilient_conn.cli.demo import MAX_DURATION, MIN_DURATION, DemoOptions
+from resilient_conn.connection.buffer import DeadLetter, DeadLetterReason
+from resilient_conn.connection.events import ConnectionState
 from resilient_conn.testing import ScriptedServer
 
 

@@ -11,10 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from resilient_conn.alerting import Alert, AlertKind, AlertPolicy
-from resilient_conn.breaker import BreakerState, CircuitBreaker
-from resilient_conn.errors import ConfigError
-from resilient_conn.events import ConnectionState, StateChange
+from resilient_conn._core.errors import ConfigError
+from resilient_conn.connection.events import ConnectionState, StateChange
+from resilient_conn.connection.metrics import ConnectionSnapshot
 from resilient_conn.health import (
     HealthReport,
     HealthStatus,
@@ -22,8 +21,9 @@ from resilient_conn.health import (
     evaluate,
     policy_report,
 )
-from resilient_conn.metrics import ConnectionSnapshot
-from resilient_conn.policy import ResiliencePolicy
+from resilient_conn.health.alerting import Alert, AlertKind, AlertPolicy
+from resilient_conn.resilience.breaker import BreakerState, CircuitBreaker
+from resilient_conn.resilience.policy import ResiliencePolicy
 
 S = ConnectionState
 H = HealthStatus

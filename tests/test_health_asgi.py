@@ -12,11 +12,11 @@ import anyio
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from resilient_conn.asgi import HealthServer, health_app, serve_health
-from resilient_conn.breaker import CircuitBreaker
-from resilient_conn.errors import ConfigError
+from resilient_conn._core.errors import ConfigError
 from resilient_conn.health import HealthReport, HealthStatus
-from resilient_conn.health_registry import HealthRegistry
+from resilient_conn.health.asgi import HealthServer, health_app, serve_health
+from resilient_conn.health.registry import HealthRegistry
+from resilient_conn.resilience.breaker import CircuitBreaker
 
 H = HealthStatus
 TIMEOUT = 10.0

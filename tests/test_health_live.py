@@ -11,14 +11,14 @@ import anyio
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from resilient_conn.alerting import Alert, AlertKind, AlertPolicy
-from resilient_conn.asgi import HealthServer, serve_health
-from resilient_conn.backoff import Backoff
-from resilient_conn.breaker import CircuitBreaker
-from resilient_conn.connection import ResilientConnection
-from resilient_conn.events import ConnectionState
+from resilient_conn.connection.connection import ResilientConnection
+from resilient_conn.connection.events import ConnectionState
 from resilient_conn.health import HealthStatus
-from resilient_conn.health_registry import HealthRegistry
+from resilient_conn.health.alerting import Alert, AlertKind, AlertPolicy
+from resilient_conn.health.asgi import HealthServer, serve_health
+from resilient_conn.health.registry import HealthRegistry
+from resilient_conn.resilience.backoff import Backoff
+from resilient_conn.resilience.breaker import CircuitBreaker
 from resilient_conn.testing import ChaosProxy, ScriptedServer
 
 from ._recorder import StateRecorder

@@ -12,15 +12,15 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from resilient_conn._clock import set_testing
-from resilient_conn.breaker import BreakerState, CircuitBreaker
-from resilient_conn.errors import ConfigError
-from resilient_conn.events import ConnectionState
+from resilient_conn._core.clock import set_testing
+from resilient_conn._core.errors import ConfigError
+from resilient_conn.connection.events import ConnectionState
+from resilient_conn.connection.metrics import ConnectionSnapshot
 from resilient_conn.health import HealthReport, HealthStatus, evaluate
-from resilient_conn.health_registry import HealthRegistry
-from resilient_conn.metrics import ConnectionSnapshot
-from resilient_conn.policy import ResiliencePolicy
-from resilient_conn.prometheus import CONTENT_TYPE, RegistryCollector, render, to_jsonable
+from resilient_conn.health.prometheus import CONTENT_TYPE, RegistryCollector, render, to_jsonable
+from resilient_conn.health.registry import HealthRegistry
+from resilient_conn.resilience.breaker import BreakerState, CircuitBreaker
+from resilient_conn.resilience.policy import ResiliencePolicy
 
 H = HealthStatus
 NOW = 1_700_000_000.0

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from resilient_conn._hooks import HookSet
+from resilient_conn._core.hooks import HookSet
 
 pytestmark = pytest.mark.anyio
 

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from resilient_conn import CircuitOpenError, ConfigError, RetryError
-from resilient_conn.backoff import Backoff
-from resilient_conn.breaker import BreakerState, CircuitBreaker
-from resilient_conn.policy import PolicyRegistry, ResiliencePolicy
+from resilient_conn.resilience.backoff import Backoff
+from resilient_conn.resilience.breaker import BreakerState, CircuitBreaker
+from resilient_conn.resilience.policy import PolicyRegistry, ResiliencePolicy
 from tests._clock_fake import ManualClock
 
 NO_JITTER = Backoff(1.0, 60.0, 2.0, "none")

@@ -12,8 +12,7 @@ from typing import Any
 import anyio
 import pytest
 
-from resilient_conn.backoff import Backoff
-from resilient_conn.errors import (
+from resilient_conn._core.errors import (
     BufferFullError,
     ChannelClosedError,
     ChannelJoinError,
@@ -21,8 +20,9 @@ from resilient_conn.errors import (
     PushTimeoutError,
     RealtimeError,
 )
-from resilient_conn.events import ConnectionState, StateChange
+from resilient_conn.connection.events import ConnectionState, StateChange
 from resilient_conn.realtime import Channel, ChannelState, Message, RealtimeClient
+from resilient_conn.resilience.backoff import Backoff
 from resilient_conn.testing.phoenix import PhoenixServer
 
 pytestmark = pytest.mark.anyio

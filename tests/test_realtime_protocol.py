@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from resilient_conn.errors import RealtimeProtocolError
+from resilient_conn._core.errors import RealtimeProtocolError
 from resilient_conn.realtime.channel import (
     ChannelMachine,
     ChannelState,

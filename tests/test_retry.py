@@ -6,8 +6,8 @@ import anyio
 import pytest
 
 from resilient_conn import ConfigError, RetryError
-from resilient_conn.backoff import Backoff
-from resilient_conn.retry import (
+from resilient_conn.resilience.backoff import Backoff
+from resilient_conn.resilience.retry import (
     RetryState,
     reset_retry_metrics,
     retry,

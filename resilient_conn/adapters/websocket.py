@@ -19,8 +19,8 @@ import anyio
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from .._log import redact_url
-from ..errors import ConfigError
+from .._core.errors import ConfigError
+from .._core.log import redact_url
 
 __all__ = [
     "DialOptions",

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ..errors import ChannelJoinError
+from .._core.errors import ChannelJoinError
 from ._machine import (
     Action,
     Closed,

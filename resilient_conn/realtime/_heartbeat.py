@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ..errors import ConnectionClosedError, ConnectionFailedError, NotConnectedError
+from .._core.errors import ConnectionClosedError, ConnectionFailedError, NotConnectedError
 from .protocol import HEARTBEAT, PHOENIX_TOPIC, Message, RefCounter, Serializer
 
 if TYPE_CHECKING:
-    from ..connection import ResilientConnection
+    from ..connection.connection import ResilientConnection
 
 __all__ = ["Heartbeat"]
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.abc
 
-from ..errors import (
+from .._core.errors import (
     ConnectionClosedError,
     ConnectionFailedError,
     NotConnectedError,
@@ -35,7 +35,7 @@ from ._machine import ChannelState
 from .protocol import PHX_JOIN, PHX_LEAVE, Message, RefCounter, ReplyTable, Serializer
 
 if TYPE_CHECKING:
-    from ..connection import ResilientConnection
+    from ..connection.connection import ResilientConnection
     from .channel import Channel
 
 __all__ = ["Frame", "Outbox", "Push", "settle"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from ..errors import ConfigError
+from .._core.errors import ConfigError
 
 __all__ = ["build_dial_url", "normalise_url"]
 

@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .._hooks import HookSet, Unsubscribe
-from ..config import check_positive
-from ..errors import (
+from .._core.errors import (
     BufferFullError,
     ChannelClosedError,
     ChannelJoinError,
     PushTimeoutError,
     RealtimeError,
 )
+from .._core.hooks import HookSet, Unsubscribe
+from ..resilience.config import check_positive
 from ._machine import (
     UNSUBSCRIBED,
     Action,

@@ -36,18 +36,18 @@ from urllib.parse import urlsplit
 import anyio
 import anyio.abc
 
-from .. import config
-from .._clock import SYSTEM_CLOCK, Clock
-from .._log import get_logger, redact_text, redact_url
-from ..backoff import Backoff
-from ..connection import ResilientConnection
-from ..errors import (
+from .._core.clock import SYSTEM_CLOCK, Clock
+from .._core.errors import (
     ConfigError,
     ConnectionFailedError,
     RealtimeError,
     RealtimeProtocolError,
 )
-from ..events import ConnectionState, StateChange
+from .._core.log import get_logger, redact_text, redact_url
+from ..connection.connection import ResilientConnection
+from ..connection.events import ConnectionState, StateChange
+from ..resilience import config
+from ..resilience.backoff import Backoff
 from ._driver import ChannelDriver
 from ._heartbeat import Heartbeat
 from ._machine import (

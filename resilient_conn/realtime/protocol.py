@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from ..errors import RealtimeProtocolError
+from .._core.errors import RealtimeProtocolError
 from ._refs import RefCounter, ReplyTable
 
 __all__ = [

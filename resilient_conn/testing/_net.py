@@ -7,7 +7,7 @@ import contextlib
 import socket
 import struct
 
-from .._notify import Notifier
+from .._core.notify import Notifier
 
 __all__ = ["LOOPBACK", "Notifier", "check_loopback", "check_port", "reset_writer"]
 

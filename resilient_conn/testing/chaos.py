@@ -28,7 +28,7 @@ from typing import Literal
 import anyio
 from anyio.abc import TaskGroup
 
-from ..config import check_non_negative, check_positive
+from ..resilience.config import check_non_negative, check_positive
 from ._forward import CHUNK_SIZE, QUEUE_CHUNKS, SIDES, Faults, Forwarder, Pair, Side
 from ._net import LOOPBACK, check_loopback, check_port, close_writer, reset_writer
 

@@ -42,9 +42,9 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from .._clock import SYSTEM_CLOCK, Clock
-from .._log import get_logger
-from ..errors import RealtimeProtocolError
+from .._core.clock import SYSTEM_CLOCK, Clock
+from .._core.errors import RealtimeProtocolError
+from .._core.log import get_logger
 from ..realtime.protocol import (
     BROADCAST,
     HEARTBEAT,

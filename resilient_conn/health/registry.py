@@ -16,24 +16,17 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import anyio
 
-from ._log import get_logger, redact_text
-from .config import check_positive, resolve
-from .errors import ConfigError
-from .health import (
-    BreakerLike,
-    HealthReport,
-    HealthStatus,
-    PolicyLike,
-    breaker_report,
-    policy_report,
-)
-
-if TYPE_CHECKING:
-    from .asgi import ASGIApp
+from .._core.errors import ConfigError
+from .._core.log import get_logger, redact_text
+from ..connection.report import HealthReport, HealthStatus
+from ..resilience.config import check_positive, resolve
+from .asgi import ASGIApp, health_app
+from .prometheus import component_metrics
+from .reports import BreakerLike, PolicyLike, breaker_report, policy_report
 
 __all__ = ["HealthCheck", "HealthRegistry"]
 
@@ -204,8 +197,6 @@ class HealthRegistry:
 
     def metrics(self) -> dict[str, Any]:
         """Return a JSON-safe snapshot of every component's metrics (see ``docs/health.md``)."""
-        from .prometheus import component_metrics  # local: prometheus imports this module
-
         report = self.health()
         return {
             "name": self.name,
@@ -218,8 +209,6 @@ class HealthRegistry:
 
     def asgi_app(self, *, check_timeout: float | None = None) -> ASGIApp:
         """Return the ASGI 3 app serving ``/livez``, ``/readyz``, ``/healthz``, ``/metrics``."""
-        from .asgi import health_app
-
         return health_app(self, check_timeout=check_timeout)
 
     async def _run_check(

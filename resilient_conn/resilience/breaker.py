@@ -36,11 +36,11 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, cast
 
+from .._core.clock import SYSTEM_CLOCK, Clock
+from .._core.errors import CircuitOpenError, ConfigError
+from .._core.hooks import HookSet, Unsubscribe
+from .._core.log import get_logger
 from . import config
-from ._clock import SYSTEM_CLOCK, Clock
-from ._hooks import HookSet, Unsubscribe
-from ._log import get_logger
-from .errors import CircuitOpenError, ConfigError
 
 __all__ = [
     "BreakerLease",

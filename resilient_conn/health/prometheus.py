@@ -15,17 +15,23 @@ import dataclasses
 import enum
 import math
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ._log import redact_text
-from .breaker import BreakerState
-from .events import ConnectionState
+from .._core.log import redact_text
+from ..connection.events import ConnectionState
+from ..resilience.breaker import BreakerState
 
 if TYPE_CHECKING:
-    from .health import HealthReport
-    from .health_registry import HealthRegistry
+    from ..connection.report import HealthReport
 
-__all__ = ["CONTENT_TYPE", "RegistryCollector", "component_metrics", "render", "to_jsonable"]
+__all__ = [
+    "CONTENT_TYPE",
+    "MetricsSource",
+    "RegistryCollector",
+    "component_metrics",
+    "render",
+    "to_jsonable",
+]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """The ``Content-Type`` of :func:`render`'s output."""
@@ -336,6 +342,14 @@ def _policy(w: _Writer, name: str, m: Mapping[str, Any]) -> None:
     )
 
 
+class MetricsSource(Protocol):
+    """Anything with a ``metrics()`` dict in the registry's shape (a ``HealthRegistry``)."""
+
+    def metrics(self) -> dict[str, Any]:
+        """The JSON-safe metrics dict (see ``docs/health.md``)."""
+        ...
+
+
 class RegistryCollector:
     """A ``prometheus_client`` collector exposing a :class:`HealthRegistry`'s metrics.
 
@@ -343,7 +357,7 @@ class RegistryCollector:
     :func:`render` writes to an existing ``prometheus_client`` endpoint.
     """
 
-    def __init__(self, registry: HealthRegistry) -> None:
+    def __init__(self, registry: MetricsSource) -> None:
         self._registry = registry
 
     def describe(self) -> list[Any]:

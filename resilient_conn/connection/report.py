@@ -1,42 +1,32 @@
-"""Health: statuses, reports, and the one snapshot -> status mapping.
+"""A connection's health: statuses, reports, and the one snapshot -> status mapping.
 
-* :func:`evaluate` is the single place where a :class:`~resilient_conn.metrics.ConnectionSnapshot`
-  becomes a :class:`HealthStatus`; ``ResilientConnection.health()`` / ``check()`` call it.
-* :func:`breaker_report` / :func:`policy_report` do the same for a bare ``CircuitBreaker`` and a
-  ``ResiliencePolicy``.
-* :class:`HealthRegistry`, which aggregates many components for orchestrators, lives in
-  :mod:`resilient_conn.health_registry` (and is exported from ``resilient_conn``).
+:func:`evaluate` is the single place where a connection's snapshot
+(:class:`~resilient_conn.connection.metrics.ConnectionSnapshot`) becomes a
+:class:`HealthStatus`; ``ResilientConnection.health()`` and ``check()`` call it. The health
+layer above (:mod:`resilient_conn.health`) builds the same :class:`HealthReport` for bare
+breakers and policies, and aggregates many of them.
 
-Reports never contain secrets: ``last_error`` and ``detail`` are redacted when a report is built,
-whoever builds it.
+Reports never contain secrets: ``last_error`` and ``detail`` are redacted when a report is
+built, whoever builds it.
 """
 
 from __future__ import annotations
 
 import enum
 import math
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any
 
-from ._log import redact_text
-from .breaker import BreakerState
-from .config import check_positive, resolve
-from .errors import ConfigError
+from .._core.errors import ConfigError
+from .._core.log import redact_text
+from ..resilience.breaker import BreakerState
+from ..resilience.config import check_positive, resolve
 from .events import ConnectionState
 from .metrics import ConnectionSnapshot
 
-__all__ = [
-    "BreakerLike",
-    "HealthReport",
-    "HealthStatus",
-    "PolicyLike",
-    "breaker_report",
-    "evaluate",
-    "policy_report",
-]
+__all__ = ["HealthReport", "HealthStatus", "evaluate"]
 
 
 class HealthStatus(enum.Enum):
@@ -321,82 +311,3 @@ def evaluate(
     )
 
 
-class BreakerLike(Protocol):
-    """What :func:`breaker_report` needs of a ``CircuitBreaker``."""
-
-    @property
-    def state(self) -> BreakerState:
-        """The current ``BreakerState``."""
-        ...
-
-    @property
-    def retry_after(self) -> float:
-        """Seconds until a probe is admitted."""
-        ...
-
-    def metrics(self) -> Any:
-        """A frozen metrics snapshot (has ``consecutive_failures``)."""
-        ...
-
-
-class PolicyLike(Protocol):
-    """What :func:`policy_report` needs of a ``ResiliencePolicy``."""
-
-    @property
-    def breaker(self) -> BreakerLike:
-        """The policy's breaker."""
-        ...
-
-    def metrics(self) -> Any:
-        """The policy's metrics snapshot."""
-        ...
-
-
-def breaker_report(
-    breaker: BreakerLike,
-    *,
-    name: str | None = None,
-    checked_at: float | None = None,
-    kind: str = "breaker",
-) -> HealthReport:
-    """Report on a bare circuit breaker.
-
-    CLOSED -> HEALTHY; HALF_OPEN -> DEGRADED; OPEN and FORCED_OPEN -> UNHEALTHY;
-    DISABLED -> HEALTHY (with a detail saying calls pass unguarded).
-
-    Args:
-        breaker: A ``CircuitBreaker`` (anything with ``state``, ``retry_after``, ``metrics()``).
-        name: Report name; default the breaker's ``name`` attribute, else ``"breaker"``.
-        checked_at: Wall-clock stamp; default ``time.time()``.
-        kind: ``"breaker"``, or ``"policy"`` when called by :func:`policy_report`.
-    """
-    state = breaker.state
-    retry_after = float(breaker.retry_after)
-    consecutive = getattr(breaker.metrics(), "consecutive_failures", 0)
-    if state is _B.CLOSED:
-        status, detail = _H.HEALTHY, "circuit closed"
-    elif state is _B.HALF_OPEN:
-        status, detail = _H.DEGRADED, "circuit half-open (probing)"
-    elif state in (_B.OPEN, _B.FORCED_OPEN):
-        how = "forced open" if state is _B.FORCED_OPEN else "open"
-        status, detail = _H.UNHEALTHY, f"circuit {how}; next probe in {_secs(retry_after)}"
-    else:  # DISABLED
-        status, detail = _H.HEALTHY, "circuit breaker disabled (calls pass unguarded)"
-    return HealthReport(
-        status=status,
-        name=name or str(getattr(breaker, "name", None) or "breaker"),
-        detail=detail,
-        checked_at=time.time() if checked_at is None else checked_at,
-        kind=kind,
-        breaker_state=state,
-        retry_after=retry_after,
-        consecutive_failures=consecutive if isinstance(consecutive, int) else 0,
-    )
-
-
-def policy_report(
-    policy: PolicyLike, *, name: str | None = None, checked_at: float | None = None
-) -> HealthReport:
-    """Report on a ``ResiliencePolicy``: the health of its breaker (see :func:`breaker_report`)."""
-    label = name or str(getattr(policy, "name", None) or "policy")
-    return breaker_report(policy.breaker, name=label, checked_at=checked_at, kind="policy")

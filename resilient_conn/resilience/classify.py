@@ -38,7 +38,7 @@ from websockets.exceptions import (
     InvalidURI,
 )
 
-from .errors import ConfigError
+from .._core.errors import ConfigError
 
 __all__ = [
     "FATAL_STATUSES",

@@ -15,7 +15,7 @@ import math
 import os
 from dataclasses import dataclass
 
-from .errors import ConfigError
+from .._core.errors import ConfigError
 
 __all__ = [
     "ENV_PREFIX",

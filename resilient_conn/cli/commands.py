@@ -31,11 +31,11 @@ from urllib.parse import urlsplit
 import anyio
 import structlog
 
-from .connection import ResilientConnection
+from .._core.errors import ConfigError, ConnectionClosedError, ConnectionFailedError
+from ..connection.connection import ResilientConnection
+from ..connection.events import ConnectionState, StateChange
+from ..connection.report import HealthReport, HealthStatus
 from .demo import MAX_DURATION, MIN_DURATION, DemoOptions, run_demo
-from .errors import ConfigError, ConnectionClosedError, ConnectionFailedError
-from .events import ConnectionState, StateChange
-from .health import HealthReport, HealthStatus
 
 __all__ = ["build_parser", "main"]
 

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 
 from websockets.asyncio.server import ServerConnection
 
-from .buffer import DeadLetter
-from .connection import ResilientConnection
-from .errors import BufferFullError
-from .events import ConnectionState
-from .testing import ScriptedServer
+from .._core.errors import BufferFullError
+from ..connection.buffer import DeadLetter
+from ..connection.connection import ResilientConnection
+from ..connection.events import ConnectionState
+from ..testing import ScriptedServer
 
 __all__ = ["AckingSender", "DemoServerState", "decode_seq", "encode_message"]
 

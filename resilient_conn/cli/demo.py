@@ -28,17 +28,17 @@ from typing import TextIO
 
 import anyio
 
+from .._core.errors import ConfigError
+from .._core.notify import Notifier
+from ..connection.buffer import DeadLetter
+from ..connection.connection import ResilientConnection
+from ..connection.events import ConnectionState, StateChange
+from ..health.registry import HealthRegistry
+from ..resilience.backoff import Backoff
+from ..resilience.breaker import BreakerState, BreakerTransition, CircuitBreaker
+from ..testing import ChaosProxy, ScriptedServer
 from ._demo_app import AckingSender, DemoServerState
 from ._demo_report import STATE_COLORS, DemoSummary, Reporter
-from ._notify import Notifier
-from .backoff import Backoff
-from .breaker import BreakerState, BreakerTransition, CircuitBreaker
-from .buffer import DeadLetter
-from .connection import ResilientConnection
-from .errors import ConfigError
-from .events import ConnectionState, StateChange
-from .health_registry import HealthRegistry
-from .testing import ChaosProxy, ScriptedServer
 
 __all__ = ["MAX_DURATION", "MIN_DURATION", "DemoOptions", "DemoSummary", "run_demo"]
 
@@ -332,7 +332,7 @@ class _Demo:
 
     async def _serve_health(self, stack: AsyncExitStack, conn: ResilientConnection) -> None:
         try:
-            from .asgi import serve_health
+            from ..health.asgi import serve_health
         except ImportError:  # pragma: no cover - the endpoint ships with the health work
             self.r.line("health", "health endpoint not available in this build", "dim")
             return

@@ -30,24 +30,8 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConcurrencyError, ConnectionClosed
 from websockets.protocol import State
 
-from . import config
-from ._clock import SYSTEM_CLOCK, Clock
-from ._hooks import HookSet, Unsubscribe
-from ._log import get_logger, redact_text, redact_url
-from ._notify import Notifier
-from .adapters.websocket import (
-    DialOptions,
-    HeadersSource,
-    UrlSource,
-    check_ws_url,
-    dial,
-    keepalive,
-)
-from .backoff import Backoff
-from .breaker import BreakerLease, BreakerState, CircuitBreaker
-from .buffer import DeadLetter, DeadLetterReason
-from .classify import Action, Classifier, Verdict, default_classify
-from .errors import (
+from .._core.clock import SYSTEM_CLOCK, Clock
+from .._core.errors import (
     BufferFullError,
     CircuitOpenError,
     ConfigError,
@@ -55,11 +39,27 @@ from .errors import (
     ConnectionFailedError,
     NotConnectedError,
 )
+from .._core.hooks import HookSet, Unsubscribe
+from .._core.log import get_logger, redact_text, redact_url
+from .._core.notify import Notifier
+from ..adapters.websocket import (
+    DialOptions,
+    HeadersSource,
+    UrlSource,
+    check_ws_url,
+    dial,
+    keepalive,
+)
+from ..resilience import config
+from ..resilience.backoff import Backoff
+from ..resilience.breaker import BreakerLease, BreakerState, CircuitBreaker
+from ..resilience.classify import Action, Classifier, Verdict, default_classify
+from .buffer import DeadLetter, DeadLetterReason
 from .events import TRANSITIONS, ConnectionState, IllegalTransition, StateChange
-from .health import HealthReport, HealthStatus, evaluate
 from .metrics import ConnectionSnapshot, ConnectionStats
 from .options import ConnectionOptions
 from .outbox import Outbox
+from .report import HealthReport, HealthStatus, evaluate
 
 __all__ = ["ResilientConnection"]
 

@@ -24,11 +24,11 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
+from .._core.clock import SYSTEM_CLOCK, Clock
+from .._core.errors import CircuitOpenError, ConfigError, RetryError
 from . import config
-from ._clock import SYSTEM_CLOCK, Clock
 from .backoff import Backoff
 from .breaker import BreakerMetrics, CircuitBreaker
-from .errors import CircuitOpenError, ConfigError, RetryError
 from .retry import RetryMetrics, RetryOn, RetryStats, retry_rule
 
 __all__ = ["PolicyMetrics", "PolicyRegistry", "ResiliencePolicy"]

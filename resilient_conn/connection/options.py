@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import config
+from .._core.errors import ConfigError
+from ..resilience import config
 from .buffer import Overflow
-from .errors import ConfigError
 
 __all__ = ["ConnectionOptions"]
 

@@ -30,9 +30,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ._log import redact_text
-from .config import check_non_negative
-from .events import ConnectionState, StateChange
+from .._core.log import redact_text
+from ..connection.events import ConnectionState, StateChange
+from ..resilience.config import check_non_negative
 
 __all__ = ["Alert", "AlertKind", "AlertPolicy"]
 

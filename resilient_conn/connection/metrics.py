@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .breaker import BreakerState
+    from ..resilience.breaker import BreakerState
     from .events import ConnectionState
 
 __all__ = ["ConnectionSnapshot", "ConnectionStats"]

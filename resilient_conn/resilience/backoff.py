@@ -34,8 +34,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
+from .._core.errors import ConfigError
 from . import config
-from .errors import ConfigError
 
 __all__ = ["JITTER_STRATEGIES", "Backoff", "JitterStrategy"]
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import anyio
 
+from ..connection.events import StateChange
+from ..resilience.backoff import Backoff
+from ..testing import PhoenixServer
 from ._demo_report import STATE_COLORS, Reporter
-from .backoff import Backoff
-from .events import StateChange
-from .testing import PhoenixServer
 
 __all__ = ["run_realtime_part"]
 
@@ -33,7 +33,7 @@ async def run_realtime_part(reporter: Reporter, seed: int, timeout: float = 30.0
     Never raises for a failed run: the result says what went wrong (``ok`` False, ``detail``).
     """
     try:
-        from .realtime import RealtimeClient
+        from ..realtime import RealtimeClient
     except ImportError:
         reporter.line("realtime", "the Realtime client is not available; part skipped", "dim")
         return {"available": False, "detail": "the Realtime client is not available"}

@@ -17,10 +17,10 @@ import anyio
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from ._clock import Clock
-from ._hooks import HookSet, Unsubscribe
+from .._core.clock import Clock
+from .._core.errors import BufferFullError
+from .._core.hooks import HookSet, Unsubscribe
 from .buffer import DeadLetter, DeadLetterReason, OutboundBuffer, Overflow, message_size
-from .errors import BufferFullError
 from .metrics import ConnectionStats
 
 __all__ = ["Outbox"]

@@ -22,11 +22,11 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast
 
+from .._core.clock import SYSTEM_CLOCK, Clock
+from .._core.errors import ConfigError, RetryError
+from .._core.log import get_logger
 from . import config
-from ._clock import SYSTEM_CLOCK, Clock
-from ._log import get_logger
 from .backoff import Backoff, JitterStrategy
-from .errors import ConfigError, RetryError
 
 __all__ = [
     "RetryMetrics",

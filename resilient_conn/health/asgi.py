@@ -24,22 +24,20 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import unquote
 
 import anyio
 import anyio.abc
 from anyio.abc import SocketAttribute
 
-from ._log import get_logger
-from .config import check_positive, resolve
-from .errors import ConfigError
+from .._core.errors import ConfigError
+from .._core.log import get_logger
+from ..connection.report import HealthReport
+from ..resilience.config import check_positive, resolve
 from .prometheus import CONTENT_TYPE, render
 
-if TYPE_CHECKING:
-    from .health_registry import HealthRegistry
-
-__all__ = ["ASGIApp", "HealthApp", "HealthServer", "health_app", "serve_health"]
+__all__ = ["ASGIApp", "HealthApp", "HealthServer", "HealthSource", "health_app", "serve_health"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -47,6 +45,29 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 """The ASGI 3 application signature."""
+
+
+
+class HealthSource(Protocol):
+    """What the app needs of a :class:`~resilient_conn.health.registry.HealthRegistry`."""
+
+    @property
+    def name(self) -> str:
+        """The name ``/livez`` reports."""
+        ...
+
+    def metrics(self) -> dict[str, Any]:
+        """The JSON-safe metrics dict ``/metrics`` renders."""
+        ...
+
+    async def check_all(self, timeout: float | None = None) -> HealthReport:
+        """Run every check; the aggregate report."""
+        ...
+
+    def is_ready(self, report: HealthReport) -> bool:
+        """Whether ``report`` means ready (``/readyz``)."""
+        ...
+
 
 _JSON = b"application/json"
 _ROUTES = ("/livez", "/readyz", "/healthz", "/metrics")
@@ -64,7 +85,7 @@ class HealthApp:
 
     __slots__ = ("_registry", "_timeout")
 
-    def __init__(self, registry: HealthRegistry, *, check_timeout: float | None = None) -> None:
+    def __init__(self, registry: HealthSource, *, check_timeout: float | None = None) -> None:
         self._registry = registry
         self._timeout = (
             None if check_timeout is None else check_positive(check_timeout, "check_timeout")
@@ -115,7 +136,7 @@ class HealthApp:
             await _respond(send, 200 if ok else 503, _JSON, _dump(data), head)
 
 
-def health_app(registry: HealthRegistry, *, check_timeout: float | None = None) -> HealthApp:
+def health_app(registry: HealthSource, *, check_timeout: float | None = None) -> HealthApp:
     """Return the ASGI 3 app serving ``registry`` (see the module docstring for the routes)."""
     return HealthApp(registry, check_timeout=check_timeout)
 
@@ -179,7 +200,7 @@ class HealthServer:
 
 @asynccontextmanager
 async def serve_health(
-    registry: HealthRegistry,
+    registry: HealthSource,
     *,
     host: str = "127.0.0.1",
     port: int = 0,
@@ -203,7 +224,7 @@ async def serve_health(
         check_timeout: Passed to :func:`health_app`; None uses the registry's own.
         read_timeout: Seconds a client has to send its request head.
         max_connections: Requests handled at once; more get an immediate 503.
-        app: Serve this ASGI app instead of ``registry.asgi_app()``.
+        app: Serve this ASGI app instead of ``health_app(registry)``.
 
     Yields:
         The bound :class:`HealthServer`. Leaving the block stops the server and every

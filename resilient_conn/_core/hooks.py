@@ -15,7 +15,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
-from ._log import get_logger
+from .log import get_logger
 
 __all__ = ["HookSet", "Unsubscribe"]
 
