@@ -37,8 +37,8 @@ from ._outbox import Frame, Push
 from .protocol import PHX_JOIN, PHX_LEAVE, Message
 
 if TYPE_CHECKING:
+    from ._host import ClientHost
     from .channel import Channel
-    from .client import RealtimeClient
 
 __all__ = ["ChannelDriver"]
 
@@ -51,7 +51,7 @@ class ChannelDriver:
             counters and channel registry the actions use.
     """
 
-    def __init__(self, client: RealtimeClient) -> None:
+    def __init__(self, client: ClientHost) -> None:
         self._client = client
         self.retired: set[Channel] = set()
         """Closed channels whose async callbacks still run (ended when the client closes)."""

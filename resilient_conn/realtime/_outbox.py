@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import anyio.abc
@@ -31,12 +32,11 @@ from .._core.errors import (
     RealtimeError,
     RealtimeProtocolError,
 )
-from ._machine import ChannelState
+from ._machine import ChannelMachine, ChannelState
 from .protocol import PHX_JOIN, PHX_LEAVE, Message, RefCounter, ReplyTable, Serializer
 
 if TYPE_CHECKING:
     from ..connection.connection import ResilientConnection
-    from .channel import Channel
 
 __all__ = ["Frame", "Outbox", "Push", "settle"]
 
@@ -52,6 +52,20 @@ class Push:
     future: asyncio.Future[Any]
     ref: str | None = None
     topic: str = ""
+
+
+class Channel(Protocol):
+    """What the outbox needs of a channel (``channel.Channel`` satisfies it)."""
+
+    topic: str
+    machine: ChannelMachine
+    _buffer: deque[Push]
+    _flush_pending: bool
+
+    @property
+    def state(self) -> ChannelState:
+        """The channel's state."""
+        ...
 
 
 Frame = tuple[Message, Push | None]

@@ -43,7 +43,7 @@ from ._outbox import Push, settle
 from .protocol import BROADCAST, KIND_USER_BROADCAST_PUSH, Message
 
 if TYPE_CHECKING:
-    from .client import RealtimeClient
+    from ._host import ClientHost
 
 __all__ = [
     "Action",
@@ -82,7 +82,7 @@ class Channel:
 
     def __init__(
         self,
-        client: RealtimeClient,
+        client: ClientHost,
         topic: str,
         *,
         broadcast: Mapping[str, Any] | None,
