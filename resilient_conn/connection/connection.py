@@ -16,79 +16,52 @@ directly, and only when that transport ends does it wait for the next one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
-import dataclasses
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
 
 import anyio
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConcurrencyError, ConnectionClosed
+from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from .._core.clock import SYSTEM_CLOCK, Clock
 from .._core.errors import (
-    BufferFullError,
-    CircuitOpenError,
     ConfigError,
     ConnectionClosedError,
     ConnectionFailedError,
     NotConnectedError,
 )
 from .._core.hooks import HookSet, Unsubscribe
-from .._core.log import get_logger, redact_text, redact_url
+from .._core.log import get_logger, redact_url
 from .._core.notify import Notifier
 from ..adapters.websocket import (
     DialOptions,
     HeadersSource,
     UrlSource,
     check_ws_url,
-    dial,
-    keepalive,
 )
-from ..resilience import config
 from ..resilience.backoff import Backoff
-from ..resilience.breaker import BreakerLease, BreakerState, CircuitBreaker
-from ..resilience.classify import Action, Classifier, Verdict, default_classify
-from .buffer import DeadLetter, DeadLetterReason
-from .events import TRANSITIONS, ConnectionState, IllegalTransition, StateChange
-from .metrics import ConnectionSnapshot, ConnectionStats
+from ..resilience.breaker import BreakerLease, CircuitBreaker
+from ..resilience.classify import Classifier, default_classify
+from ._observe import Observing
+from ._supervisor import ON_OPEN, SUPERVISOR, Message
+from .buffer import DeadLetter
+from .decide import Decisions
+from .events import ConnectionState, StateChange
+from .metrics import ConnectionStats
 from .options import ConnectionOptions
 from .outbox import Outbox
-from .report import HealthReport, HealthStatus, evaluate
 
 __all__ = ["ResilientConnection"]
 
-Message = str | bytes
 OnOpen = Callable[["ResilientConnection"], Awaitable[None]]
 Probe = Callable[["ResilientConnection"], Awaitable[float]]
 
 _S = ConnectionState
 
-# Set inside the supervisor's own tasks: aclose() from there would wait for itself.
-_SUPERVISOR: contextvars.ContextVar[int | None] = contextvars.ContextVar(
-    "resilient_conn_supervisor", default=None
-)
-
-# Sends made from inside on_open (or a task it spawned while that transport is current) go
-# straight to the new transport, ahead of what is buffered: (connection id, generation).
-_ON_OPEN: contextvars.ContextVar[tuple[int, int] | None] = contextvars.ContextVar(
-    "resilient_conn_on_open", default=None
-)
-
-
-def _describe(error: BaseException) -> str:
-    """``"TypeName: message"``, redacted: short enough for logs and health reports."""
-    text = str(error)
-    name = type(error).__name__
-    return redact_text(f"{name}: {text}" if text else name)
-
-
-class ResilientConnection:
+class ResilientConnection(Observing):
     """A WebSocket connection that reconnects by itself and loses nothing silently.
 
     Args:
@@ -251,8 +224,7 @@ class ResilientConnection:
         self._live = False  # transport open, on_open done, buffer flushed: sends go direct
         self.generation = 0
         """Increments each time a new transport opens."""
-        self._attempt = 0
-        self._consecutive_failures = 0
+        self._decisions = Decisions(self.backoff)
         self._last_error: BaseException | None = None
         self._fatal: ConnectionFailedError | None = None
         self._abort: tuple[str, BaseException | None] | None = None
@@ -362,7 +334,7 @@ class ResilientConnection:
             ConnectionClosedError: The connection was closed by its user.
         """
         ws = self._ws
-        if ws is not None and (self._live or _ON_OPEN.get() == (id(self), self.generation)):
+        if ws is not None and (self._live or ON_OPEN.get() == (id(self), self.generation)):
             try:
                 await ws.send(message)
             except ConnectionClosed:
@@ -413,34 +385,6 @@ class ResilientConnection:
         except ConnectionClosedError:
             raise StopAsyncIteration from None
 
-    def fail_current(self, reason: str, error: BaseException | None = None) -> None:
-        """Declare the current transport dead (e.g. a heartbeat went unanswered).
-
-        The transport is aborted at once (no closing handshake: a dead peer never answers
-        one), the failure counts against the breaker, and the supervisor reconnects with
-        backoff. Does nothing when no transport is open.
-
-        Args:
-            reason: Failure kind for logs and metrics (``"heartbeat_timeout"``).
-            error: The error behind it, if any.
-        """
-        ws = self._ws
-        if ws is None or self._abort is not None:
-            return
-        self._abort = (reason, error)
-        ws.transport.abort()
-
-    def report_alive(self, rtt: float | None = None) -> None:
-        """Record a completed round trip on the current transport (keepalive or heartbeat).
-
-        Stores the RTT; while the breaker is HALF_OPEN it also counts a breaker success, so one
-        good probe connection can close the circuit.
-        """
-        if rtt is not None:
-            self._rtt = rtt
-        if self._lease is not None and self.breaker.state is BreakerState.HALF_OPEN:
-            self.breaker.record_success()
-
     async def aclose(self) -> None:
         """Close gracefully and end every task this object started.
 
@@ -450,7 +394,7 @@ class ResilientConnection:
         if self._close_done is not None:
             await self._close_done.wait()
             return
-        if _SUPERVISOR.get() == id(self):
+        if SUPERVISOR.get() == id(self):
             raise RuntimeError(
                 "aclose() was awaited from inside the connection's supervisor (on_open, or a "
                 "task started from it); close from the task that owns the connection instead"
@@ -461,139 +405,7 @@ class ResilientConnection:
         finally:
             done.set()
 
-    # ------------------------------------------------------------------ health
-    def snapshot(self) -> ConnectionSnapshot:
-        """Return a frozen snapshot of state, breaker, timings and counters."""
-        now = self._clock.now()
-        connected = self._ws is not None and self._connected_at is not None
-        stats = self.stats
-        return ConnectionSnapshot(
-            name=self.name,
-            url=self.url,
-            state=self._state,
-            breaker_state=self.breaker.state,
-            retry_after=self.breaker.retry_after,
-            connected_since=self._connected_wall if connected else None,
-            uptime=(now - self._connected_at) if connected and self._connected_at else None,
-            disconnected_for=(
-                None if connected or self._disconnected_at is None else now - self._disconnected_at
-            ),
-            last_error=None if self._last_error is None else _describe(self._last_error),
-            consecutive_failures=self._consecutive_failures,
-            rtt=self._rtt,
-            buffered=len(self._outbox.buffer),
-            buffered_bytes=self._outbox.buffer.nbytes,
-            dead_letters=sum(stats.dead_letters.values()),
-            stats={
-                "dials": stats.dials,
-                "connects": stats.connects,
-                "reconnects": stats.reconnects,
-                "failures": dict(stats.failures),
-                "messages_in": stats.messages_in,
-                "messages_out": stats.messages_out,
-                "bytes_in": stats.bytes_in,
-                "bytes_out": stats.bytes_out,
-                "dead_letters": dict(stats.dead_letters),
-                "circuit_opens": stats.circuit_opens,
-                "disconnected_seconds": stats.disconnected_seconds,
-                "generation": self.generation,
-                "buffer_capacity": self.options.buffer_size,
-            },
-        )
-
-    def health(self) -> HealthReport:
-        """Return a cheap, synchronous health report (no I/O).
-
-        The status mapping is :func:`resilient_conn.health.evaluate`'s.
-        """
-        return self._evaluate(None)
-
-    async def check(self, timeout: float | None = None) -> HealthReport:
-        """Actively check health: when connected, measure a real round trip.
-
-        The round trip is the ``probe`` (e.g. a Phoenix heartbeat) or a WebSocket ping; it does
-        not disturb the message stream. Never raises for an unhealthy connection: a round trip
-        that fails or takes longer than ``timeout`` makes the report UNHEALTHY and says why.
-
-        Args:
-            timeout: Seconds to wait for the round trip (default: the ``check_timeout``
-                setting, 5 s).
-        """
-        limit = config.resolve("check_timeout", timeout, param="timeout")
-        if not self._live:
-            return self._evaluate(None)
-        try:
-            rtt = await self.ping(limit)
-        except (TimeoutError, NotConnectedError, ConnectionClosed, OSError) as exc:
-            report = self._evaluate(None)
-            why = "timed out" if isinstance(exc, TimeoutError) else _describe(exc)
-            return dataclasses.replace(
-                report,
-                status=HealthStatus.UNHEALTHY,
-                detail=f"round trip failed ({why}, timeout {limit:g} s); {report.detail}",
-            )
-        return self._evaluate(rtt)
-
-    def _evaluate(self, rtt: float | None) -> HealthReport:
-        return evaluate(
-            self.snapshot(),
-            checked_at=time.time(),
-            unhealthy_after=self.options.unhealthy_after,
-            rtt_limit=self.options.rtt_limit,
-            buffer_high_water=max(
-                1, int(self.options.buffer_high_water * self.options.buffer_size)
-            ),
-            rtt=rtt,
-        )
-
-    async def ping(self, timeout: float | None = None) -> float:
-        """Measure one round trip on the current transport (the probe, or a WebSocket ping).
-
-        Returns:
-            The round trip in seconds.
-
-        Raises:
-            NotConnectedError: No transport is open.
-            TimeoutError: No answer within ``timeout``.
-        """
-        async with asyncio.timeout(timeout):
-            if self._probe is not None:
-                rtt = await self._probe(self)
-            else:
-                ws = self._ws
-                if ws is None:
-                    raise NotConnectedError(f"{self.name}: no transport is open")
-                try:
-                    rtt = await (await ws.ping())
-                except ConnectionClosed as exc:
-                    raise NotConnectedError(f"{self.name}: transport closed during ping") from exc
-        self._rtt = rtt
-        return rtt
-
     # ------------------------------------------------------------------ internals: state
-    def _set_state(
-        self, new: ConnectionState, reason: str, error: BaseException | None = None
-    ) -> None:
-        old = self._state
-        if new is old:
-            return
-        if new not in TRANSITIONS[old]:
-            raise IllegalTransition(f"{self.name}: {old.name} -> {new.name} ({reason})")
-        self._state = new
-        change = StateChange(old, new, reason, self._attempt, error, time.time(), self.name)
-        self._log.info(
-            "resilient_conn.state_changed",
-            old=old.value,
-            new=new.value,
-            reason=reason,
-            attempt=self._attempt,
-            error=None if error is None else _describe(error),
-        )
-        self._wake()
-        self._state_hooks.emit(change)
-
-    def _wake(self) -> None:
-        self._changed.notify()
 
     def _raise_if_over(self) -> None:
         if self._fatal is not None:
@@ -609,257 +421,6 @@ class ResilientConnection:
                 return
             await self._changed.wait()
 
-    # ------------------------------------------------------------------ internals: buffer
-    async def _wait_for_room(self, message: Message) -> None:
-        """overflow="block": wait for room in the buffer, or for the transport to go live."""
-        try:
-            async with asyncio.timeout(self.options.send_timeout):
-                while True:
-                    await self._changed.wait()
-                    self._raise_if_over()
-                    if self._live and self._ws is not None:
-                        await self.send(message)
-                        return
-                    if self._outbox.try_append(message):
-                        return
-        except TimeoutError:
-            raise BufferFullError(
-                f"{self.name}: outbound buffer still full after {self.options.send_timeout}s"
-            ) from None
 
-    # ------------------------------------------------------------------ internals: supervisor
-    async def _supervise(self) -> None:
-        _SUPERVISOR.set(id(self))  # inherited by on_open, keepalive and flush tasks
-        try:
-            assert self._scope is not None
-            with self._scope:
-                await self._dial_loop()
-        except Exception as exc:  # a bug in the supervisor must not die silently
-            self._log.exception("resilient_conn.supervisor_crashed")
-            self._enter_failed(Verdict(Action.FATAL, "internal_error"), exc)
 
-    async def _dial_loop(self) -> None:
-        delays: Iterator[float] = self.backoff.delays()
-        while True:
-            try:
-                lease = self.breaker.acquire()
-            except CircuitOpenError as exc:
-                if self._state is not _S.CIRCUIT_OPEN:
-                    self.stats.circuit_opens += 1
-                self._set_state(_S.CIRCUIT_OPEN, "circuit open", exc)
-                await self.breaker.wait_until_ready()
-                continue
-            self._set_state(_S.CONNECTING, "dialing" if self.generation == 0 else "reconnecting")
-            self.stats.dials += 1
-            try:
-                ws = await dial(self._url_source, self._headers_source, self._dial_options)
-            except Exception as exc:
-                verdict = self._classify(exc)
-                lease.failure(exc)
-                if self._after_failure(verdict, exc):
-                    return
-                delay = next(delays)
-            except BaseException:
-                lease.release()
-                raise
-            else:
-                try:
-                    verdict, error, stable = await self._run_transport(ws, lease)
-                except BaseException:
-                    lease.release()
-                    raise
-                if stable:
-                    delays = self.backoff.delays()  # stayed up: start the schedule again
-                else:
-                    lease.failure(error)
-                if self._after_failure(verdict, error, stable=stable):
-                    return
-                delay = next(delays)
-            if verdict.soon:
-                delay = self.backoff.delay(0)
-            if verdict.action is Action.RETRY_AFTER:
-                delay = max(delay, verdict.delay)
-            await self._pause(delay, verdict, self._last_error)
 
-    def _after_failure(
-        self, verdict: Verdict, error: BaseException | None, *, stable: bool = False
-    ) -> bool:
-        """Count a failure; enter FAILED and return True if it is fatal."""
-        self.stats.count_failure(verdict.kind)
-        if error is not None:
-            self._last_error = error
-        if verdict.fatal:
-            self._enter_failed(verdict, error)
-            return True
-        if not stable:
-            self._attempt += 1
-            self._consecutive_failures += 1
-        self._log.info(
-            "resilient_conn.failure",
-            kind=verdict.kind,
-            action=verdict.action.value,
-            attempt=self._attempt,
-            error=None if error is None else _describe(error),
-        )
-        return False
-
-    async def _pause(self, delay: float, verdict: Verdict, error: BaseException | None) -> None:
-        if self.breaker.state in (BreakerState.OPEN, BreakerState.FORCED_OPEN):
-            self.stats.circuit_opens += 1
-            wait = max(self.breaker.retry_after, verdict.delay)
-            reason = f"{verdict.kind}; circuit open, next probe in {wait:.3f}s"
-            self._set_state(_S.CIRCUIT_OPEN, reason, error)
-            if verdict.action is Action.RETRY_AFTER:
-                await self._clock.sleep(verdict.delay)  # the server's hint still holds
-            return  # the loop waits on the breaker
-        self._set_state(_S.BACKOFF, f"{verdict.kind}; next dial in {delay:.3f}s", error)
-        await self._clock.sleep(delay)
-
-    async def _run_transport(
-        self, ws: ClientConnection, lease: BreakerLease
-    ) -> tuple[Verdict, BaseException | None, bool]:
-        """Serve one transport until it ends; return how it ended and if it was stable."""
-        now = self._clock.now()
-        if self._disconnected_at is not None and self.stats.connects:
-            self.stats.disconnected_seconds += now - self._disconnected_at
-            self.stats.reconnects += 1
-        self.stats.connects += 1
-        self._connected_at, self._connected_wall = now, time.time()
-        self._disconnected_at = None
-        self._stable = False
-        self._abort = None
-        self._lease = lease
-        self.generation += 1
-        self._ws = ws
-        self._set_state(_S.CONNECTED, "handshake complete")
-        try:
-            async with anyio.create_task_group() as tg:
-                if self.options.ping_interval > 0:
-                    tg.start_soon(self._keepalive, ws)
-                tg.start_soon(self._stable_timer, lease)
-                # on_open + flush run beside the watch on the transport: if the transport dies
-                # while on_open is stuck, the supervisor still moves on.
-                tg.start_soon(self._open_and_flush, ws)
-                await ws.wait_closed()
-                tg.cancel_scope.cancel()
-        finally:
-            stable, self._stable = self._stable, False
-            self._live = False
-            if not self._closing:  # aclose() takes the transport over to drain and close it
-                self._ws = None
-            self._lease = None
-            self._disconnected_at = self._clock.now()
-            self._connected_at = self._connected_wall = None
-            self._wake()
-        abort = self._take_abort()
-        if abort is not None:
-            kind, error = abort
-            return Verdict(Action.RETRY, kind), error or ConnectionError(kind), stable
-        exc = ws.protocol.close_exc
-        return self._classify(exc), exc, stable
-
-    def _take_abort(self) -> tuple[str, BaseException | None] | None:
-        abort, self._abort = self._abort, None
-        return abort
-
-    async def _open_and_flush(self, ws: ClientConnection) -> None:
-        """Run on_open, flush the buffer, then let sends go straight to the transport."""
-        if self._on_open is not None:
-            token = _ON_OPEN.set((id(self), self.generation))
-            try:
-                await self._on_open(self)
-            except Exception as exc:
-                self._log.warning("resilient_conn.on_open_failed", error=_describe(exc))
-                self.fail_current("on_open_failed", exc)
-                return
-            finally:
-                _ON_OPEN.reset(token)
-        if await self._outbox.flush(ws):
-            self._live = True
-            self._wake()
-
-    async def _stable_timer(self, lease: BreakerLease) -> None:
-        await self._clock.sleep(self.options.stable_after)
-        self._stable = True
-        self._attempt = 0
-        self._consecutive_failures = 0
-        lease.success()
-        self._log.debug("resilient_conn.stable", after=self.options.stable_after)
-
-    async def _keepalive(self, ws: ClientConnection) -> None:
-        opts = self.options
-        await keepalive(
-            ws,
-            opts.ping_interval,
-            opts.ping_timeout,
-            on_alive=self.report_alive,
-            on_dead=self.fail_current,
-        )
-
-    def _enter_failed(self, verdict: Verdict, error: BaseException | None) -> None:
-        detail = redact_text(str(error)) if error is not None else verdict.kind
-        failure = ConnectionFailedError(
-            f"{self.name}: {verdict.kind}: {detail}", status=verdict.status
-        )
-        failure.__cause__ = error
-        self._fatal = failure
-        self._last_error = error
-        self._set_state(_S.FAILED, verdict.kind, error)
-        self._outbox.dead_letter_all(DeadLetterReason.FAILED, failure)
-
-    # ------------------------------------------------------------------ internals: closing
-    async def _close_transport(self, ws: ClientConnection) -> None:
-        """Close with 1000 while discarding unread inbound frames.
-
-        A consumer that stopped reading leaves frames queued; past ``max_queue`` websockets
-        stops reading the socket, so the server's close frame would never be seen and the
-        close would wait out ``close_timeout``. Reading (and dropping, counted) what is left
-        lets the closing handshake finish at once.
-        """
-        unread = 0
-
-        async def discard() -> None:
-            nonlocal unread
-            with contextlib.suppress(ConnectionClosed, ConcurrencyError):
-                while True:  # ConcurrencyError: a consumer's recv() is reading anyway
-                    await ws.recv()
-                    unread += 1
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(discard)
-            await ws.close(1000, "client closing")
-            tg.cancel_scope.cancel()
-        if unread:
-            self._log.info("resilient_conn.unread_at_close", messages=unread)
-
-    async def _close(self) -> None:
-        if self._state is _S.IDLE and self._supervisor is None:
-            self._closing = True
-            self._outbox.dead_letter_all(DeadLetterReason.CLOSED, None)
-            self._set_state(_S.CLOSED, "closed before start")
-            await self._state_hooks.aclose(grace=1.0)
-            await self._outbox.hooks.aclose(grace=1.0)
-            return
-        already_failed = self._state is _S.FAILED
-        self._closing = True
-        if not already_failed and self._state is not _S.CLOSED:
-            self._set_state(_S.CLOSING, "closed by user")
-        self._wake()  # receivers and blocked senders see the close now
-        task, self._supervisor = self._supervisor, None
-        if task is not None and self._scope is not None:
-            self._scope.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        ws = self._ws
-        self._ws = None
-        if ws is not None:
-            with anyio.move_on_after(self.options.drain_timeout):
-                await self._outbox.flush(ws)
-            with anyio.CancelScope(shield=True):
-                await self._close_transport(ws)
-        self._outbox.dead_letter_all(DeadLetterReason.CLOSED, None)
-        if not already_failed:
-            self._set_state(_S.CLOSED, "closed by user")
-        self._wake()
-        await self._state_hooks.aclose(grace=1.0)
-        await self._outbox.hooks.aclose(grace=1.0)
-        self._log.info("resilient_conn.closed", dead_letters=sum(self.stats.dead_letters.values()))
