@@ -198,23 +198,33 @@ async def test_log_events_are_namespaced_and_redacted() -> None:
 
 
 @pytest.mark.anyio
-async def test_aclose_from_on_open_is_refused_clearly() -> None:
-    """Awaiting aclose() inside on_open (which runs in the supervisor) would wait for itself;
-    it raises a clear RuntimeError instead, and the connection can still be closed normally."""
+async def test_aclose_from_on_open_closes_and_cancels_the_caller() -> None:
+    """Awaiting aclose() inside on_open (which runs in the supervisor) cannot wait for the
+    close, which stops the supervisor: it starts the close, on_open is cancelled with the
+    supervisor (nothing after the await runs), and the connection ends CLOSED on its own."""
+
     from resilient_conn.testing import ScriptedServer
 
-    errors: list[BaseException] = []
+    after_await: list[str] = []
+    cancelled: list[bool] = []
 
     async def closes_itself(c: ResilientConnection) -> None:
         try:
             await c.aclose()
-        except RuntimeError as exc:
-            errors.append(exc)
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+        after_await.append("ran")
 
     async with ScriptedServer() as server:
         conn = ResilientConnection(server.url, on_open=closes_itself, ping_interval=0)
-        async with conn:
-            await conn.wait_connected(5)
+        closed = asyncio.Event()
+        conn.on_state_change(lambda ch: closed.set() if ch.new is ConnectionState.CLOSED else None)
+        conn.start()
+        with anyio.fail_after(10):
+            await closed.wait()
+            await conn.aclose()  # the same close: returns once it is over
         assert conn.state is ConnectionState.CLOSED
-    assert len(errors) == 1
-    assert "supervisor" in str(errors[0])
+        await server.wait_for_closed(1)
+    assert cancelled == [True]
+    assert after_await == []

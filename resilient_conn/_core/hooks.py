@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 from .log import get_logger
 
-__all__ = ["HookSet", "Unsubscribe"]
+__all__ = ["IN_HOOK", "HookSet", "Unsubscribe"]
 
 E = TypeVar("E")
 
@@ -25,6 +26,14 @@ Unsubscribe = Callable[[], None]
 """Calling it removes the callback it was returned for (idempotent)."""
 
 _log = get_logger()
+
+IN_HOOK: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "resilient_conn_in_hook", default=None
+)
+"""The kind of hook whose task is running (inherited by tasks it spawns), else None.
+
+Lets the owner of a hook set tell a hook apart from its own tasks: a hook that awaits its
+owner's close must not be waited for by that close."""
 
 
 class HookSet(Generic[E]):
@@ -96,6 +105,7 @@ class HookSet(Generic[E]):
         self._tasks.pop(task, None)
 
     async def _run(self, callback: Callable[[E], Any], awaitable: Awaitable[Any]) -> None:
+        IN_HOOK.set(self._kind)  # this task's own context (and the tasks the hook spawns)
         try:
             async with asyncio.timeout(self._timeout):
                 await awaitable

@@ -5,10 +5,19 @@ every dial) and hands the rest to ``websockets.asyncio.client.connect``. Keepali
 not websockets': when a ping goes unanswered for ``ping_timeout`` the transport is declared
 dead at once, instead of waiting ``close_timeout`` for a closing handshake that a dead peer
 never sends.
+
+Every network wait of this adapter has a deadline, so the supervisor above it needs none of
+its own: :func:`keepalive` bounds the ping's write and its pong together, :func:`send` bounds
+a write to a peer that stopped reading, :func:`close` bounds the closing handshake (its write
+included) and aborts the transport past it, and :func:`serve` notices a closing handshake that
+a silent peer never finishes (a protocol error it answered with 1002, a close it never
+completed) instead of waiting for it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,7 +26,8 @@ from urllib.parse import urlsplit
 
 import anyio
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConcurrencyError, ConnectionClosed
+from websockets.protocol import State
 
 from .._core.errors import ConfigError
 from .._core.log import redact_url
@@ -27,9 +37,12 @@ __all__ = [
     "HeadersSource",
     "UrlSource",
     "check_ws_url",
+    "close",
     "dial",
     "evaluate",
     "keepalive",
+    "send",
+    "serve",
 ]
 
 T = TypeVar("T")
@@ -86,6 +99,24 @@ class DialOptions:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
+class _Transport(ClientConnection):
+    """websockets' client connection, telling when its closing handshake starts.
+
+    websockets waits for a peer to finish a closing handshake until someone awaits the
+    connection with a deadline; :func:`serve` is that someone, woken by :attr:`leaving`.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.leaving = asyncio.Event()
+        """Set once the protocol left OPEN: a close frame was sent or received, or it failed."""
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.protocol.state is not State.OPEN:
+            self.leaving.set()
+
+
 async def dial(
     url: UrlSource, headers: HeadersSource | None, options: DialOptions
 ) -> ClientConnection:
@@ -97,6 +128,8 @@ async def dial(
     """
     target = check_ws_url(await evaluate(url))
     extra_headers = None if headers is None else dict(await evaluate(headers))
+    extra = dict(options.extra)
+    extra.setdefault("create_connection", _Transport)
     return await connect(
         target,
         additional_headers=extra_headers,
@@ -106,7 +139,7 @@ async def dial(
         close_timeout=options.close_timeout,
         max_size=options.max_size,
         max_queue=options.max_queue,
-        **options.extra,
+        **extra,
     )
 
 
@@ -122,20 +155,83 @@ async def keepalive(
 
     Returns when the transport closes or when a pong did not come within ``timeout`` (after
     calling ``on_dead("ping_timeout", error)``, which is expected to abort the transport).
-    Sleeps in real time: it measures the network, so the testing switch does not skip it.
+    The deadline covers writing the ping too: a peer that stopped reading (the ping stuck
+    behind a full send buffer) is as dead as one that stopped answering. Sleeps in real time:
+    it measures the network, so the testing switch does not skip it.
     """
     while True:
         await anyio.sleep(interval)
         try:
-            pong = await ws.ping()
-        except ConnectionClosed:
-            return
-        try:
             with anyio.fail_after(timeout):
+                pong = await ws.ping()
                 rtt = await pong
         except TimeoutError:
             on_dead("ping_timeout", TimeoutError(f"no pong within {timeout}s"))
             return
-        except ConnectionClosed:
+        except (ConnectionClosed, ConcurrencyError):
             return
         on_alive(rtt)
+
+
+async def send(ws: ClientConnection, message: str | bytes, timeout: float) -> None:
+    """Write one message, waiting at most ``timeout`` seconds for the peer to take it.
+
+    Raises:
+        TimeoutError: The peer did not read it in time (the caller declares the peer dead;
+            the frame may have reached the socket's buffer, so it may still arrive).
+        ConnectionClosed: The transport closed.
+    """
+    with anyio.fail_after(timeout):
+        await ws.send(message)
+
+
+async def serve(ws: ClientConnection, close_timeout: float) -> None:
+    """Return once ``ws`` is closed, or its closing handshake is stuck, with it aborted then.
+
+    A protocol error (say a close code 999) makes websockets answer with close 1002 and wait
+    for the peer to close the TCP connection; a silent peer never does. That transport is
+    dead at once: it is aborted. A close the peer started gets ``close_timeout`` to finish.
+    """
+    leaving = getattr(ws, "leaving", None)
+    if not isinstance(leaving, asyncio.Event):  # a connection class of the user's own
+        await ws.wait_closed()
+        return
+    closed = asyncio.ensure_future(ws.wait_closed())
+    try:
+        waiter = asyncio.ensure_future(leaving.wait())
+        try:
+            await asyncio.wait({closed, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if closed.done():
+            return
+        if ws.protocol.close_rcvd is None:  # we closed it: a protocol error, not the peer
+            ws.transport.abort()
+        else:
+            with anyio.move_on_after(close_timeout):
+                await asyncio.shield(closed)
+            ws.transport.abort()
+        await asyncio.shield(closed)
+    finally:
+        closed.cancel()
+
+
+async def close(ws: ClientConnection, code: int, reason: str, timeout: float) -> bool:
+    """Close with ``code``: the closing handshake gets ``timeout`` seconds, then an abort.
+
+    The bound covers writing the close frame too (websockets drains with no limit, so a peer
+    that stopped reading would hold the close forever). Returns once the transport is closed.
+
+    Returns:
+        True if the handshake finished in time, False if the transport had to be aborted.
+    """
+    clean = False
+    with anyio.move_on_after(timeout):
+        with contextlib.suppress(ConnectionClosed):
+            await ws.close(code, reason)
+        clean = True
+    if not clean:
+        ws.transport.abort()
+    with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
+        await ws.wait_closed()  # connection_lost follows an abort at once
+    return clean

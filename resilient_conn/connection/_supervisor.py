@@ -11,7 +11,6 @@ close. The one place a state changes is :meth:`Supervising._set_state` (the tabl
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import time
 from collections.abc import Awaitable, Callable
@@ -19,19 +18,25 @@ from typing import Any
 
 import anyio
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConcurrencyError, ConnectionClosed
 
 from .._core.clock import Clock
 from .._core.errors import BufferFullError, CircuitOpenError, ConnectionFailedError
 from .._core.hooks import HookSet
 from .._core.log import redact_text
 from .._core.notify import Notifier
-from ..adapters.websocket import DialOptions, HeadersSource, UrlSource, dial, keepalive
+from ..adapters.websocket import (
+    DialOptions,
+    HeadersSource,
+    UrlSource,
+    dial,
+    keepalive,
+    serve,
+)
 from ..resilience.backoff import Backoff
 from ..resilience.breaker import BreakerLease, CircuitBreaker
 from ..resilience.classify import Action, Classifier, Verdict
 from .buffer import DeadLetterReason
-from .decide import Decisions
+from .decide import Decisions, Step
 from .events import TRANSITIONS, ConnectionState, IllegalTransition, StateChange
 from .metrics import ConnectionStats
 from .options import ConnectionOptions
@@ -83,6 +88,7 @@ class Supervising:
     _state: ConnectionState
     _decisions: Decisions
     _ws: ClientConnection | None
+    _opened: bool
     _live: bool
     _last_error: BaseException | None
     _fatal: ConnectionFailedError | None
@@ -163,7 +169,7 @@ class Supervising:
             error: The error behind it, if any.
         """
         ws = self._ws
-        if ws is None or self._abort is not None:
+        if ws is None or self._abort is not None or not self._decisions.peer_dead():
             return
         self._abort = (reason, error)
         ws.transport.abort()
@@ -176,13 +182,29 @@ class Supervising:
                 await self._dial_loop()
         except Exception as exc:  # a bug in the supervisor must not die silently
             self._log.exception("resilient_conn.supervisor_crashed")
-            self._enter_failed(Verdict(Action.FATAL, "internal_error"), exc)
+            step = self._decisions.crashed()
+            if step.state is _S.FAILED:
+                self._enter_failed(step, Verdict(Action.FATAL, "internal_error"), exc)
+
+    def _apply(self, step: Step, error: BaseException | None = None) -> None:
+        """Carry out the state change of a decision (the decision checked it is legal)."""
+        if step.state is not None:
+            self._set_state(step.state, step.reason, error)
 
     async def _dial_loop(self) -> None:
-        """Admit, dial, serve, decide, pause: until a fatal error or the user closes."""
+        """Admit, dial, serve, decide, pause: until a fatal error or the user closes.
+
+        Every move comes from :class:`.decide.Decisions`; once the user closed, each of its
+        answers is ``stop`` and the loop returns without touching the state.
+        """
         while True:
             lease = await self._admit()
-            verdict, error, stable = await self._dial_and_serve(lease)
+            if lease is None:
+                return
+            ended = await self._dial_and_serve(lease)
+            if ended is None:
+                return
+            verdict, error, stable = ended
             if not stable:
                 lease.failure(error)
             self.stats.count_failure(verdict.kind)
@@ -193,7 +215,9 @@ class Supervising:
                 verdict, stable=stable, breaker_state=breaker.state, retry_after=breaker.retry_after
             )
             if step.state is _S.FAILED:
-                self._enter_failed(verdict, error)
+                self._enter_failed(step, verdict, error)
+                return
+            if step.stop:
                 return
             self._log.info(
                 "resilient_conn.failure",
@@ -204,39 +228,61 @@ class Supervising:
             )
             if step.state is _S.CIRCUIT_OPEN:
                 self.stats.circuit_opens += 1
-            self._set_state(step.state, step.reason, self._last_error)
+            self._apply(step, self._last_error)
             if step.state is _S.BACKOFF or step.sleep:
                 await self._clock.sleep(step.sleep)
 
-    async def _admit(self) -> BreakerLease:
-        """Wait until the breaker admits a dial (no polling while it is open)."""
+    async def _admit(self) -> BreakerLease | None:
+        """Wait until the breaker admits a dial (no polling while it is open).
+
+        The one place a dial is gated. Returns None when the user closed meanwhile.
+        """
         while True:
             try:
-                return self.breaker.acquire()
+                lease = self.breaker.acquire()
             except CircuitOpenError as exc:
-                if self._state is not _S.CIRCUIT_OPEN:
+                was_open = self._state is _S.CIRCUIT_OPEN
+                step = self._decisions.refused()
+                if step.stop:
+                    return None
+                if not was_open:
                     self.stats.circuit_opens += 1
-                self._set_state(_S.CIRCUIT_OPEN, "circuit open", exc)
+                self._apply(step, exc)
                 await self.breaker.wait_until_ready()
+                continue
+            step = self._decisions.admitted()
+            if step.stop:
+                lease.release()
+                return None
+            self._apply(step)
+            self.stats.dials += 1
+            return lease
 
     async def _dial_and_serve(
         self, lease: BreakerLease
-    ) -> tuple[Verdict, BaseException | None, bool]:
-        """Dial once and serve the transport until it ends: how it ended, and if it was stable."""
-        self._set_state(_S.CONNECTING, "dialing" if self.generation == 0 else "reconnecting")
-        self.stats.dials += 1
+    ) -> tuple[Verdict, BaseException | None, bool] | None:
+        """Dial once and serve the transport until it ends: how it ended, and if it was stable.
+
+        Returns None when the user closed while dialing (a transport that opened anyway is
+        left in ``_ws`` for the closer).
+        """
         try:
             try:
                 ws = await dial(self._url_source, self._headers_source, self._dial_options)
             except Exception as exc:
                 return self._classify(exc), exc, False
-            return await self._run_transport(ws, lease)
+            step = self._decisions.dialed()
+            if step.stop:
+                self._ws, self._opened = ws, False  # the closer closes it, without draining
+                lease.release()
+                return None
+            return await self._run_transport(ws, lease, step)
         except BaseException:
             lease.release()
             raise
 
     async def _run_transport(
-        self, ws: ClientConnection, lease: BreakerLease
+        self, ws: ClientConnection, lease: BreakerLease, step: Step
     ) -> tuple[Verdict, BaseException | None, bool]:
         """Serve one transport until it ends; return how it ended and if it was stable."""
         now = self._clock.now()
@@ -250,8 +296,8 @@ class Supervising:
         self._abort = None
         self._lease = lease
         self.generation += 1
-        self._ws = ws
-        self._set_state(_S.CONNECTED, "handshake complete")
+        self._ws, self._opened = ws, True
+        self._apply(step)
         try:
             async with anyio.create_task_group() as tg:
                 if self.options.ping_interval > 0:
@@ -260,7 +306,7 @@ class Supervising:
                 # on_open + flush run beside the watch on the transport: if the transport dies
                 # while on_open is stuck, the supervisor still moves on.
                 tg.start_soon(self._open_and_flush, ws)
-                await ws.wait_closed()
+                await serve(ws, self.options.close_timeout)
                 tg.cancel_scope.cancel()
         finally:
             stable, self._stable = self._stable, False
@@ -315,7 +361,9 @@ class Supervising:
             on_dead=self.fail_current,
         )
 
-    def _enter_failed(self, verdict: Verdict, error: BaseException | None) -> None:
+    def _enter_failed(
+        self, step: Step, verdict: Verdict, error: BaseException | None
+    ) -> None:
         detail = redact_text(str(error)) if error is not None else verdict.kind
         failure = ConnectionFailedError(
             f"{self.name}: {verdict.kind}: {detail}", status=verdict.status
@@ -323,61 +371,5 @@ class Supervising:
         failure.__cause__ = error
         self._fatal = failure
         self._last_error = error
-        self._set_state(_S.FAILED, verdict.kind, error)
+        self._apply(step, error)
         self._outbox.dead_letter_all(DeadLetterReason.FAILED, failure)
-
-    async def _close_transport(self, ws: ClientConnection) -> None:
-        """Close with 1000 while discarding unread inbound frames.
-
-        A consumer that stopped reading leaves frames queued; past ``max_queue`` websockets
-        stops reading the socket, so the server's close frame would never be seen and the
-        close would wait out ``close_timeout``. Reading (and dropping, counted) what is left
-        lets the closing handshake finish at once.
-        """
-        unread = 0
-
-        async def discard() -> None:
-            nonlocal unread
-            with contextlib.suppress(ConnectionClosed, ConcurrencyError):
-                while True:  # ConcurrencyError: a consumer's recv() is reading anyway
-                    await ws.recv()
-                    unread += 1
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(discard)
-            await ws.close(1000, "client closing")
-            tg.cancel_scope.cancel()
-        if unread:
-            self._log.info("resilient_conn.unread_at_close", messages=unread)
-
-    async def _close(self) -> None:
-        if self._state is _S.IDLE and self._supervisor is None:
-            self._closing = True
-            self._outbox.dead_letter_all(DeadLetterReason.CLOSED, None)
-            self._set_state(_S.CLOSED, "closed before start")
-            await self._state_hooks.aclose(grace=1.0)
-            await self._outbox.hooks.aclose(grace=1.0)
-            return
-        already_failed = self._state is _S.FAILED
-        self._closing = True
-        if not already_failed and self._state is not _S.CLOSED:
-            self._set_state(_S.CLOSING, "closed by user")
-        self._wake()  # receivers and blocked senders see the close now
-        task, self._supervisor = self._supervisor, None
-        if task is not None and self._scope is not None:
-            self._scope.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        ws = self._ws
-        self._ws = None
-        if ws is not None:
-            with anyio.move_on_after(self.options.drain_timeout):
-                await self._outbox.flush(ws)
-            with anyio.CancelScope(shield=True):
-                await self._close_transport(ws)
-        self._outbox.dead_letter_all(DeadLetterReason.CLOSED, None)
-        if not already_failed:
-            self._set_state(_S.CLOSED, "closed by user")
-        self._wake()
-        await self._state_hooks.aclose(grace=1.0)
-        await self._outbox.hooks.aclose(grace=1.0)
-        self._log.info("resilient_conn.closed", dead_letters=sum(self.stats.dead_letters.values()))

@@ -42,11 +42,13 @@ from ..adapters.websocket import (
     UrlSource,
     check_ws_url,
 )
+from ..adapters.websocket import send as transport_send
 from ..resilience.backoff import Backoff
 from ..resilience.breaker import BreakerLease, CircuitBreaker
 from ..resilience.classify import Classifier, default_classify
+from ._closing import Closing
 from ._observe import Observing
-from ._supervisor import ON_OPEN, SUPERVISOR, Message
+from ._supervisor import ON_OPEN, Message
 from .buffer import DeadLetter
 from .decide import Decisions
 from .events import ConnectionState, StateChange
@@ -61,7 +63,7 @@ Probe = Callable[["ResilientConnection"], Awaitable[float]]
 
 _S = ConnectionState
 
-class ResilientConnection(Observing):
+class ResilientConnection(Observing, Closing):
     """A WebSocket connection that reconnects by itself and loses nothing silently.
 
     Args:
@@ -221,6 +223,7 @@ class ResilientConnection(Observing):
 
         self._state = _S.IDLE
         self._ws: ClientConnection | None = None
+        self._opened = False  # the transport in _ws reached CONNECTED (the closer drains it)
         self._live = False  # transport open, on_open done, buffer flushed: sends go direct
         self.generation = 0
         """Increments each time a new transport opens."""
@@ -240,7 +243,8 @@ class ResilientConnection(Observing):
         # sections (a buffered message being written) finish before it stops.
         self._scope: anyio.CancelScope | None = None
         self._closing = False
-        self._close_done: asyncio.Event | None = None
+        self._closer: asyncio.Task[None] | None = None
+        self._closed_event: asyncio.Event | None = None
 
     # ------------------------------------------------------------------ public surface
     @property
@@ -336,10 +340,13 @@ class ResilientConnection(Observing):
         ws = self._ws
         if ws is not None and (self._live or ON_OPEN.get() == (id(self), self.generation)):
             try:
-                await ws.send(message)
-            except ConnectionClosed:
-                # The transport died under us (the supervisor will notice too): buffer the
-                # message for the next one, and stop treating this transport as live.
+                await transport_send(ws, message, self.options.send_timeout)
+            except (ConnectionClosed, TimeoutError) as exc:
+                # The transport died under us, or its peer stopped reading for send_timeout
+                # (a dead peer: abort it). Buffer the message for the next transport, and stop
+                # treating this one as live.
+                if isinstance(exc, TimeoutError):
+                    self.fail_current("send_timeout", exc)
                 if self._ws is ws:
                     self._live = False
             else:
@@ -388,22 +395,18 @@ class ResilientConnection(Observing):
     async def aclose(self) -> None:
         """Close gracefully and end every task this object started.
 
-        Stops dialing, flushes the buffer for up to ``drain_timeout``, closes with 1000 and
-        dead-letters what was not sent. Idempotent; concurrent calls wait for the first.
+        Stops dialing, flushes the buffer for up to ``drain_timeout``, closes with 1000 within
+        ``close_timeout`` (then aborts the transport) and dead-letters what was not sent: the
+        state is ``CLOSED`` within ``drain_timeout + close_timeout``, and async hooks get one
+        more second to finish. Idempotent; concurrent calls wait for the first.
+
+        Safe to cancel: the close runs in a task of its own, and a cancelled caller waits for
+        it (it is bounded) before its cancellation goes on. Callable from anywhere: from a
+        state-change or dead-letter hook it returns once the state is ``CLOSED``; from
+        ``on_open`` (or another task inside the supervisor) it starts the close and the caller
+        is cancelled with the supervisor, so nothing after the ``await`` runs there.
         """
-        if self._close_done is not None:
-            await self._close_done.wait()
-            return
-        if SUPERVISOR.get() == id(self):
-            raise RuntimeError(
-                "aclose() was awaited from inside the connection's supervisor (on_open, or a "
-                "task started from it); close from the task that owns the connection instead"
-            )
-        self._close_done = done = asyncio.Event()
-        try:
-            await self._close()
-        finally:
-            done.set()
+        await self._aclose()
 
     # ------------------------------------------------------------------ internals: state
 

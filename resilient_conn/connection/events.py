@@ -8,7 +8,7 @@
               BACKOFF      CLOSING -> CLOSED
                  |
                  v
-            CIRCUIT_OPEN -> CONNECTING (probe)
+    IDLE -> CIRCUIT_OPEN -> CONNECTING (probe)   (a shared breaker may be open at start)
     any live state -> FAILED (fatal error; final)   any live state -> CLOSING (user closes)
 
 A transition not in :data:`TRANSITIONS` is a bug in the supervisor and raises
@@ -51,7 +51,7 @@ class ConnectionState(enum.Enum):
 
 _S = ConnectionState
 TRANSITIONS: dict[ConnectionState, frozenset[ConnectionState]] = {
-    _S.IDLE: frozenset({_S.CONNECTING, _S.CLOSING, _S.CLOSED}),
+    _S.IDLE: frozenset({_S.CONNECTING, _S.CIRCUIT_OPEN, _S.CLOSING, _S.CLOSED}),
     _S.CONNECTING: frozenset({_S.CONNECTED, _S.BACKOFF, _S.CIRCUIT_OPEN, _S.CLOSING, _S.FAILED}),
     _S.CONNECTED: frozenset({_S.BACKOFF, _S.CIRCUIT_OPEN, _S.CONNECTING, _S.CLOSING, _S.FAILED}),
     _S.BACKOFF: frozenset({_S.CONNECTING, _S.CIRCUIT_OPEN, _S.CLOSING, _S.FAILED}),

@@ -132,8 +132,15 @@ class Outbox:
         self.buffer.append(message, size, self._clock.now())
         return True
 
-    async def flush(self, ws: ClientConnection) -> bool:
-        """Write buffered messages to ``ws`` in order; False if the transport died meanwhile."""
+    async def flush(self, ws: ClientConnection, *, until: float | None = None) -> bool:
+        """Write buffered messages to ``ws`` in order; False if the transport died meanwhile.
+
+        Args:
+            ws: The transport.
+            until: ``anyio.current_time()`` deadline (closing's drain): no write starts after
+                it, and none runs past it (the transport is aborted then). Without it each
+                write still gets at most ``write_timeout``.
+        """
         buf = self.buffer
         ttl = self._ttl
         stats = self._stats
@@ -144,11 +151,16 @@ class Outbox:
                 if not buf:
                     break
             message, size, _ = buf.peek()
+            limit = self._write_timeout
+            if until is not None:
+                limit = min(limit, until - anyio.current_time())
+                if limit <= 0:
+                    return False
             # Shielded: once a message is written it must leave the buffer, or a cancelled
             # close would send it twice; the timeout bounds a peer that stopped reading.
             with anyio.CancelScope(shield=True):
                 try:
-                    with anyio.fail_after(self._write_timeout):
+                    with anyio.fail_after(limit):
                         await ws.send(message)
                 except ConnectionClosed:
                     return False

@@ -91,14 +91,19 @@ class Pump:
 
 
 class Pair:
-    """One proxied connection: the client side, the upstream side, and their scope."""
+    """One proxied connection: the client side, the upstream side, and their scope.
+
+    A pair is made in the listener's accept callback, a loop callback that runs outside any
+    task: nothing there may ask anyio (or sniffio) which event loop is running, so the cancel
+    scope is made later, by :meth:`Forwarder.serve` in the pair's own task.
+    """
 
     __slots__ = ("client", "pumps", "scope", "torn", "upstream")
 
     def __init__(self, client: asyncio.StreamWriter) -> None:
         self.client = client
         self.upstream: asyncio.StreamWriter | None = None
-        self.scope = anyio.CancelScope()
+        self.scope: anyio.CancelScope | None = None  # made by serve(), inside a task
         self.torn = False
         self.pumps = {"upstream": Pump(), "downstream": Pump()}
 
@@ -117,7 +122,8 @@ class Pair:
                 reset_writer(writer)
             else:
                 close_writer(writer)
-        self.scope.cancel()
+        if self.scope is not None:
+            self.scope.cancel()
         return True
 
 
@@ -159,8 +165,11 @@ class Forwarder:
         A failed dial resets the client. Either way both sockets end up closed and the pair
         leaves :attr:`pairs`.
         """
+        pair.scope = anyio.CancelScope()
         try:
             with pair.scope:
+                if pair.torn:  # torn down before its task ran
+                    return
                 try:
                     with anyio.fail_after(self.connect_timeout):
                         up_reader, pair.upstream = await asyncio.open_connection(
