@@ -48,7 +48,7 @@ from ..resilience.breaker import BreakerLease, CircuitBreaker
 from ..resilience.classify import Classifier, default_classify
 from ._closing import Closing
 from ._observe import Observing
-from ._supervisor import ON_OPEN, Message
+from ._supervisor import ON_OPEN, SUPERVISOR, Message
 from .buffer import DeadLetter
 from .decide import Decisions
 from .events import ConnectionState, StateChange
@@ -56,7 +56,7 @@ from .metrics import ConnectionStats
 from .options import ConnectionOptions
 from .outbox import Outbox
 
-__all__ = ["ResilientConnection"]
+__all__ = ["ResilientConnection", "in_supervisor"]
 
 OnOpen = Callable[["ResilientConnection"], Awaitable[None]]
 Probe = Callable[["ResilientConnection"], Awaitable[float]]
@@ -425,5 +425,9 @@ class ResilientConnection(Observing, Closing):
             await self._changed.wait()
 
 
+def in_supervisor(conn: ResilientConnection) -> bool:
+    """True in the supervisor of ``conn`` and the tasks it runs (``on_open``, keepalive).
 
-
+    Such a task is stopped by the connection's close, so it must not wait for that close.
+    """
+    return SUPERVISOR.get() == id(conn)

@@ -3,7 +3,8 @@
 Every ``interval`` seconds :meth:`Heartbeat.run` sends a ``heartbeat`` on topic ``phoenix``
 (``buffer=False``: a heartbeat is worth nothing later). If the previous one is still unanswered
 at the next beat, on the same transport, the transport is declared dead
-(``fail_current("heartbeat_timeout")``) and the connection reconnects, as phoenix.js does. Every
+(``fail_current("heartbeat_timeout")``) and the connection reconnects, as phoenix.js does; so is
+one whose heartbeat could not even be written by then (a peer that stopped reading). Every
 reply is a round trip reported with ``report_alive(rtt)``; :meth:`Heartbeat.probe` is the
 connection's ``probe`` (what ``check()`` measures). Heartbeats run in real time: they are
 network timeouts, like the connection's keepalive.
@@ -73,24 +74,31 @@ class Heartbeat:
             conn = self._conn
             pending, self._pending = self._pending, None
             if pending is not None and pending[2] == conn.generation and conn.is_connected:
-                self._stats["heartbeat_timeouts"] += 1
-                self._log.warning(
-                    "resilient_conn.realtime.heartbeat_timeout", interval=self._interval()
-                )
-                conn.fail_current(
-                    "heartbeat_timeout",
-                    TimeoutError(f"no heartbeat reply within {self._interval()}s"),
-                )
+                self._timed_out("no heartbeat reply")
                 continue
             ref = self._refs.next()
-            self._pending = (ref, anyio.current_time(), conn.generation)
+            generation = conn.generation
+            self._pending = (ref, anyio.current_time(), generation)
             frame = self._ser.encode(Message(PHOENIX_TOPIC, HEARTBEAT, {}, ref))
             try:
-                await conn.send(frame, buffer=False)
+                # A peer that stopped reading holds the write: by the next beat it is dead.
+                with anyio.move_on_after(self._interval()) as scope:
+                    await conn.send(frame, buffer=False)
             except NotConnectedError:
                 self._pending = None
             except (ConnectionClosedError, ConnectionFailedError):
                 return
+            else:
+                if scope.cancelled_caught and conn.generation == generation:
+                    self._pending = None
+                    self._timed_out("heartbeat not written")
+
+    def _timed_out(self, what: str) -> None:
+        """The transport is dead: count it, log it, and have the connection abort it."""
+        interval = self._interval()
+        self._stats["heartbeat_timeouts"] += 1
+        self._log.warning("resilient_conn.realtime.heartbeat_timeout", interval=interval)
+        self._conn.fail_current("heartbeat_timeout", TimeoutError(f"{what} within {interval}s"))
 
     async def probe(self, conn: ResilientConnection) -> float:
         """Send one heartbeat now and return its round trip in seconds (the connection's probe)."""

@@ -20,12 +20,12 @@ connection's keepalive); rejoin backoff waits go through the injected clock.
 This module holds the public surface, the channel registry and the inbound dispatch; the
 client's parts live next to it: ``_heartbeat`` (liveness), ``_outbox`` (refs, replies, sending
 and re-sending pushes), ``_driver`` (carrying out the channel machine's actions: frames,
-timers, waiters) and ``_machine`` (the pure channel state machine).
+timers, waiters), ``_machine`` (the pure channel state machine) and ``_tasks`` (the client's
+tasks and its one close).
 """
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -44,17 +44,15 @@ from .._core.errors import (
     RealtimeProtocolError,
 )
 from .._core.log import get_logger, redact_text, redact_url
-from ..connection.connection import ResilientConnection
+from ..connection.connection import ResilientConnection, in_supervisor
 from ..connection.events import ConnectionState, StateChange
 from ..resilience import config
 from ..resilience.backoff import Backoff
 from ._driver import ChannelDriver
 from ._heartbeat import Heartbeat
-from ._machine import (
-    Action,
-    ChannelState,
-)
+from ._machine import Action, ChannelState
 from ._outbox import Outbox, Push
+from ._tasks import ClientTasks
 from ._url import build_dial_url, normalise_url
 from .channel import Channel
 from .protocol import (
@@ -168,9 +166,9 @@ class RealtimeClient:
         self._token_source: TokenSource | None = access_token
         self._token: str | None = access_token if isinstance(access_token, str) else apikey
         self._tg: anyio.abc.TaskGroup | None = None
-        self._stack: contextlib.AsyncExitStack | None = None
         self._closing = False
         self._log = get_logger(connection=self._conn.name)
+        self._tasks = ClientTasks(self._conn.name, self._log)
         self.stats: Counter[str] = Counter()
         """Counters: ``malformed``, ``heartbeat_timeouts``, ``rejoins``, ``token_refreshes``,
         ``pushes_dropped``, ``join_errors``."""
@@ -213,14 +211,14 @@ class RealtimeClient:
         return self._token
 
     async def __aenter__(self) -> Self:
-        if self._stack is not None:
+        if self._tasks.started:
             raise RuntimeError("RealtimeClient is already running")
-        async with contextlib.AsyncExitStack() as stack:
-            await stack.enter_async_context(self._conn)
-            self._tg = await stack.enter_async_context(anyio.create_task_group())
-            self._tg.start_soon(self._reader)
-            self._tg.start_soon(self._heartbeat.run)
-            self._stack = stack.pop_all()
+        await self._conn.__aenter__()
+        try:
+            self._tg = await self._tasks.start(self._reader, self._heartbeat.run)
+        except BaseException:
+            await self._conn.aclose()
+            raise
         return self
 
     async def __aexit__(
@@ -232,10 +230,15 @@ class RealtimeClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Leave every channel (best effort), close the connection, end every task."""
-        stack, self._stack = self._stack, None
-        if stack is None:
-            return
+        """Leave every channel (best effort, 1 s), close the connection, end every task.
+
+        Safe to cancel, callable from anywhere; bounded by the connection's close plus 1 s.
+        A handler of this client awaiting it is cancelled with the client's tasks.
+        """
+        if self._tasks.started:
+            await self._tasks.close_once(self._shutdown, inside=in_supervisor(self._conn))
+
+    async def _shutdown(self) -> None:
         self._closing = True
         with anyio.move_on_after(1.0):
             for ch in list(self._channels.values()):
@@ -243,12 +246,12 @@ class RealtimeClient:
                     await self._run(ch, ch.machine.leave())
         for ch in list(self._channels.values()):
             self._driver.apply(ch, ch.machine.abort("client closed"))
-        assert self._tg is not None
-        self._tg.cancel_scope.cancel()
+        self._tasks.stop()
         try:
-            await stack.aclose()
+            await self._tasks.wait()
         finally:
             self._tg = None
+            await self._conn.aclose()
             retired, self._driver.retired = self._driver.retired, set()
             for ch in retired:
                 await ch._aclose_hooks()
