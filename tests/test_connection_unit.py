@@ -202,7 +202,6 @@ async def test_aclose_from_on_open_closes_and_cancels_the_caller() -> None:
     """Awaiting aclose() inside on_open (which runs in the supervisor) cannot wait for the
     close, which stops the supervisor: it starts the close, on_open is cancelled with the
     supervisor (nothing after the await runs), and the connection ends CLOSED on its own."""
-
     from resilient_conn.testing import ScriptedServer
 
     after_await: list[str] = []

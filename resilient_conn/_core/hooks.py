@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import contextvars
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
 from .log import get_logger
@@ -129,6 +129,15 @@ class HookSet(Generic[E]):
         """How many async callbacks are still running."""
         return len(self._tasks)
 
+    def cancel(self) -> None:
+        """Cancel every running async callback now (without waiting for them to end)."""
+        for task, awaitable in list(self._tasks.items()):
+            if task.done():
+                continue
+            task.cancel()
+            if inspect.iscoroutine(awaitable):  # a task cancelled before it ever ran
+                task.add_done_callback(_closer_of(awaitable))
+
     async def aclose(self, grace: float = 0.0) -> None:
         """Let running async callbacks finish for up to ``grace`` seconds, then cancel the rest.
 
@@ -145,6 +154,13 @@ class HookSet(Generic[E]):
         for awaitable in pending.values():
             if inspect.iscoroutine(awaitable):
                 awaitable.close()  # a task cancelled before it started never awaited it
+
+
+def _closer_of(coro: Coroutine[Any, Any, Any]) -> Callable[[asyncio.Task[None]], None]:
+    def close(_task: asyncio.Task[None]) -> None:
+        coro.close()
+
+    return close
 
 
 def _name(callback: Callable[..., Any]) -> str:

@@ -72,6 +72,9 @@ class Closing(Supervising):
         try:
             await asyncio.shield(waited)
         except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if waited.cancelled() and (me is None or not me.cancelling()):
+                return  # the closer itself was cancelled: it ended everything at once
             if not inside:  # finish the (bounded) close before the cancellation goes on
                 with anyio.CancelScope(shield=True):
                     await asyncio.wait({waited})
@@ -114,7 +117,7 @@ class Closing(Supervising):
         The supervisor may be finishing a buffered write (shielded); past the budget the
         abort ends whatever it still waits for at once.
         """
-        task, self._supervisor = self._supervisor, None
+        task = self._supervisor
         if task is None:
             return
         assert self._scope is not None
@@ -126,6 +129,7 @@ class Closing(Supervising):
             if ws is not None:
                 ws.transport.abort()
             await asyncio.wait({task})
+        self._supervisor = None
         error = None if task.cancelled() else task.exception()
         if error is not None:
             self._log.error("resilient_conn.supervisor_error", error=describe(error))
@@ -134,22 +138,47 @@ class Closing(Supervising):
         """The closer (its own task; see ``aclose``): ``CLOSED`` in bounded time.
 
         Within ``drain_timeout + close_timeout``: every message delivered or dead-lettered,
-        every socket closed, every task ended.
+        every socket closed, every task ended. Should the closer itself be cancelled (the
+        event loop shutting down), it still ends there at once, ungracefully: the transport
+        is aborted, the supervisor and hooks cancelled, the buffer dead-lettered.
         """
-        drain_until = anyio.current_time() + self.options.drain_timeout
-        await self._stop_supervisor(self.options.drain_timeout)
-        ws, self._ws = self._ws, None
-        self._live = False
-        if ws is not None:
-            if self._opened:
-                await self._outbox.flush(ws, until=drain_until)
-            await self._close_transport(ws)
+        try:
+            drain_until = anyio.current_time() + self.options.drain_timeout
+            await self._stop_supervisor(self.options.drain_timeout)
+            ws = self._ws
+            self._live = False
+            if ws is not None:
+                if self._opened:
+                    await self._outbox.flush(ws, until=drain_until)
+                await self._close_transport(ws)
+            self._ws = None
+            self._finish_close()
+            await self._state_hooks.aclose(grace=1.0)
+            await self._outbox.hooks.aclose(grace=1.0)
+        except BaseException:
+            self._close_now()
+            raise
+        self._log.info("resilient_conn.closed", dead_letters=sum(self.stats.dead_letters.values()))
+
+    def _finish_close(self) -> None:
+        """Dead-letter what is left and enter ``CLOSED`` (if not ``FAILED``)."""
         self._outbox.dead_letter_all(DeadLetterReason.CLOSED, None)
         self._apply(self._decisions.closed())
         self._wake()
         if self._closed_event is not None:
             self._closed_event.set()
-        await self._state_hooks.aclose(grace=1.0)
-        await self._outbox.hooks.aclose(grace=1.0)
-        self._log.info("resilient_conn.closed", dead_letters=sum(self.stats.dead_letters.values()))
 
+    def _close_now(self) -> None:
+        """The closer was cancelled: end everything at once, without waiting for anything."""
+        ws, self._ws = self._ws, None
+        self._live = False
+        if ws is not None:
+            ws.transport.abort()
+        task, self._supervisor = self._supervisor, None
+        if task is not None:
+            task.cancel()
+        if self._closed_event is None or not self._closed_event.is_set():
+            self._finish_close()
+        self._state_hooks.cancel()
+        self._outbox.hooks.cancel()
+        self._log.warning("resilient_conn.close_cancelled")

@@ -366,6 +366,7 @@ class Channel:
                 waiter.set_result(None)
             else:
                 waiter.set_exception(error)
+                waiter.exception()  # mark retrieved: subscribe() may have been cancelled
 
     def _closed(self, reason: str) -> None:
         for push in self._buffer:
