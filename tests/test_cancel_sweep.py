@@ -185,6 +185,19 @@ def _cancelling_itself_at(
     return run
 
 
+def _once(
+    first: Callable[[], Awaitable[None]], then: Callable[[], Awaitable[None]]
+) -> Callable[[], Awaitable[None]]:
+    """Call ``first`` the first time, ``then`` every later time."""
+    calls: list[None] = []
+
+    def call() -> Awaitable[None]:
+        calls.append(None)
+        return first() if len(calls) == 1 else then()
+
+    return call
+
+
 def _report(name: str, covered: int) -> None:
     COVERED[name] = covered
     print(f"\ncancellation sweep: {name}: {covered} checkpoints, total {sum(COVERED.values())}")
@@ -407,3 +420,33 @@ async def test_sweep_realtime_subscribe_and_close() -> None:
     finally:
         inv.restore()
     assert total >= 2
+
+
+async def test_sweep_realtime_closer_task() -> None:
+    """RealtimeClient: cancelling its closer task itself at each checkpoint (leaving the
+    channel, stopping its tasks, closing the connection): the next aclose() finishes the
+    close, the connection ends CLOSED, no socket or task is left."""
+    inv = Invariants()
+    try:
+        async with PhoenixServer() as server:
+            for at in range(1, MAX_STEPS):
+                client = RealtimeClient(server.url, apikey="anon", heartbeat_interval=5.0)
+                await client.__aenter__()
+                await client.channel("room").subscribe()
+                box: list[Checkpoints] = []
+                client._shutdown = _once(  # type: ignore[method-assign]
+                    _cancelling_itself_at(client._shutdown, at, box), client._shutdown
+                )
+                with anyio.fail_after(10):
+                    await client.aclose()
+                assert client.connection.state is S.CLOSED
+                with anyio.fail_after(10):
+                    await server.wait_for(lambda: server.open_connections == 0)
+                await asyncio.sleep(0)
+                assert [t for t in asyncio.all_tasks() if not t.done() and _ours(t)] == []
+                assert inv.errors == []
+                if box[0].count < at:
+                    break
+            _report("realtime close (closer task)", at - 1)
+    finally:
+        inv.restore()

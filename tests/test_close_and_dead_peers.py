@@ -19,6 +19,7 @@ from typing import Any
 
 import anyio
 import pytest
+import structlog
 from structlog.testing import capture_logs
 from websockets.asyncio.server import ServerConnection
 
@@ -335,3 +336,52 @@ async def test_the_chaos_proxy_accepts_from_a_loop_callback_without_loop_errors(
     with anyio.fail_after(30):
         await loop.run_in_executor(None, run)
     assert errors == []
+
+
+class _StuckConnection:
+    """Just enough of a connection for the heartbeat: a send that a peer never takes."""
+
+    generation = 1
+    is_connected = True
+
+    def __init__(self) -> None:
+        self.failed: list[str] = []
+        self.dead = asyncio.Event()
+
+    async def send(self, message: str, *, buffer: bool = True) -> None:
+        await anyio.sleep_forever()  # stuck in drain(): the peer stopped reading
+
+    def fail_current(self, reason: str, error: BaseException | None = None) -> None:
+        self.failed.append(reason)
+        self.dead.set()
+
+    def report_alive(self, rtt: float | None = None) -> None:
+        raise AssertionError("no reply can come")
+
+
+async def test_a_heartbeat_stuck_in_its_write_is_a_dead_transport() -> None:
+    """The Realtime heartbeat bounds its own write: a heartbeat still not written by the next
+    beat (a peer that stopped reading) declares the transport dead, as a missing reply does."""
+    from collections import Counter
+
+    from resilient_conn.realtime._heartbeat import Heartbeat
+    from resilient_conn.realtime.protocol import RefCounter, make_serializer
+
+    conn = _StuckConnection()
+    stats: Counter[str] = Counter()
+    beat = Heartbeat(
+        conn,  # type: ignore[arg-type]
+        make_serializer("2.0.0", "client"),
+        RefCounter(),
+        interval=lambda: 0.05,
+        stats=stats,
+        log=structlog.get_logger(),
+        on_beat=lambda _now: None,
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(beat.run)
+        with anyio.fail_after(10):  # the old heartbeat stayed stuck in send() for good
+            await conn.dead.wait()
+        tg.cancel_scope.cancel()
+    assert conn.failed == ["heartbeat_timeout"]
+    assert stats["heartbeat_timeouts"] == 1

@@ -91,6 +91,8 @@ class ClientTasks:
                 supervisor); tasks of this runner are recognised without it.
         """
         closer = self._closer
+        if closer is not None and closer.cancelled():
+            closer = None  # the last close was cancelled itself (loop shutdown): close again
         if closer is None:
             ctx = contextvars.copy_context()
             ctx.run(INSIDE.set, None)
@@ -102,6 +104,10 @@ class ClientTasks:
         try:
             await asyncio.shield(closer)
         except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if closer.cancelled() and (me is None or not me.cancelling()):
+                await self.close_once(shutdown, inside=inside)  # finish what it started
+                return
             if not own:
                 with anyio.CancelScope(shield=True):
                     await asyncio.wait({closer})
