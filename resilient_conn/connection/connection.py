@@ -77,14 +77,18 @@ class ResilientConnection(Observing, Closing):
         ping_timeout: Seconds to wait for a pong before the transport is declared dead and
             aborted (default 20). A silent peer is noticed within ``ping_interval +
             ping_timeout``.
-        close_timeout: Seconds to wait for the closing handshake (default 10).
+        close_timeout: Seconds to wait for the closing handshake, its write included, before
+            the transport is aborted; also the longest one buffered write may take (default
+            10).
         stable_after: Seconds a connection must stay up to count as a success: only then is the
             backoff reset (flap guard) and a breaker success recorded (default 10).
         buffer_size: Outbound buffer capacity in messages (default 1000).
         buffer_bytes: Outbound buffer capacity in bytes (default 1 MiB).
         overflow: ``"block"`` (default), ``"drop_oldest"``, ``"drop_newest"`` or ``"raise"``.
-        send_timeout: How long a ``"block"`` send waits for room (default 10 s).
-        drain_timeout: How long closing may spend flushing the buffer (default 5 s).
+        send_timeout: How long a ``"block"`` send waits for room, and how long a send waits
+            for a peer that stopped reading before its transport is aborted (default 10 s).
+        drain_timeout: How long closing may spend flushing the buffer (default 5 s). The
+            state is ``CLOSED`` within ``drain_timeout + close_timeout`` of ``aclose()``.
         message_ttl: Buffered messages older than this are dead-lettered ``"expired"`` instead
             of sent (default: no limit).
         max_size: Largest inbound message in bytes (default 1 MiB).
