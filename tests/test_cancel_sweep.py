@@ -378,14 +378,14 @@ async def test_sweep_close_task() -> None:
 
 
 async def test_sweep_realtime_subscribe_and_close() -> None:
-    """RealtimeClient: cancelling channel.subscribe() at each checkpoint, then closing the
-    client, and cancelling the caller of client.aclose() at each checkpoint: the connection
-    ends CLOSED, the server sees no socket, no task of the library is left."""
+    """RealtimeClient: cancelling ``async with`` entry, channel.subscribe() and the caller of
+    client.aclose() at each of their checkpoints: the connection ends CLOSED, the server sees
+    no socket, no task of the library is left."""
     inv = Invariants()
     total = 0
     try:
         async with PhoenixServer() as server:
-            for op in ("subscribe", "aclose"):
+            for op in ("enter", "subscribe", "aclose"):
                 for at in range(1, MAX_STEPS):
                     client = RealtimeClient(
                         server.url,
@@ -394,7 +394,14 @@ async def test_sweep_realtime_subscribe_and_close() -> None:
                         push_timeout=2.0,
                         backoff=Backoff(initial_delay=0.01, max_delay=0.05),
                     )
-                    await client.__aenter__()
+                    if op == "enter":
+                        with anyio.CancelScope() as scope:
+                            cp = Checkpoints(client.__aenter__(), at, scope.cancel)
+                            await cp
+                        if scope.cancelled_caught:  # a cancelled enter closes what it opened
+                            assert client.connection.state is S.CLOSED
+                    else:
+                        await client.__aenter__()
                     channel = client.channel("room")
                     with anyio.CancelScope() as scope:
                         if op == "subscribe":

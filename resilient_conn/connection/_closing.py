@@ -128,8 +128,14 @@ class Closing(Supervising):
             ws = self._ws
             if ws is not None:
                 ws.transport.abort()
-            await asyncio.wait({task})
+            with anyio.move_on_after(self.options.close_timeout):
+                await asyncio.wait({task})
+        if not task.done():  # an on_open that ignores cancellation: do not wait for it
+            self._log.error("resilient_conn.supervisor_stuck", waited=budget)
+            task.cancel()
         self._supervisor = None
+        if not task.done():
+            return
         error = None if task.cancelled() else task.exception()
         if error is not None:
             self._log.error("resilient_conn.supervisor_error", error=describe(error))

@@ -81,6 +81,8 @@ class ClientTasks:
             raise
         finally:
             self._tg = None
+            if not ready.done():  # stopped before it ran its tasks
+                ready.cancel()
 
     async def close_once(self, shutdown: TaskFunction, *, inside: bool) -> None:
         """Run ``shutdown`` once, in a closer task, and wait for it as the caller may.
@@ -115,9 +117,11 @@ class ClientTasks:
 
     def stop(self) -> None:
         """Cancel every task of the runner."""
-        tg = self._tg
+        tg, runner = self._tg, self._runner
         if tg is not None:
             tg.cancel_scope.cancel()
+        elif runner is not None and not runner.done():
+            runner.cancel()  # not running its task group yet
 
     async def wait(self) -> None:
         """Wait until the runner ended; re-raise what made it fail, if anything did."""

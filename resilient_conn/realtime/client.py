@@ -217,7 +217,7 @@ class RealtimeClient:
         try:
             self._tg = await self._tasks.start(self._reader, self._heartbeat.run)
         except BaseException:
-            await self._conn.aclose()
+            await self.aclose()
             raise
         return self
 
