@@ -89,6 +89,35 @@ async def test_a_peer_that_stops_reading_is_noticed_by_keepalive() -> None:
         assert conn.state is S.CLOSED
 
 
+async def _ping_flood(ws: ServerConnection, server: ScriptedServer) -> None:
+    """Flood the client with pings while reading nothing: its pongs pile up unsent."""
+    sock = ws.transport.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    ws.transport.pause_reading()
+    frame = b"\x89\x7d" + b"p" * 125  # an unmasked ping with the largest payload
+    for _ in range(64):
+        ws.transport.write(frame * 1000)
+        await asyncio.sleep(0)
+        if ws.transport.is_closing():
+            break
+    await ws.wait_closed()
+
+
+async def test_a_ping_flood_from_a_peer_that_stops_reading_is_noticed() -> None:
+    """A server that floods pings and reads nothing fills the client's send buffer with
+    pongs; the keepalive ping stuck behind them still times out (ping_timeout)."""
+    async with ScriptedServer(_ping_flood, close_timeout=0.2) as server:
+        conn = _conn(server.url, ping_interval=0.5, ping_timeout=0.5)
+        rec = StateRecorder()
+        conn.on_state_change(rec)
+        async with conn:
+            await rec.wait_state(S.BACKOFF, 1, timeout=15)  # the old keepalive hung in drain
+            assert conn.stats.failures.get("ping_timeout", 0) >= 1
+            with anyio.fail_after(10):
+                await conn.aclose()
+        assert conn.state is S.CLOSED
+
+
 async def test_aclose_ends_while_the_peer_stopped_reading() -> None:
     """A close frame stuck behind a full send buffer cannot hold aclose(): past close_timeout
     the transport is aborted, the state is CLOSED and the stuck sender gets an error."""
