@@ -219,14 +219,14 @@ def test_an_event_out_of_place_is_a_bug_that_raises() -> None:
         )
 
 
-def test_the_first_dial_says_dialing_and_later_ones_reconnecting() -> None:
-    """The CONNECTING reasons tell a first dial from a reconnect."""
+def test_dials_say_dialing_until_a_transport_opened_then_reconnecting() -> None:
+    """The CONNECTING reasons tell a first connect (however many dials it takes) from a
+    reconnect after a transport was up."""
     d = Decisions(Backoff())
+    refused = Verdict(Action.RETRY, "refused")
     assert d.admitted().reason == "dialing"
-    d.after(
-        Verdict(Action.RETRY, "refused"),
-        stable=False,
-        breaker_state=BreakerState.CLOSED,
-        retry_after=0.0,
-    )
+    d.after(refused, stable=False, breaker_state=BreakerState.CLOSED, retry_after=0.0)
+    assert d.admitted().reason == "dialing"
+    d.dialed()
+    d.after(refused, stable=False, breaker_state=BreakerState.CLOSED, retry_after=0.0)
     assert d.admitted().reason == "reconnecting"

@@ -80,8 +80,8 @@ class Decisions:
         "_delays",
         "attempt",
         "closing",
+        "connected_once",
         "consecutive_failures",
-        "dials",
         "state",
     )
 
@@ -92,8 +92,8 @@ class Decisions:
         """The state the supervisor is in (every move goes through this object)."""
         self.closing = False
         """The user closed: nothing but ``CLOSING -> CLOSED`` happens from now on."""
-        self.dials = 0
-        """Dials admitted so far (the first says ``dialing``, later ones ``reconnecting``)."""
+        self.connected_once = False
+        """A transport opened once: later dials say ``reconnecting``, earlier ones ``dialing``."""
         self.attempt = 0
         """Failed attempts since the last stable connection (0 while stable)."""
         self.consecutive_failures = 0
@@ -115,8 +115,7 @@ class Decisions:
         """The breaker admitted a dial: dial now (``CONNECTING``), unless closing."""
         if self._over():
             return _STOP
-        self.dials += 1
-        return self._move(_S.CONNECTING, "dialing" if self.dials == 1 else "reconnecting")
+        return self._move(_S.CONNECTING, "reconnecting" if self.connected_once else "dialing")
 
     def refused(self) -> Step:
         """The breaker is open: wait for it (``CIRCUIT_OPEN``), unless closing."""
@@ -133,6 +132,7 @@ class Decisions:
             return _STOP
         if self.state is not _S.CONNECTING:
             raise IllegalTransition(f"dialed while {self.state.name}")
+        self.connected_once = True
         return self._move(_S.CONNECTED, "handshake complete")
 
     def proved_stable(self) -> None:
