@@ -414,3 +414,20 @@ async def test_a_heartbeat_stuck_in_its_write_is_a_dead_transport() -> None:
         tg.cancel_scope.cancel()
     assert conn.failed == ["heartbeat_timeout"]
     assert stats["heartbeat_timeouts"] == 1
+
+
+def test_a_notifier_is_notified_from_anywhere() -> None:
+    """Notifier.notify() runs outside any event loop or task (a loop callback, a sync
+    sampler) without asking anyio or sniffio which loop is running."""
+    from resilient_conn._core.notify import Notifier
+
+    notifier = Notifier()
+    notifier.notify()  # no loop, no waiter: nothing to do, nothing raised
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        loop.call_soon(notifier.notify)  # a loop callback, outside any task
+        with anyio.fail_after(5):
+            await notifier.wait()
+
+    asyncio.run(scenario())

@@ -19,16 +19,25 @@ class Notifier:
     __slots__ = ("_event",)
 
     def __init__(self) -> None:
-        self._event = anyio.Event()
+        # Made by the first waiter, inside a task: notify() may run anywhere (a loop callback,
+        # no event loop at all) and must not ask anyio, or sniffio, which loop is running.
+        self._event: anyio.Event | None = None
 
     def notify(self) -> None:
-        """Wake every waiter so it re-checks its condition."""
-        self._event.set()
-        self._event = anyio.Event()
+        """Wake every waiter so it re-checks its condition (callable from anywhere)."""
+        event, self._event = self._event, None
+        if event is not None:
+            event.set()
+
+    def _current(self) -> anyio.Event:
+        event = self._event
+        if event is None:
+            event = self._event = anyio.Event()
+        return event
 
     async def wait(self) -> None:
         """Wait for the next :meth:`notify`."""
-        await self._event.wait()
+        await self._current().wait()
 
     async def wait_until(
         self,
@@ -42,4 +51,4 @@ class Notifier:
         """
         with anyio.fail_after(timeout):
             while not predicate():
-                await self._event.wait()
+                await self._current().wait()
