@@ -99,6 +99,13 @@ class SupervisorLoop(RuleBasedStateMachine):
         elif step.state is S.FAILED:
             assert verdict.fatal
 
+    @precondition(lambda self: self.phase == "admit")
+    @rule(ramp=st.booleans())
+    def coordinator_holds_the_dial(self, ramp: bool) -> None:
+        """A shared coordinator makes the dial wait (its circuit, or its reconnect ramp)."""
+        for step in self.d.waiting("waiting", ramp=ramp):
+            self.apply(step)
+
     @precondition(lambda self: self.phase == "pausing")
     @rule()
     def paused(self) -> None:
@@ -230,3 +237,16 @@ def test_dials_say_dialing_until_a_transport_opened_then_reconnecting() -> None:
     d.dialed()
     d.after(refused, stable=False, breaker_state=BreakerState.CLOSED, retry_after=0.0)
     assert d.admitted().reason == "reconnecting"
+
+
+def test_a_coordinator_wait_shows_as_a_state_and_never_after_a_close() -> None:
+    """waiting(): a first dial shows CONNECTING then CIRCUIT_OPEN (or BACKOFF for the ramp);
+    once closing, no state at all."""
+    d = Decisions(Backoff())
+    assert [s.state for s in d.waiting("circuit open", ramp=False)] == [
+        S.CONNECTING,
+        S.CIRCUIT_OPEN,
+    ]
+    assert [s.state for s in d.waiting("waiting for reconnect ramp", ramp=True)] == [S.BACKOFF]
+    d.close(started=True)
+    assert d.waiting("circuit open", ramp=False) == []

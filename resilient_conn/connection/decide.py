@@ -135,6 +135,21 @@ class Decisions:
         self.connected_once = True
         return self._move(_S.CONNECTED, "handshake complete")
 
+    def waiting(self, reason: str, *, ramp: bool) -> list[Step]:
+        """A shared coordinator holds the dial: ``CIRCUIT_OPEN``, or ``BACKOFF`` for its ramp.
+
+        For the ``coordinator=`` dial gate: its wait for admission shows as a state, decided
+        here like every other move. A first dial shows ``CONNECTING`` before it (the connect
+        phase has begun). Nothing when closing: the wait is about to be cancelled.
+        """
+        if self._over():
+            return []
+        steps = []
+        if self.state is _S.IDLE:
+            steps.append(self._move(_S.CONNECTING, "dialing"))
+        steps.append(self._move(_S.BACKOFF if ramp else _S.CIRCUIT_OPEN, reason))
+        return steps
+
     def proved_stable(self) -> None:
         """The current transport stayed up ``stable_after``: the next failure starts afresh."""
         self.attempt = 0
