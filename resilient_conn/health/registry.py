@@ -153,6 +153,14 @@ class HealthRegistry:
             raise ConfigError(f"name {name!r} is already registered")
         self._entries[name] = _adapt(name, component, critical)
 
+    def component(self, name: str) -> object:
+        """Return the object registered as ``name`` (the dashboard hooks its state changes).
+
+        Raises:
+            KeyError: Nothing is registered under ``name``.
+        """
+        return self._entries[name].source
+
     def unregister(self, name: str) -> None:
         """Remove the component registered as ``name``.
 
