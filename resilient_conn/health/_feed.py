@@ -143,6 +143,7 @@ class DashboardFeed:
         self._clock = clock
         self._wall = wall_clock
         self._next_at = -math.inf
+        self._ticked_at = -math.inf
         self._log: deque[tuple[int, Change]] = deque(maxlen=self.config.backlog)
         self._timelines: dict[str, deque[Change]] = {}
         self._series: dict[str, deque[list[float | None]]] = {}
@@ -166,6 +167,7 @@ class DashboardFeed:
     def tick(self, now: float | None = None) -> None:
         """Take a sample now: tiles, chart points, and state changes seen since the last one."""
         now = self._clock() if now is None else now
+        self._ticked_at = now
         self._next_at = now + self.config.interval
         wall = self._wall()
         try:
@@ -246,6 +248,9 @@ class DashboardFeed:
             "reason": redact_text(reason)[:300],
             "at": at,
         }
+        # bring the tiles up to date soon (not at once: a flapping peer must not cost a sample
+        # per change)
+        self._next_at = min(self._next_at, self._ticked_at + self.config.interval / 5)
         self._log.append((self.seq, change))
         if name in self._last or len(self._timelines) < self.config.max_tiles:
             self._timelines.setdefault(name, deque(maxlen=self.config.history)).append(change)
