@@ -107,7 +107,9 @@ class Page:
         what the page showed instead.
         """
         script = f"""new Promise((resolve, reject) => {{
-          const check = () => {{ try {{ return ({predicate_js}); }} catch (e) {{ return false; }} }};
+          const check = () => {{
+            try {{ return ({predicate_js}); }} catch (e) {{ return false; }}
+          }};
           const first = check();
           if (first) {{ resolve(first); return; }}
           const obs = new MutationObserver(() => {{
@@ -129,7 +131,7 @@ class Page:
         """Write a PNG of the viewport to ``path`` and return its bytes."""
         reply = await self.call("Page.captureScreenshot", format="png")
         data = base64.b64decode(reply["data"])
-        path.write_bytes(data)
+        await anyio.Path(path).write_bytes(data)
         return data
 
     def on_event(self, method: str, params: dict[str, Any]) -> None:
@@ -194,7 +196,9 @@ class Browser:
     async def new_page(self) -> Page:
         """Open a blank tab with console, runtime and network events recorded."""
         target = await self.call("Target.createTarget", url="about:blank")
-        attached = await self.call("Target.attachToTarget", targetId=target["targetId"], flatten=True)
+        attached = await self.call(
+            "Target.attachToTarget", targetId=target["targetId"], flatten=True
+        )
         page = Page(self, attached["sessionId"])
         self._pages[page.session] = page
         for domain in ("Page.enable", "Runtime.enable", "Log.enable", "Network.enable"):

@@ -39,7 +39,9 @@ HOSTILE = '<img src=x onerror="window.__pwned=1">'
 
 def tile(name: str) -> str:
     """JS: the tile element of component ``name``."""
-    return f"[...document.querySelectorAll('.tile')].find(t => t.dataset.name === {json.dumps(name)})"
+    return (
+        f"[...document.querySelectorAll('.tile')].find(t => t.dataset.name === {json.dumps(name)})"
+    )
 
 
 def keep(png: Path) -> None:
@@ -109,9 +111,7 @@ async def test_dashboard_shows_a_fault_live_in_chromium(tmp_path: Path) -> None:
             page_log = page.log
         assert page_log.errors == []
         assert page_log.requests, "no request recorded"
-        assert all(url.startswith(health.url + "/") for url in page_log.requests), (
-            page_log.requests
-        )
+        assert all(url.startswith(health.url + "/") for url in page_log.requests), page_log.requests
 
 
 @pytest.mark.anyio

@@ -59,9 +59,11 @@ _SECURITY = [
 
 @cache
 def _asset(filename: str) -> bytes:
-    return resources.files(__package__ or "resilient_conn.health").joinpath(
-        "static", filename
-    ).read_bytes()
+    return (
+        resources.files(__package__ or "resilient_conn.health")
+        .joinpath("static", filename)
+        .read_bytes()
+    )
 
 
 def _json(data: object) -> bytes:
@@ -155,6 +157,7 @@ class DashboardApp:
                 tg.cancel_scope.cancel()
         finally:
             feed.subscribers -= 1
+            feed.changed.notify()
 
     async def _pump(self, send: _Send) -> None:
         """Write events until the page goes away or stops reading."""
