@@ -22,6 +22,7 @@ class Clock:
         self.now = 100.0
 
     def __call__(self) -> float:
+        """The set time."""
         return self.now
 
 
