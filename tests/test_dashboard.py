@@ -6,6 +6,8 @@ real server such as uvicorn follows, called directly with scripted receive/send.
 
 from __future__ import annotations
 
+import base64
+import importlib.util
 import io
 import json
 import random
@@ -14,6 +16,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -112,13 +115,14 @@ class Stream:
 
 
 async def get(
-    server: HealthServer, path: str, method: str = "GET"
+    server: HealthServer, path: str, method: str = "GET", auth: str | None = None
 ) -> tuple[int, dict[str, str], bytes]:
     """One request over a fresh connection, read until the server closes it."""
+    extra = f"Authorization: {auth}\r\n" if auth else ""
     with anyio.fail_after(TIMEOUT):
         sock = await anyio.connect_tcp(server.host, server.port)
         async with sock:
-            await sock.send(f"{method} {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+            await sock.send(f"{method} {path} HTTP/1.1\r\nHost: t\r\n{extra}\r\n".encode())
             buf = bytearray()
             try:
                 while True:
@@ -493,3 +497,52 @@ def test_demo_dashboard_port_is_validated(capsys: pytest.CaptureFixture[str]) ->
     assert "[0, 65535]" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="dashboard_port"):
         DemoOptions(dashboard_port=-1)
+
+
+# --- the auth example ----------------------------------------------------------------------------
+
+
+def load_example() -> Any:
+    """examples/dashboard_behind_auth.py as a module."""
+    path = Path(__file__).parent.parent / "examples" / "dashboard_behind_auth.py"
+    spec = importlib.util.spec_from_file_location("dashboard_behind_auth", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.anyio
+async def test_auth_example_guards_the_dashboard_and_leaves_the_probes_open() -> None:
+    """The example's Basic-auth wrapper: /dashboard and its stream are 401 with a challenge
+    without the password and 200 with it; /livez and /metrics stay open for the orchestrator."""
+    example = load_example()
+    registry = HealthRegistry()
+    app = example.basic_auth(health_app(registry), "ops", "pw")
+    good = "Basic " + base64.b64encode(b"ops:pw").decode()
+    bad = "Basic " + base64.b64encode(b"ops:nope").decode()
+    async with serve_health(registry, app=app) as server:
+        status, headers, _ = await get(server, "/dashboard")
+        assert status == 401
+        assert headers["www-authenticate"].startswith("Basic ")
+        assert (await get(server, "/dashboard/events", auth=bad))[0] == 401
+        assert (await get(server, "/dashboard", auth=good))[0] == 200
+        assert (await get(server, "/dashboard/events", "HEAD", auth=good))[0] == 200
+        assert (await get(server, "/livez"))[0] == 200
+        assert (await get(server, "/metrics"))[0] == 200
+
+
+@pytest.mark.anyio
+async def test_auth_example_runs_and_prints_where_to_look(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The example starts, prints the dashboard URL without echoing a password from the
+    environment, and stops by itself."""
+    monkeypatch.setenv("DASHBOARD_PASSWORD", "hunter2")
+    example = load_example()
+    with anyio.fail_after(TIMEOUT):
+        await example.main(0.3, 0)
+    out = capsys.readouterr().out
+    assert re.search(r"dashboard: http://127\.0\.0\.1:\d+/dashboard", out)
+    assert "hunter2" not in out
