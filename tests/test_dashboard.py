@@ -292,7 +292,7 @@ async def test_a_breaker_transition_is_a_change_event_and_the_snapshot_keeps_the
             "what": "breaker",
             "old": "closed",
             "new": "forced_open",
-            "reason": "breaker forced_open",
+            "reason": "circuit forced open; next probe in forever",
         }
         later = await Stream.open(server)
         snapshot = await later.next()

@@ -265,7 +265,7 @@ class DashboardFeed:
         if state != last[0] and name not in self._hooks:
             self.record(name, "state", last[0], state, tile["detail"] or "", wall)
         if breaker != last[1]:
-            self.record(name, "breaker", last[1], breaker, f"breaker {breaker}", wall)
+            self.record(name, "breaker", last[1], breaker, tile["detail"] or "", wall)
 
     def _hook(self, name: str) -> None:
         getter = getattr(self._source, "component", None)

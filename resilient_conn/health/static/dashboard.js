@@ -249,7 +249,7 @@
   // --- chart: state strip, dial-rate bars, RTT line ---------------------------------------
   function renderChart(tile, name) {
     const points = view.series.get(name) || [];
-    const W = 300, STRIP = 8, TOP = 14, H = 78, BOTTOM = H - 2;
+    const W = 300, STRIP = 8, TOP = 22, H = 78, BOTTOM = H - 2;
     const now = points.length ? points[points.length - 1][0] : Date.now() / 1000;
     const span = Math.max(view.config.points * view.config.interval, 10);
     const t0 = now - span;
@@ -300,12 +300,14 @@
       run.push(x(p[0]).toFixed(1) + "," + y.toFixed(1));
     }
     flush();
-    const label = svg("text", { x: 2, y: TOP - 1 });
+    const label = svg("text", { x: 2, y: STRIP + 10 });
     label.textContent = "last " + secs(span);
     nodes.push(label);
     tile.chart.replaceChildren(...nodes);
-    tile.lRtt.textContent = rtts.length ? "— RTT (max " + ms(maxRtt) + ")" : "— RTT (none measured)";
-    tile.lDials.textContent = rates.length ? "▮ dials/s (max " + maxRate.toFixed(1) + ")" : "";
+    const topRtt = rtts.length ? Math.max(...rtts) : null;
+    const topRate = rates.length ? Math.max(...rates) : null;
+    tile.lRtt.textContent = topRtt === null ? "— RTT (none measured)" : "— RTT (max " + ms(topRtt) + ")";
+    tile.lDials.textContent = topRate === null ? "" : "▮ dials/s (max " + topRate.toFixed(1) + ")";
   }
 
   connect();
