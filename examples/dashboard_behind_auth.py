@@ -39,7 +39,9 @@ def basic_auth(app: App, user: str, password: str, *, prefix: str = "/dashboard"
     expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
     async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
-        path = str(scope.get("path", ""))
+        path, root = str(scope.get("path", "")), str(scope.get("root_path", ""))
+        if root and path.startswith(root):  # mounted under a prefix (Starlette's Mount, ...)
+            path = path[len(root) :]
         if scope["type"] == "http" and (path == prefix or path.startswith(prefix + "/")):
             given = dict(scope.get("headers") or []).get(b"authorization", b"")
             if not secrets.compare_digest(given.decode("latin-1"), expected):

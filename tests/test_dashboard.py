@@ -546,3 +546,32 @@ async def test_auth_example_runs_and_prints_where_to_look(
     out = capsys.readouterr().out
     assert re.search(r"dashboard: http://127\.0\.0\.1:\d+/dashboard", out)
     assert "hunter2" not in out
+
+
+@pytest.mark.anyio
+async def test_auth_example_guards_the_dashboard_under_a_mount_prefix() -> None:
+    """Mounted under /ops (Starlette keeps the full path and sets root_path), the wrapper still
+    guards /ops/dashboard: no page without the password."""
+    example = load_example()
+    app = example.basic_auth(HealthRegistry().asgi_app(), "ops", "pw")
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/ops/dashboard", "root_path": "/ops"}
+    await app(scope, receive, send)
+    assert sent[0]["status"] == 401
+
+
+@pytest.mark.anyio
+async def test_registry_asgi_app_can_turn_the_dashboard_off() -> None:
+    """registry.asgi_app(dashboard=False) has no /dashboard; the default has it."""
+    registry = HealthRegistry()
+    async with serve_health(registry, app=registry.asgi_app(dashboard=False)) as server:
+        assert (await get(server, "/dashboard"))[0] == 404
+    async with serve_health(registry, app=registry.asgi_app()) as server:
+        assert (await get(server, "/dashboard"))[0] == 200
