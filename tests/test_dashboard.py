@@ -109,6 +109,12 @@ class Stream:
                 return seen
         raise AssertionError(f"no matching event in {limit}: {[e.kind for e in seen][-20:]}")
 
+    async def drain(self, limit: int = 1000) -> None:
+        """Read events until the server closes the stream (raises EndOfStream then)."""
+        for _ in range(limit):
+            await self.next()
+        raise AssertionError(f"the stream was still open after {limit} events")
+
     async def aclose(self) -> None:
         """Hang up."""
         await self.sock.aclose()
@@ -575,3 +581,90 @@ async def test_registry_asgi_app_can_turn_the_dashboard_off() -> None:
         assert (await get(server, "/dashboard"))[0] == 404
     async with serve_health(registry, app=registry.asgi_app()) as server:
         assert (await get(server, "/dashboard"))[0] == 200
+
+
+# --- hostile use ----------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_crowd_of_pages_gets_exactly_max_subscribers_streams() -> None:
+    """Twenty pages at once against max_subscribers=3: three streams, seventeen 503s, and after
+    they all hang up nothing is left subscribed."""
+    registry = HealthRegistry()
+    dash = DashboardApp(registry, DashboardConfig(interval=30, max_subscribers=3))
+    feed = dash.feed
+    statuses: list[int] = []
+    streams: list[Stream] = []
+    async with serve_health(registry, app=dash) as server:
+
+        async def page() -> None:
+            stream = await Stream.open(server, "/events")
+            statuses.append(stream.status)
+            streams.append(stream)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(20):
+                tg.start_soon(page)
+        assert sorted(statuses) == [200] * 3 + [503] * 17
+        for stream in streams:
+            await stream.aclose()
+        await feed.changed.wait_until(lambda: feed.subscribers == 0, TIMEOUT)
+
+
+@pytest.mark.anyio
+async def test_stopping_the_server_ends_open_streams_and_leaves_nothing_running() -> None:
+    """Leaving serve_health with pages watching closes their streams (they see EOF) and the
+    subscriber count returns to 0."""
+    registry = HealthRegistry()
+    registry.register("b", CircuitBreaker())
+    dash = DashboardApp(registry, DashboardConfig(interval=0.05))
+    async with serve_health(registry, app=dash) as server:
+        streams = [await Stream.open(server, "/events") for _ in range(3)]
+        for stream in streams:
+            assert (await stream.next()).kind == "snapshot"
+    assert dash.feed.subscribers == 0
+    for stream in streams:
+        with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+            await stream.drain()
+        await stream.aclose()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/dashboard/events?since=abc&x=%00", 200),
+        ("/dashboard/%2e%2e/livez", 404),
+        ("/dashboard/app.js/", 404),
+        ("/dashboard/state?" + "a" * 4000, 200),
+        ("/dashboardx", 404),
+        ("/DASHBOARD", 404),
+    ],
+)
+async def test_odd_paths_get_plain_answers(path: str, status: int) -> None:
+    """Queries are ignored, traversal and near-miss paths are 404, nothing breaks the app."""
+    registry = HealthRegistry()
+    async with serve_health(registry) as server:
+        if status == 200 and "events" in path:
+            stream = await Stream.open(server, path)
+            assert stream.status == 200
+            assert (await stream.next()).kind == "snapshot"
+            await stream.aclose()
+        else:
+            assert (await get(server, path))[0] == status
+
+
+@pytest.mark.anyio
+async def test_state_is_fresh_even_when_no_page_is_watching() -> None:
+    """/dashboard/state takes a new sample when the last one is older than interval."""
+    breaker = CircuitBreaker()
+    registry = HealthRegistry()
+    registry.register("b", breaker)
+    # an interval so short that every request finds the last sample out of date
+    app = health_app(registry, dashboard=DashboardConfig(interval=1e-9))
+    async with serve_health(registry, app=app) as server:
+        first = json.loads((await get(server, "/dashboard/state"))[2])
+        assert first["sample"]["tiles"][0]["breaker_state"] == "closed"
+        breaker.force_open()
+        second = json.loads((await get(server, "/dashboard/state"))[2])
+        assert second["sample"]["tiles"][0]["breaker_state"] == "forced_open"

@@ -124,6 +124,7 @@ class DashboardApp:
         if sub == "/":  # relative links resolve against ".../dashboard", not ".../dashboard/"
             await _respond(send, 308, b"text/plain", b"", head, [(b"location", b"../dashboard")])
         elif sub == "/state":
+            self.feed.tick_if_due()
             await _respond(send, 200, b"application/json", _json(self.feed.snapshot()), head)
         elif sub == "/events":
             await self._events(receive, send, head)
