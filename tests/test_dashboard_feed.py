@@ -190,3 +190,27 @@ def test_a_broken_registry_is_shown_not_raised() -> None:
     feed = DashboardFeed(Broken())
     feed.tick()
     assert feed.sample["error"] == "RuntimeError: password=*** went wrong"
+
+
+def test_long_texts_are_cut_after_redaction() -> None:
+    """A 100 kB error or reason reaches the page as 500 characters at most, secrets redacted
+    before the cut (a cut cannot expose half a token)."""
+    huge = "token=abcdef " + "x" * 100_000
+
+    class Loud:
+        name = "loud"
+
+        def health(self) -> HealthReport:
+            inner = HealthReport(HealthStatus.UNHEALTHY, "c", huge, 0.0, last_error=huge)
+            return HealthReport(HealthStatus.UNHEALTHY, "loud", huge, 0.0, components={"c": inner})
+
+    feed = DashboardFeed(Loud())
+    feed.tick()
+    feed.record("c", "state", "a", "b", huge, 0.0)
+    tile = feed.sample["tiles"][0]
+    for text in (feed.sample["detail"], tile["detail"], tile["last_error"]):
+        assert len(text) <= 500
+        assert text.startswith("token=***")
+    change = feed.changes_since(0)
+    assert change is not None
+    assert len(change[0][1]["reason"]) <= 500

@@ -91,8 +91,15 @@ def _nothing() -> None:
     return None
 
 
+_MAX_TEXT = 500
+"""Characters kept of any one text (a detail, an error, a reason): a page is not a log."""
+
+
 def _text(value: object) -> str | None:
-    return None if value is None else redact_text(str(value))
+    if value is None:
+        return None
+    text = redact_text(str(value))
+    return text if len(text) <= _MAX_TEXT else text[: _MAX_TEXT - 1] + "…"
 
 
 def _enum(value: object) -> str | None:
@@ -245,7 +252,7 @@ class DashboardFeed:
             "what": what,
             "old": _enum(old),
             "new": _enum(new),
-            "reason": redact_text(reason)[:300],
+            "reason": _text(reason),
             "at": at,
         }
         # bring the tiles up to date soon (not at once: a flapping peer must not cost a sample
