@@ -36,6 +36,7 @@ FLAGS = (
     "--disable-extensions",
     "--disable-default-apps",
     "--mute-audio",
+    "--disable-dev-shm-usage",
     "--window-size=1280,900",
     "--remote-debugging-address=127.0.0.1",
     "--remote-debugging-port=0",
