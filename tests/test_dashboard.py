@@ -21,6 +21,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import pytest
 
 from resilient_conn import (
@@ -668,3 +669,37 @@ async def test_state_is_fresh_even_when_no_page_is_watching() -> None:
         breaker.force_open()
         second = json.loads((await get(server, "/dashboard/state"))[2])
         assert second["sample"]["tiles"][0]["breaker_state"] == "forced_open"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("cancel_at", [1, 2, 3, 5, 8])
+async def test_cancelling_a_stream_at_any_send_releases_its_slot(cancel_at: int) -> None:
+    """Cancelled from outside at its 1st, 2nd, ... send (the head, the snapshot, samples), a
+    stream ends at once and gives its subscriber slot back."""
+    registry = HealthRegistry()
+    registry.register("b", CircuitBreaker())
+    dash = DashboardApp(registry, DashboardConfig(interval=0.001, max_subscribers=1))
+    sends = 0
+    requested = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    with anyio.fail_after(TIMEOUT), anyio.CancelScope() as outer:
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal sends
+            sends += 1
+            if sends == cancel_at:
+                outer.cancel()
+            await anyio.lowlevel.checkpoint()
+
+        await dash({"type": "http", "method": "GET", "path": "/events"}, receive, send)
+    assert outer.cancel_called
+    assert sends == cancel_at
+    assert dash.feed.subscribers == 0
