@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from resilient_conn import CircuitBreaker, HealthRegistry, ResiliencePolicy, ResilientConnection
 from resilient_conn.health.prometheus import render
@@ -69,3 +74,110 @@ def test_every_query_names_a_metric_the_library_exports() -> None:
     used = {name for q in queries for name in re.findall(r"resilient_conn_[a-z_]+", q)}
     assert used, "no query found"
     assert used - exported == set()
+
+
+PROMTOOL = shutil.which("promtool")
+needs_promtool = pytest.mark.skipif(
+    PROMTOOL is None and os.environ.get("RESILIENT_CONN_REQUIRE_PROMTOOL") != "1",
+    reason="needs promtool (Debian package 'prometheus'); CI installs it",
+)
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__range": "1h", "$component": ".*"}
+
+
+def concrete(expr: str) -> str:
+    """A panel query with Grafana's variables replaced by values Prometheus accepts."""
+    for variable, value in GRAFANA_VARIABLES.items():
+        expr = expr.replace(variable, value)
+    return expr
+
+
+def promtool(tmp_path: Path, rules: list[dict[str, str]], tests: list[dict[str, Any]]) -> None:
+    """Run `promtool test rules` on the given recording rules and PromQL expression tests."""
+    assert PROMTOOL is not None, "RESILIENT_CONN_REQUIRE_PROMTOOL=1 but no promtool found"
+    # JSON is YAML: no YAML library needed
+    (tmp_path / "rules.yml").write_text(json.dumps({"groups": [{"name": "board", "rules": rules}]}))
+    suite = {"rule_files": ["rules.yml"], "evaluation_interval": "1m", "tests": tests}
+    (tmp_path / "tests.yml").write_text(json.dumps(suite))
+    done = subprocess.run(
+        [PROMTOOL, "test", "rules", "tests.yml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@needs_promtool
+def test_every_query_is_valid_promql_and_the_state_encodings_read_right(tmp_path: Path) -> None:
+    """promtool parses every panel query (as a recording rule) and evaluates the ones with a
+    trick in them on synthetic series: the state-timeline codes, the open-circuit count, the
+    dial rate and the share of time disconnected."""
+    board = json.loads(BOARD.read_text())
+    exprs = [concrete(t["expr"]) for p in panels(board) for t in p.get("targets", [])]
+    rules = [{"record": f"board:panel_{i}", "expr": e} for i, e in enumerate(exprs)]
+    by_title = {
+        p["title"]: concrete(p["targets"][0]["expr"]) for p in panels(board) if p.get("targets")
+    }
+    state = 'resilient_conn_connection_state{{component="feed",state="{}"}}'
+    conn_states = [
+        "connected",
+        "connecting",
+        "backoff",
+        "circuit_open",
+        "closing",
+        "closed",
+        "failed",
+        "idle",
+    ]
+    series = [
+        {"series": state.format(s), "values": "1x10" if s == "backoff" else "0x10"}
+        for s in conn_states
+    ]
+    series += [
+        {"series": 'resilient_conn_breaker_state{component="feed",state="open"}', "values": "1x10"},
+        {
+            "series": 'resilient_conn_breaker_state{component="feed",state="closed"}',
+            "values": "0x10",
+        },
+        {"series": 'resilient_conn_breaker_state{component="geo",state="open"}', "values": "0x10"},
+        {
+            "series": 'resilient_conn_breaker_state{component="geo",state="closed"}',
+            "values": "1x10",
+        },
+        # 6 dials a minute; 30 s disconnected per minute
+        {"series": 'resilient_conn_connection_dials_total{component="feed"}', "values": "0+6x10"},
+        {
+            "series": 'resilient_conn_connection_disconnected_seconds_total{component="feed"}',
+            "values": "0+30x10",
+        },
+    ]
+    expect = [
+        ("Connection state per component", [({"component": "feed"}, 3)]),
+        ("Open circuits", [({}, 1)]),
+        ("Dials per second", [({"component": "feed"}, 0.1)]),
+        ("Time disconnected", [({"component": "feed"}, 0.5)]),
+    ]
+    tests = [
+        {
+            "interval": "1m",
+            "input_series": series,
+            "promql_expr_test": [
+                {
+                    "expr": by_title[title],
+                    "eval_time": "5m",
+                    "exp_samples": [
+                        {"labels": _labels(labels), "value": value} for labels, value in samples
+                    ],
+                }
+                for title, samples in expect
+            ],
+        }
+    ]
+    promtool(tmp_path, rules, tests)
+
+
+def _labels(labels: dict[str, str]) -> str:
+    inner = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    return "{" + inner + "}"
