@@ -359,7 +359,7 @@ class _Demo:
             first = FAULT_AT[0] * self.o.duration
             self.out.write(
                 f"dashboard: open {server.url}/dashboard to watch the faults live "
-                f"(the first one comes in {first:.0f} s)\n"
+                f"(the first one comes in {first:.1f} s)\n"
             )
             self.out.flush()
 
