@@ -36,6 +36,7 @@ from resilient_conn import (
     serve_health,
 )
 from resilient_conn.cli import commands as cli
+from resilient_conn.cli._demo_dashboard import mount_dashboard, wait_for_viewer
 from resilient_conn.cli._demo_report import DemoSummary
 from resilient_conn.cli.demo import DASHBOARD_INTERVAL, MIN_DURATION, DemoOptions, run_demo
 from resilient_conn.health import DashboardApp, DashboardConfig, HealthServer
@@ -468,8 +469,9 @@ class Lines(io.StringIO):
 
 @pytest.mark.anyio
 async def test_demo_dashboard_prints_its_url_and_streams_the_faults() -> None:
-    """`demo --dashboard` (quiet) still prints the dashboard URL; the page's stream there shows
-    the demo connection's tile and its first fault as a change; the demo still loses nothing.
+    """`demo --dashboard` (quiet) still prints the dashboard URL and waits for a page; the
+    page's stream there shows the demo connection's tile and its first fault as a change; the
+    demo still loses nothing.
 
     The demo runs to its end: cancelling it while its first fault (a server restart) is under
     way can hang the event loop (a pre-existing problem, reported; not the dashboard's).
@@ -703,3 +705,28 @@ async def test_cancelling_a_stream_at_any_send_releases_its_slot(cancel_at: int)
     assert outer.cancel_called
     assert sends == cancel_at
     assert dash.feed.subscribers == 0
+
+
+@pytest.mark.anyio
+async def test_the_demo_waits_for_a_first_page_before_its_faults() -> None:
+    """wait_for_viewer returns True as soon as a page subscribes, and False after its timeout
+    when none does (the demo then goes on)."""
+    registry = HealthRegistry()
+    dash = DashboardApp(registry, DashboardConfig(interval=30))
+    assert await wait_for_viewer(dash, 0.01) is False
+    app = mount_dashboard(health_app(registry, dashboard=False), dash)
+    async with serve_health(registry, app=app) as server, anyio.create_task_group() as tg:
+        seen: list[bool] = []
+
+        async def waiter() -> None:
+            seen.append(await wait_for_viewer(dash, TIMEOUT))
+
+        tg.start_soon(waiter)
+        stream = await Stream.open(server)
+        assert (await stream.next()).kind == "snapshot"
+        with anyio.fail_after(TIMEOUT):
+            while not seen:
+                await dash.feed.changed.wait()
+        assert seen == [True]
+        assert (await get(server, "/livez"))[0] == 200
+        await stream.aclose()

@@ -33,11 +33,14 @@ from .._core.notify import Notifier
 from ..connection.buffer import DeadLetter
 from ..connection.connection import ResilientConnection
 from ..connection.events import ConnectionState, StateChange
+from ..health.asgi import ASGIApp, health_app, serve_health
+from ..health.dashboard import DashboardApp, DashboardConfig
 from ..health.registry import HealthRegistry
 from ..resilience.backoff import Backoff
 from ..resilience.breaker import BreakerState, BreakerTransition, CircuitBreaker
 from ..testing import ChaosProxy, ScriptedServer
 from ._demo_app import AckingSender, DemoServerState
+from ._demo_dashboard import VIEWER_WAIT, mount_dashboard, wait_for_viewer
 from ._demo_report import STATE_COLORS, DemoSummary, Reporter
 
 __all__ = ["MAX_DURATION", "MIN_DURATION", "DemoOptions", "DemoSummary", "run_demo"]
@@ -146,6 +149,7 @@ class _Demo:
         )
         self.breaker.add_listener(self._on_breaker)
         self.conn: ResilientConnection | None = None
+        self.dashboard: DashboardApp | None = None
         self._stop_sending = False
 
     # --- hooks --------------------------------------------------------------------------
@@ -302,6 +306,7 @@ class _Demo:
             except TimeoutError:
                 self.summary.problems.append("the first connection did not open within 10 s")
                 return self._finish(conn)
+            await self._wait_for_viewer()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._consume, conn)
                 if not o.quiet:
@@ -343,25 +348,30 @@ class _Demo:
             self.r.line("demo", f"{sender.unacked} messages still unacked; closing", "red")
 
     async def _serve_health(self, stack: AsyncExitStack, conn: ResilientConnection) -> None:
-        from ..health.asgi import health_app, serve_health
-        from ..health.dashboard import DashboardConfig
-
         registry = HealthRegistry(name="demo")
         registry.register("demo", conn)
-        live = DashboardConfig(interval=DASHBOARD_INTERVAL) if self.o.dashboard else True
-        app = health_app(registry, dashboard=live)
+        app: ASGIApp = health_app(registry)
+        if self.o.dashboard:
+            self.dashboard = DashboardApp(registry, DashboardConfig(interval=DASHBOARD_INTERVAL))
+            app = mount_dashboard(health_app(registry, dashboard=False), self.dashboard)
         server = await stack.enter_async_context(
             serve_health(registry, port=self.o.dashboard_port, app=app)
         )
         self.summary.health_url = f"{server.url}/healthz"
         self.r.line("health", f"endpoint {server.url}/healthz (also /readyz /livez /metrics)")
         if self.o.dashboard and self.out is not None:
-            first = FAULT_AT[0] * self.o.duration
             self.out.write(
                 f"dashboard: open {server.url}/dashboard to watch the faults live "
-                f"(the first one comes in {first:.1f} s)\n"
+                f"(they start once the page is open, or in {VIEWER_WAIT:g} s)\n"
             )
             self.out.flush()
+
+    async def _wait_for_viewer(self) -> None:
+        if self.dashboard is None:
+            return
+        seen = await wait_for_viewer(self.dashboard, VIEWER_WAIT)
+        self.r.started = time.monotonic()  # the fault schedule starts now
+        self.r.line("demo", "dashboard open: injecting faults" if seen else "no page yet; going on")
 
     async def _realtime(self) -> None:
         from ._demo_realtime import run_realtime_part

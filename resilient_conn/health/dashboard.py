@@ -150,6 +150,7 @@ class DashboardApp:
             await send({"type": "http.response.body", "body": b""})
             return
         feed.subscribers += 1
+        feed.changed.notify()
         try:
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             async with anyio.create_task_group() as tg:
