@@ -32,6 +32,7 @@ from .connection.options import ConnectionOptions
 from .connection.report import HealthReport, HealthStatus, evaluate
 from .health.alerting import Alert, AlertKind, AlertPolicy
 from .health.asgi import HealthServer, health_app, serve_health
+from .health.dashboard import DashboardConfig
 from .health.prometheus import RegistryCollector
 from .health.registry import HealthRegistry
 from .health.reports import breaker_report, policy_report
@@ -81,6 +82,7 @@ __all__ = [
     "Action",
     "ConnectionSnapshot",
     "ConnectionStats",
+    "DashboardConfig",
     "DeadLetter",
     "DeadLetterReason",
     "NotConnectedError",

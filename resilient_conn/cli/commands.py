@@ -78,6 +78,16 @@ def _number(low: float, *, inclusive: bool) -> Any:
     return parse
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port must be in [0, 65535], got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the ``resilient-conn`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -110,6 +120,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true", help="print only the summary")
     demo.add_argument(
         "--json", action="store_true", help="print the summary as JSON (events go to stderr)"
+    )
+    demo.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="print the URL of a live dashboard of the connection and watch the faults there",
+    )
+    demo.add_argument(
+        "--dashboard-port",
+        type=_port,
+        default=0,
+        metavar="PORT",
+        help="port of the dashboard / health server on 127.0.0.1 (default: a free one)",
     )
 
     connect = sub.add_parser(
@@ -203,6 +225,8 @@ async def _demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         realtime=args.realtime,
         quiet=args.quiet,
         json=args.json,
+        dashboard=args.dashboard,
+        dashboard_port=args.dashboard_port,
     )
     events = err if args.json else out
     color = _use_color(events)

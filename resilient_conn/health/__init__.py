@@ -9,6 +9,7 @@ from __future__ import annotations
 from ..connection.report import HealthReport, HealthStatus, evaluate
 from .alerting import Alert, AlertKind, AlertPolicy
 from .asgi import HealthServer, health_app, serve_health
+from .dashboard import DashboardApp, DashboardConfig
 from .prometheus import RegistryCollector
 from .registry import HealthRegistry
 from .reports import BreakerLike, PolicyLike, breaker_report, policy_report
@@ -18,6 +19,8 @@ __all__ = [
     "AlertKind",
     "AlertPolicy",
     "BreakerLike",
+    "DashboardApp",
+    "DashboardConfig",
     "HealthRegistry",
     "HealthReport",
     "HealthServer",

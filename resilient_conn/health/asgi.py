@@ -7,14 +7,15 @@
   registry says ``ready_on_degraded=False``), else 503. JSON body.
 * ``/healthz`` runs ``check_all()``; 200 unless UNHEALTHY, then 503. JSON body.
 * ``/metrics`` Prometheus text format 0.0.4 from ``registry.metrics()``.
+* ``/dashboard`` the live page and its event stream (:mod:`~resilient_conn.health.dashboard`).
 
 Anything else is 404; another method on a known path is 405. The ``lifespan`` scope is
 acknowledged. Mount it in any ASGI server or framework.
 
 :func:`serve_health` runs the same app on a minimal HTTP/1.1 server (GET/HEAD only, one request
-per connection, ``Connection: close``), so a program needs no web server dependency just to be
-probed. For anything beyond probes (TLS, keep-alive, many clients) mount the app in uvicorn,
-hypercorn or your framework instead.
+per connection, ``Connection: close``; a ``more_body`` response is streamed), so a program
+needs no web server dependency just to be probed. For anything beyond probes (TLS, keep-alive,
+many clients) mount the app in uvicorn, hypercorn or your framework instead.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from .._core.errors import ConfigError
 from .._core.log import get_logger
 from ..connection.report import HealthReport
 from ..resilience.config import check_positive, resolve
+from .dashboard import DashboardApp, DashboardConfig
 from .prometheus import CONTENT_TYPE, render
 
 __all__ = ["ASGIApp", "HealthApp", "HealthServer", "HealthSource", "health_app", "serve_health"]
@@ -60,6 +62,10 @@ class HealthSource(Protocol):
         """The JSON-safe metrics dict ``/metrics`` renders."""
         ...
 
+    def health(self) -> HealthReport:
+        """The aggregate of the components' cheap reports (what ``/dashboard`` shows)."""
+        ...
+
     async def check_all(self, timeout: float | None = None) -> HealthReport:
         """Run every check; the aggregate report."""
         ...
@@ -81,15 +87,24 @@ class HealthApp:
         registry: The registry to report on.
         check_timeout: Overall timeout of the checks run by ``/readyz`` and ``/healthz``;
             None uses the registry's own.
+        dashboard: Serve the live dashboard under ``/dashboard`` (True: default settings; a
+            ``DashboardConfig``: those settings; False: not at all, 404).
     """
 
-    __slots__ = ("_registry", "_timeout")
+    __slots__ = ("_dashboard", "_registry", "_timeout")
 
-    def __init__(self, registry: HealthSource, *, check_timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        registry: HealthSource,
+        *,
+        check_timeout: float | None = None,
+        dashboard: bool | DashboardConfig = True,
+    ) -> None:
         self._registry = registry
         self._timeout = (
             None if check_timeout is None else check_positive(check_timeout, "check_timeout")
         )
+        self._dashboard = DashboardApp.option(registry, dashboard)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI connection (``http``, ``lifespan``; ``websocket`` is refused)."""
@@ -97,20 +112,23 @@ class HealthApp:
         if kind == "lifespan":
             await _lifespan(receive, send)
         elif kind == "http":
-            await self._http(scope, send)
+            await self._http(scope, receive, send)
         elif kind == "websocket":
             await receive()  # websocket.connect
             await send({"type": "websocket.close", "code": 1008, "reason": "not a websocket"})
         else:
             raise ValueError(f"unsupported ASGI scope type {kind!r}")
 
-    async def _http(self, scope: Scope, send: Send) -> None:
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = str(scope.get("path", "/"))
         root = str(scope.get("root_path", ""))
         if root and path.startswith(root):
             path = path[len(root) :] or "/"
         method = str(scope.get("method", "GET")).upper()
         head = method == "HEAD"
+        if self._dashboard is not None and (path == "/dashboard" or path.startswith("/dashboard/")):
+            await self._dashboard.serve(path[len("/dashboard") :], scope, receive, send)
+            return
         if path not in _ROUTES:
             await _respond(send, 404, _JSON, _dump({"error": "not found", "path": path}), head)
             return
@@ -136,9 +154,14 @@ class HealthApp:
             await _respond(send, 200 if ok else 503, _JSON, _dump(data), head)
 
 
-def health_app(registry: HealthSource, *, check_timeout: float | None = None) -> HealthApp:
-    """Return the ASGI 3 app serving ``registry`` (see the module docstring for the routes)."""
-    return HealthApp(registry, check_timeout=check_timeout)
+def health_app(
+    registry: HealthSource,
+    *,
+    check_timeout: float | None = None,
+    dashboard: bool | DashboardConfig = True,
+) -> HealthApp:
+    """Return the ASGI 3 app serving ``registry`` (routes: module docstring; args: HealthApp)."""
+    return HealthApp(registry, check_timeout=check_timeout, dashboard=dashboard)
 
 
 def _dump(data: object) -> bytes:
@@ -315,7 +338,7 @@ class _Handler:
             "client": (str(remote[0]), int(remote[1])) if isinstance(remote, tuple) else None,
             "server": (str(local[0]), int(local[1])) if isinstance(local, tuple) else None,
         }
-        response = _Response()
+        response = _Response(stream)
         try:
             await self._app(scope, response.receive, response.send)
         except Exception as exc:
@@ -323,6 +346,8 @@ class _Handler:
             if response.status is None:
                 await _write_plain(stream, 500, b"internal error\n")
                 return
+        if response.streaming:
+            return
         if response.status is None:
             await _write_plain(stream, 500, b"no response\n")
             return
@@ -330,17 +355,25 @@ class _Handler:
 
 
 class _Response:
-    """Collects what the ASGI app sends, bounded in size."""
+    """Collects what the ASGI app sends (bounded), or streams a ``more_body`` response."""
 
-    __slots__ = ("body", "headers", "received", "status")
+    __slots__ = ("body", "headers", "received", "status", "stream", "streaming")
 
-    def __init__(self) -> None:
+    def __init__(self, stream: anyio.abc.SocketStream) -> None:
         self.status: int | None = None
         self.headers: list[tuple[bytes, bytes]] = []
         self.body = bytearray()
         self.received = False
+        self.stream = stream
+        self.streaming = False
 
     async def receive(self) -> Message:
+        if self.received and self.streaming:  # ASGI: disconnect once the client hangs up
+            try:
+                while await self.stream.receive():  # discard what a streaming client sends
+                    pass
+            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                pass
         if self.received:
             return {"type": "http.disconnect"}
         self.received = True
@@ -352,6 +385,13 @@ class _Response:
             self.headers = [(bytes(k), bytes(v)) for k, v in message.get("headers", [])]
         elif message["type"] == "http.response.body":
             chunk = bytes(message.get("body", b""))
+            if self.status is not None and (self.streaming or message.get("more_body")):
+                if not self.streaming:
+                    self.streaming = True
+                    await self.stream.send(_encode(self.status, self.headers, b"", "HEAD"))
+                if chunk:
+                    await self.stream.send(chunk)
+                return
             if len(self.body) + len(chunk) > _MAX_BODY:
                 raise ValueError("response body too large")
             self.body += chunk
