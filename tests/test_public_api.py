@@ -91,6 +91,15 @@ def test_old_module_paths_still_import(old: str) -> None:
     assert importlib.import_module(old) is importlib.import_module(MOVED[old])
 
 
+def test_an_old_path_does_not_shadow_a_public_name() -> None:
+    """Importing ``resilient_conn.retry`` leaves ``resilient_conn.retry`` the function."""
+    import resilient_conn
+
+    importlib.import_module("resilient_conn.retry")
+    assert callable(resilient_conn.retry)
+    assert inspect.isfunction(resilient_conn.retry)
+
+
 def test_the_documented_paths_are_found() -> None:
     """The scan above is not vacuous: README and docs import from several paths."""
     modules = {module for module, _ in _documented_imports()}
