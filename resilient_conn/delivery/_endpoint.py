@@ -136,7 +136,9 @@ class Endpoint:
         self._ack_delay = ack_delay
         self._store = store
         self._now = clock
-        self._queue: deque[tuple[str | bytes, int, int]] = deque()
+        self._queue: deque[tuple[str | bytes, int, str]] = deque()
+        self._taken: tuple[int, str] | None = None  # returned by recv(), not yet done with
+        self._last: tuple[int, str] | None = None
         self._current: Attachment | None = None
         self._sent_upto = 0  # highest seq written to the current transport
         self._high_written = 0  # highest seq ever written (re-sends are below it)
@@ -395,6 +397,7 @@ class Endpoint:
         Args:
             stop: Checked while waiting: a non-None result is raised (a detached view).
         """
+        self.done_with_taken()
         queue = self._queue
         while not queue:
             self._raise_if_ended()
@@ -405,13 +408,32 @@ class Endpoint:
                 or self._ended is not None
                 or (stop is not None and stop() is not None)
             )
-        payload, seq, generation = queue.popleft()
+        payload, seq, epoch = queue.popleft()
+        self._taken = self._last = (seq, epoch)
         self.room.notify()
         self.stats.delivered += 1
-        inbound = self.state.inbound
-        if inbound.on_delivered(seq, generation) and inbound.delivered >= self._ack_wake_at:
-            self.ack_work.notify()
         return payload
+
+    def done_with_taken(self) -> None:
+        """The application is done with the message ``recv()`` returned last: ack it.
+
+        Called by the next ``recv()`` (asking for more means done with the last one) and by
+        a clean close; never on an error, so a message being handled when a process dies
+        is re-sent, not lost.
+        """
+        taken = self._taken
+        if taken is None:
+            return
+        self._taken = None
+        inbound = self.state.inbound
+        if inbound.on_delivered(*taken) and inbound.delivered >= self._ack_wake_at:
+            self.ack_work.notify()
+
+    @property
+    def position(self) -> tuple[str, int] | None:
+        """``(peer epoch, seq)`` of the message ``recv()`` returned last (None before any)."""
+        last = self._last
+        return None if last is None else (last[1], last[0])
 
     async def dispatch(self, raw: str | bytes, att: Attachment) -> None:
         """Handle one frame received on ``att``."""
@@ -463,7 +485,9 @@ class Endpoint:
                 await self.room.wait_until(
                     lambda: len(queue) < self._max_queue or self._ended is not None
                 )
-            queue.append((frame.payload, frame.seq, self.state.inbound.generation))
+            epoch = self.state.inbound.peer_epoch
+            assert epoch is not None
+            queue.append((frame.payload, frame.seq, epoch))
             self.data_ready.notify()
         elif verdict is DataVerdict.DUPLICATE:
             self.stats.duplicates += 1

@@ -39,7 +39,7 @@ from resilient_conn import (
     ResilientConnection,
 )
 
-from ._endpoint import Attachment, Endpoint, LinkDown, closed_error
+from ._endpoint import Attachment, Endpoint, LinkDown, Signal, closed_error
 from ._options import (
     DEFAULT_ACK_DELAY,
     DEFAULT_ACK_EVERY,
@@ -180,6 +180,7 @@ class AckedStream:
         self._link: _ConnLink | None = None
         self._running = False
         self._used = False
+        self._opened = Signal()
 
     def _endpoint(self, session: str, epoch: str, window: OutboundWindow) -> Endpoint:
         o = self.options
@@ -226,6 +227,11 @@ class AckedStream:
     def gaps(self) -> list[GapNotice]:
         """The most recent gap notices (the last 100)."""
         return list(self._ep.gaps)
+
+    @property
+    def position(self) -> tuple[str, int] | None:
+        """``(server epoch, seq)`` of the message :meth:`recv` returned last (None before)."""
+        return self._ep.position
 
     @property
     def connection(self) -> ResilientConnection | None:
@@ -305,14 +311,14 @@ class AckedStream:
 
         Pass it as ``ResilientConnection(url, on_open=stream.on_open)``.
         """
-        ep = self._ep
         o = self.options
         try:
-            await ep.hello_seen.wait_until(lambda: self._running, o.hello_timeout)
+            await self._opened.wait_until(lambda: self._running, o.hello_timeout)
         except TimeoutError:
             raise RuntimeError(
                 "the AckedStream is not open: use `async with stream.open(conn)`"
             ) from None
+        ep = self._ep
         if conn is not self._conn:
             raise RuntimeError("on_open was called for a connection the stream is not open on")
         assert self._link is not None
@@ -385,10 +391,14 @@ class AckedStream:
                 ep.start(tg)
                 tg.start_soon(self._read, conn, failure)
                 self._running = True
-                ep.hello_seen.notify()
+                self._opened.notify()
+                clean = False
                 try:
                     yield self
+                    clean = True
                 finally:
+                    if clean:
+                        ep.done_with_taken()
                     with anyio.CancelScope(shield=True), anyio.move_on_after(
                         self.options.drain_timeout
                     ):

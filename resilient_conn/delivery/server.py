@@ -53,7 +53,7 @@ from ._options import (
     StreamOptions,
 )
 from .client import new_epoch
-from .envelope import EnvelopeError, Hello, decode
+from .envelope import MAX_SEQ, EnvelopeError, Hello, check_epoch, decode
 from .records import DeliveryDeadLetter, DeliveryStats
 from .state import GapNotice, OutboundWindow, StreamState
 
@@ -214,6 +214,15 @@ class ServerSession:
         return self._state.endpoint.state.inbound.peer_epoch
 
     @property
+    def position(self) -> tuple[str, int] | None:
+        """``(client epoch, seq)`` of the message :meth:`recv` returned last.
+
+        Keep it with what the application did with that message; after a restart, hand it
+        back through ``DeliveryHub(resume=...)`` and the re-sent copies are dropped.
+        """
+        return self._state.endpoint.position
+
+    @property
     def attached(self) -> bool:
         """Whether a connection of this session is attached now (this one, for a view)."""
         if self._att is not None:
@@ -300,6 +309,10 @@ class DeliveryHub:
         window, window_bytes, overflow, send_timeout, message_ttl, max_queue, ack_every,
             ack_delay, hello_timeout: Per-session settings, as for
             :class:`~resilient_conn.delivery.AckedStream`.
+        resume: ``resume(session) -> (client_epoch, seq) | None``, asked for each session the
+            hub does not know (after a restart): the position the application kept with its
+            own data (:attr:`ServerSession.position`). Copies of messages up to it that the
+            client re-sends are then dropped, so a restarted server applies nothing twice.
         on_gap: Callback (sync or async) receiving every session's gap notices.
         on_dead_letter: Callback (sync or async) receiving every session's dead letters.
         clock: Monotonic clock (default ``time.monotonic``).
@@ -322,6 +335,7 @@ class DeliveryHub:
         ack_every: int = DEFAULT_ACK_EVERY,
         ack_delay: float = DEFAULT_ACK_DELAY,
         hello_timeout: float = DEFAULT_HELLO_TIMEOUT,
+        resume: Callable[[str], tuple[str, int] | None] | None = None,
         on_gap: Callable[[GapNotice], Any] | None = None,
         on_dead_letter: Callable[[DeliveryDeadLetter], Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -344,6 +358,9 @@ class DeliveryHub:
         """The effective per-session settings."""
         self.max_sessions = max_sessions
         self.idle_ttl = float(idle_ttl)
+        if resume is not None and not callable(resume):
+            raise ConfigError("resume must be a callable: resume(session) -> (epoch, seq) | None")
+        self._resume = resume
         self._on_gap = on_gap
         self._on_dead_letter = on_dead_letter
         self._clock = clock
@@ -455,6 +472,8 @@ class DeliveryHub:
             dead_letter_capacity=o.dead_letter_capacity,
             clock=self._clock,
         )
+        if self._resume is not None:
+            self._preset(endpoint, hello.session)
         if self._on_gap is not None:
             endpoint.add_gap_hook(self._on_gap)
         if self._on_dead_letter is not None:
@@ -462,6 +481,21 @@ class DeliveryHub:
         state = _Session(endpoint, now)
         sessions[hello.session] = state
         return state
+
+    def _preset(self, endpoint: Endpoint, session: str) -> None:
+        assert self._resume is not None
+        try:
+            position = self._resume(session)
+            if position is None:
+                return
+            epoch, seq = position
+            check_epoch(epoch)
+            if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= MAX_SEQ:
+                raise ValueError(f"seq must be an int from 0 to 2**63-1, got {seq!r}")
+        except Exception as exc:
+            _log.warning("resilient_conn.delivery.resume_failed", session=session, error=repr(exc))
+            return
+        endpoint.state.inbound.preset(epoch, seq)
 
     def _evict(self, name: str, state: _Session) -> None:
         del self._sessions[name]
@@ -529,9 +563,13 @@ class DeliveryHub:
         async with anyio.create_task_group() as tg:
             ep.start(tg)
             tg.start_soon(self._read, ep, att, link)
+            clean = False
             try:
                 yield ServerSession(state, att)
+                clean = True
             finally:
+                if clean:
+                    ep.done_with_taken()
                 with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
                     await ep.flush_ack()
                 tg.cancel_scope.cancel()

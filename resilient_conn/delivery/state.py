@@ -262,14 +262,11 @@ class InboundCursor:
         peer_epoch: Epoch of the peer's stream (None until the first hello).
         received: Highest sequence number accepted in order (queued or delivered).
         delivered: Highest sequence number handed to the application.
-        generation: Increments when the peer's epoch changes (messages queued from an older
-            epoch must not move ``delivered``).
     """
 
     peer_epoch: str | None = None
     received: int = 0
     delivered: int = 0
-    generation: int = 0
 
     def on_data(self, seq: int) -> DataVerdict:
         """Classify data frame ``seq`` (and count it as received when it is the next one)."""
@@ -282,12 +279,18 @@ class InboundCursor:
             return DataVerdict.DUPLICATE
         return DataVerdict.OUT_OF_ORDER
 
-    def on_delivered(self, seq: int, generation: int) -> bool:
-        """Record that the application took ``seq``; True if the ack position moved."""
-        if generation != self.generation or seq <= self.delivered:
+    def on_delivered(self, seq: int, epoch: str) -> bool:
+        """Record that the application is done with ``seq`` of ``epoch``; True if the ack
+        position moved (a message queued from an older epoch does not move it)."""
+        if epoch != self.peer_epoch or seq <= self.delivered:
             return False
         self.delivered = seq
         return True
+
+    def preset(self, epoch: str, delivered: int) -> None:
+        """Start from a position the application kept (a restarted server's ``resume``)."""
+        self.peer_epoch = epoch
+        self.received = self.delivered = delivered
 
 
 @dataclass(slots=True)
@@ -424,7 +427,6 @@ class StreamState:
             )
         if cur.peer_epoch != hello.epoch:
             cur.peer_epoch = hello.epoch
-            cur.generation += 1
             cur.received = cur.delivered = hello.first - 1
         elif hello.first > cur.received + 1:
             cur.received = hello.first - 1
