@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -59,8 +60,9 @@ def test_garbage_raises_envelope_error_only(frame: str | bytes) -> None:
     never another exception, never a frame with an out-of-range number."""
     try:
         decoded = decode(frame)
-    except EnvelopeError as exc:
-        assert isinstance(exc, ValueError)
+    except ValueError as exc:  # EnvelopeError is one
+        if not isinstance(exc, EnvelopeError):
+            raise
         return
     if isinstance(decoded, Data):
         assert 1 <= decoded.seq <= MAX_SEQ
@@ -72,10 +74,13 @@ def test_garbage_raises_envelope_error_only(frame: str | bytes) -> None:
 def test_random_json_hellos_are_refused_or_valid(body: dict[str, object]) -> None:
     """A hello with arbitrary JSON fields is refused with EnvelopeError unless every field is
     valid."""
-    try:
+    with contextlib.suppress(EnvelopeError):
         decode("H" + json.dumps(body))
-    except EnvelopeError:
-        pass
+
+
+def _hello(**fields: object) -> str:
+    body = {"v": 1, "session": "s", "epoch": "e", "first": 1, "peer_epoch": None, "delivered": 0}
+    return "H" + json.dumps({**body, **fields})
 
 
 @pytest.mark.parametrize(
@@ -89,7 +94,7 @@ def test_random_json_hellos_are_refused_or_valid(body: dict[str, object]) -> Non
         ("D01\nx", "not a decimal"),
         ("D-1\nx", "not a decimal"),
         ("D+1\nx", "not a decimal"),
-        ("D１\nx", "not a decimal"),  # a full-width digit: isdigit() but not ASCII
+        ("D\uff11\nx", "not a decimal"),  # a full-width digit: isdigit() but not ASCII
         (f"D{MAX_SEQ + 1}\nx", "2**63-1"),
         ("D" + "9" * 40 + "\nx", "no newline"),
         ("A", "not a decimal"),
@@ -101,12 +106,12 @@ def test_random_json_hellos_are_refused_or_valid(body: dict[str, object]) -> Non
         ("H[]", "not a JSON object"),
         ('H{"v":2}', "unsupported version"),
         ('H{"v":true}', "unsupported version"),
-        ('H{"v":1,"session":"a b","epoch":"e","first":1,"peer_epoch":null,"delivered":0}', "session"),
-        ('H{"v":1,"session":"s","epoch":"","first":1,"peer_epoch":null,"delivered":0}', "epoch"),
-        ('H{"v":1,"session":"s","epoch":"e","first":0,"peer_epoch":null,"delivered":0}', "first"),
-        ('H{"v":1,"session":"s","epoch":"e","first":1,"peer_epoch":null,"delivered":-1}', "delivered"),
-        ('H{"v":1,"session":"s","epoch":"e","first":true,"peer_epoch":null,"delivered":0}', "first"),
-        ('H{"v":1,"session":"s","epoch":"e","first":1,"peer_epoch":5,"delivered":0}', "epoch"),
+        (_hello(session="a b"), "session"),
+        (_hello(epoch=""), "epoch"),
+        (_hello(first=0), "first"),
+        (_hello(delivered=-1), "delivered"),
+        (_hello(first=True), "first"),
+        (_hello(peer_epoch=5), "epoch"),
         ("H" + " " * MAX_HELLO_SIZE, "longer than"),
     ],
 )

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection
@@ -27,12 +28,10 @@ from resilient_conn import (
 from resilient_conn.delivery import (
     AckedStream,
     DeliveryHub,
-    EnvelopeError,
     GapKind,
     connect_acked,
 )
 from resilient_conn.delivery.envelope import (
-    Ack,
     Data,
     Hello,
     decode,
@@ -129,9 +128,11 @@ async def test_restarts_and_resets_lose_nothing_in_either_direction() -> None:
     _in_order_once(app.received, senders, per_sender)
     assert sorted(replies) == sorted(f"ack-of {m}" for m in app.received if m.endswith("0"))
     assert replies == [f"ack-of {m}" for m in app.received if m.endswith("0")]
-    assert stream.dead_letters == [] and stream.gaps == []
+    assert stream.dead_letters == []
+    assert stream.gaps == []
     assert conn.stats.reconnects >= 4
-    assert stream.stats.protocol_errors == 0 and stream.stats.invalid_frames == 0
+    assert stream.stats.protocol_errors == 0
+    assert stream.stats.invalid_frames == 0
 
 
 async def test_messages_swallowed_by_the_network_are_resent_once() -> None:
@@ -141,13 +142,13 @@ async def test_messages_swallowed_by_the_network_are_resent_once() -> None:
     app = HubApp(DeliveryHub())
     stream = AckedStream("swallowed")
     got: list[str | bytes] = []
-    async with _served(app) as (server, proxy):
+    async with _served(app) as (_server, proxy):
         conn = _conn(proxy.url_for("/"), stream)
         async with conn, stream.open(conn), anyio.create_task_group() as tg:
 
             async def read() -> None:
-                async for message in stream:
-                    got.append(message)
+                async for message in stream:  # appended as they come: the task is cancelled
+                    got.append(message)  # noqa: PERF401
 
             tg.start_soon(read)
             await stream.send("warm-up")
@@ -166,8 +167,10 @@ async def test_messages_swallowed_by_the_network_are_resent_once() -> None:
             tg.cancel_scope.cancel()
     assert app.received == ["warm-up", *[f"up {i}" for i in range(50)]]
     assert got == [f"down {i}" for i in range(50)]
-    assert stream.stats.resent >= 50 and session.stats.resent >= 50
-    assert stream.dead_letters == [] and stream.gaps == []
+    assert stream.stats.resent >= 50
+    assert session.stats.resent >= 50
+    assert stream.dead_letters == []
+    assert stream.gaps == []
 
 
 async def test_server_that_forgets_is_reported_and_resume_prevents_duplicates() -> None:
@@ -182,7 +185,7 @@ async def test_server_that_forgets_is_reported_and_resume_prevents_duplicates() 
             async with conn, stream.open(conn):
                 for i in range(30):
                     await stream.send(str(i))
-                await first.wait_for(lambda: len(first.received) == 30)
+                await first.wait_for(lambda app=first: len(app.received) == 30)
                 positions = dict(first.positions)
                 resume = positions.get if with_resume else None
                 second = HubApp(DeliveryHub(resume=resume))
@@ -238,7 +241,9 @@ async def test_window_overflow_policies_dead_letter_with_reasons() -> None:
         assert reasons.count(DeadLetterReason.OVERFLOW) == expected_overflow
         assert reasons.count(DeadLetterReason.TOO_LARGE) == 1
         assert reasons.count(DeadLetterReason.CLOSED) == 3
-        kept = sorted(str(letter.message) for letter in letters if letter.reason.value != "too_large")
+        kept = sorted(
+            str(letter.message) for letter in letters if letter.reason.value != "too_large"
+        )
         sent = {"raise": 3, "block": 3, "drop_newest": 5, "drop_oldest": 5}[policy]
         assert kept == sorted(f"m{i}" for i in range(sent))
         if policy == "drop_newest":
@@ -304,6 +309,12 @@ def test_bad_hub_options_are_refused_at_construction() -> None:
         DeliveryHub(idle_ttl=0)
     with pytest.raises(ConfigError, match="resume"):
         DeliveryHub(resume=42)  # type: ignore[arg-type]
+
+
+async def _drain(ws: Any) -> None:
+    """Read until the connection closes (ConnectionClosed)."""
+    while True:
+        await ws.recv()
 
 
 async def _raw_peer(ws: ServerConnection, frames: list[str | bytes]) -> None:
@@ -418,8 +429,7 @@ async def test_hub_refuses_bad_first_frames_and_hostile_clients() -> None:
             await ws.send(encode_data(1, "ok"))
             await ws.send(encode_data(3, "hole"))
             with pytest.raises(ConnectionClosed):
-                while True:
-                    await ws.recv()
+                await _drain(ws)
         await app.wait_for(lambda: len(app.received) == 1)
         assert app.sessions[0].stats.invalid_frames == 1000
         assert app.sessions[0].stats.protocol_errors == 1
@@ -447,14 +457,15 @@ async def test_a_new_connection_takes_the_session_over() -> None:
             async with connect(server.url) as new:
                 await new.send(encode_hello(Hello("twice", "c1", 2, theirs.epoch, 0)))
                 again = decode(await new.recv())
-                assert isinstance(again, Hello) and again.epoch == theirs.epoch
+                assert isinstance(again, Hello)
+                assert again.epoch == theirs.epoch
                 assert again.delivered == 1  # the session remembers #1
                 await new.send(encode_data(2, "second"))
                 await app.wait_for(lambda: len(app.received) == 2)
                 with pytest.raises(ConnectionClosed):
-                    while True:
-                        await old.recv()
-    assert app.received == ["first", "second"] and app.errors == []
+                    await _drain(old)
+    assert app.received == ["first", "second"]
+    assert app.errors == []
     assert len(app.hub) == 1
 
 
@@ -475,7 +486,8 @@ async def test_hub_memory_is_bounded_by_max_sessions() -> None:
         async with connect(server.url) as c, connect(server.url) as d:
             await c.send(encode_hello(Hello("c", "e", 1, None, 0)))
             await c.recv()
-            assert app.hub.sessions() == ["b", "c"] and app.hub.evicted == 1
+            assert app.hub.sessions() == ["b", "c"]
+            assert app.hub.evicted == 1
             await d.send(encode_hello(Hello("d", "e", 1, None, 0)))
             await d.recv()  # b was detached: evicted too
             async with connect(server.url) as e:
@@ -531,7 +543,7 @@ async def test_cancelling_the_client_anywhere_loses_nothing_silently() -> None:
                             scope.cancel()
                         sent.append(str(i))
                         await stream.send(str(i))
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
         got = [int(m) for m in app.received]  # type: ignore[arg-type]
         assert got == list(range(len(got)))
         dead = {str(letter.message) for letter in letters}

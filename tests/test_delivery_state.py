@@ -24,18 +24,27 @@ def test_window_numbers_bounds_and_trims() -> None:
     """The window numbers messages 1, 2, 3..., is bounded by count and bytes, and a cumulative
     ack forgets exactly the messages up to it."""
     w = OutboundWindow(3, 10)
-    assert w.first == 1 and not w
+    assert w.first == 1
+    assert not w
     a = w.push("abc", 0.0)
     b = w.push(b"de", 1.0)
     assert (a.seq, b.seq, w.first, w.next_seq, w.nbytes) == (1, 2, 1, 3, 5)
-    assert w.fits(5) and not w.fits(6) and w.can_ever_fit(10) and not w.can_ever_fit(11)
+    assert w.fits(5)
+    assert not w.fits(6)
+    assert w.can_ever_fit(10)
+    assert not w.can_ever_fit(11)
     w.push("x", 2.0)
     assert not w.fits(0)  # count bound
-    assert w.get(2) is b and w.get(0) is None and w.get(4) is None
+    assert w.get(2) is b
+    assert w.get(0) is None
+    assert w.get(4) is None
     assert [e.seq for e in w.ack(2)] == [1, 2]
-    assert w.first == 3 and len(w) == 1 and w.nbytes == 1
+    assert w.first == 3
+    assert len(w) == 1
+    assert w.nbytes == 1
     assert w.ack(2) == []
-    assert payload_of(b.frame) == b"de" and a.payload == "abc"
+    assert payload_of(b.frame) == b"de"
+    assert a.payload == "abc"
 
 
 def test_window_expiry_and_eviction_take_the_oldest() -> None:
@@ -45,7 +54,8 @@ def test_window_expiry_and_eviction_take_the_oldest() -> None:
         w.push(str(t), float(t))
     assert [e.seq for e in w.expire(now=3.5, ttl=2.0)] == [1, 2]
     assert w.pop_oldest().seq == 3
-    assert [e.seq for e in w.drain()] == [4] and w.first == 5
+    assert [e.seq for e in w.drain()] == [4]
+    assert w.first == 5
 
 
 @pytest.mark.parametrize("bad", [0, -1, True, 1.5])
@@ -67,7 +77,8 @@ def test_cursor_deduplicates_and_refuses_holes() -> None:
     assert cur.on_data(1) is DataVerdict.DUPLICATE
     assert cur.on_data(3) is DataVerdict.OUT_OF_ORDER
     assert cur.on_data(2) is DataVerdict.DELIVER
-    assert cur.on_delivered(2, "e") and cur.delivered == 2
+    assert cur.on_delivered(2, "e")
+    assert cur.delivered == 2
     assert not cur.on_delivered(1, "e")
     assert not cur.on_delivered(5, "old-epoch")
 
@@ -101,7 +112,8 @@ def test_hello_acknowledges_what_the_peer_delivered() -> None:
         assert server.inbound.on_data(seq) is DataVerdict.DELIVER
         server.inbound.on_delivered(seq, "client1")
     acked, notices = client.on_hello(server.hello())
-    assert [e.seq for e in acked] == [1, 2, 3] and notices == []
+    assert [e.seq for e in acked] == [1, 2, 3]
+    assert notices == []
     assert client.window.first == 4
 
 
@@ -122,8 +134,10 @@ def test_server_that_forgot_reports_on_both_sides() -> None:
     assert [n.kind for n in notices] == [GapKind.UNKNOWN_BEFORE]
     assert (notices[0].first_missing, notices[0].last_missing) == (1, 2)
     acked, notices = client.on_hello(fresh.hello())
-    assert acked == [] and [n.kind for n in notices] == [GapKind.PEER_RESTARTED]
-    assert notices[0].direction == "inbound" and notices[0].new_epoch == "server2"
+    assert acked == []
+    assert [n.kind for n in notices] == [GapKind.PEER_RESTARTED]
+    assert notices[0].direction == "inbound"
+    assert notices[0].new_epoch == "server2"
     assert client.window.first == 3  # #3..#5 are re-sent
 
 
@@ -137,7 +151,8 @@ def test_peer_that_forgot_our_stream_is_reported() -> None:
     amnesiac = Hello("s", "server1", 1, None, 0)
     _, notices = client.on_hello(amnesiac)
     assert [n.kind for n in notices] == [GapKind.PEER_FORGOT]
-    assert notices[0].direction == "outbound" and notices[0].first_missing == 1
+    assert notices[0].direction == "outbound"
+    assert notices[0].first_missing == 1
 
 
 def test_skipped_messages_are_reported_with_their_range() -> None:
@@ -165,7 +180,8 @@ def test_peer_ahead_moves_numbering_past_it() -> None:
     client.window.push("x", 0.0)
     _, notices = client.on_hello(Hello("s", "server1", 1, "client1", 7))
     assert [n.kind for n in notices] == [GapKind.PEER_AHEAD]
-    assert client.window.next_seq == 8 and not client.window
+    assert client.window.next_seq == 8
+    assert not client.window
 
 
 def test_hello_for_another_session_and_bad_acks_are_refused() -> None:
@@ -177,7 +193,8 @@ def test_hello_for_another_session_and_bad_acks_are_refused() -> None:
     client.window.push("x", 0.0)
     assert client.on_ack(2) is None
     acked = client.on_ack(1)
-    assert acked is not None and [e.seq for e in acked] == [1]
+    assert acked is not None
+    assert [e.seq for e in acked] == [1]
 
 
 def test_stream_state_validates_identity() -> None:
@@ -217,7 +234,7 @@ class _Side:
 
     def hello(self, peer: _Side) -> None:
         """Apply the peer's hello (as the reader does), then re-send (as on_open does)."""
-        acked, notices = self.state.on_hello(peer.state.hello())
+        _acked, notices = self.state.on_hello(peer.state.hello())
         self.notices += [n.kind for n in notices]
         self.acked_sent = self.state.inbound.delivered
         self.sent_upto = self.state.window.first - 1
@@ -231,7 +248,8 @@ class _Side:
             assert verdict in (DataVerdict.DELIVER, DataVerdict.DUPLICATE), verdict
             if verdict is DataVerdict.DELIVER:
                 epoch = self.state.inbound.peer_epoch
-                assert epoch is not None and isinstance(decoded.payload, str)
+                assert epoch is not None
+                assert isinstance(decoded.payload, str)
                 self.queue.append((decoded.payload, decoded.seq, epoch))
         else:
             assert isinstance(decoded, Ack)
@@ -289,7 +307,9 @@ steps = st.lists(
 
 @settings(max_examples=150, deadline=None)
 @given(steps, st.integers(1, 6))
-def test_model_exactly_once_in_order_across_any_cuts(ops: list[tuple[object, ...]], window: int) -> None:
+def test_model_exactly_once_in_order_across_any_cuts(
+    ops: list[tuple[object, ...]], window: int
+) -> None:
     """Two peers exchange messages both ways over transports cut at arbitrary points (frames
     in flight lost, in either direction, mid-burst): after a final reconnect each application
     has received every message the other sent, exactly once, in order, and no hole or
@@ -315,7 +335,8 @@ def test_model_exactly_once_in_order_across_any_cuts(ops: list[tuple[object, ...
     _settle(a, b)
     assert b.app == a.sent
     assert a.app == b.sent
-    assert a.notices == [] and b.notices == []
+    assert a.notices == []
+    assert b.notices == []
 
 
 @settings(max_examples=100, deadline=None)
@@ -353,7 +374,8 @@ def test_model_server_that_forgets_loses_nothing_sent_to_it(
     seen: list[str] = []
     for server in incarnations:
         order = [int(m[1:]) for m in server.app]
-        assert order == sorted(order) and len(set(order)) == len(order)
+        assert order == sorted(order)
+        assert len(set(order)) == len(order)
         seen += server.app
     assert set(a.sent) <= set(seen)
     if len(incarnations) > 1 and incarnations[0].state.inbound.peer_epoch:

@@ -37,7 +37,7 @@ __all__ = ["Endpoint", "Link", "LinkDown", "Signal", "Store"]
 _log = structlog.get_logger("resilient_conn.delivery")
 
 
-class LinkDown(Exception):  # noqa: N818 - internal control flow, never escapes
+class LinkDown(Exception):
     """The transport cannot take a frame now (closed, or not ready)."""
 
 
@@ -371,7 +371,7 @@ class Endpoint:
                 await att.link.send(encode_ack(upto))
             except LinkDown:
                 att.down = True
-                await self.pump_work.wait_until(lambda: self._current is not att)
+                await self.pump_work.wait_until(lambda att=att: self._current is not att)  # type: ignore[misc]
                 continue
             if self._current is att:
                 self._acked_sent = max(self._acked_sent, upto)
@@ -404,9 +404,11 @@ class Endpoint:
             if stop is not None and (error := stop()) is not None:
                 raise error
             await self.data_ready.wait_until(
-                lambda: bool(queue)
-                or self._ended is not None
-                or (stop is not None and stop() is not None)
+                lambda: (
+                    bool(queue)
+                    or self._ended is not None
+                    or (stop is not None and stop() is not None)
+                )
             )
         payload, seq, epoch = queue.popleft()
         self._taken = self._last = (seq, epoch)

@@ -170,8 +170,8 @@ class AckedStream:
         self._user_on_open = on_open
         self._clock = clock
         self._session_arg = session
-        window = OutboundWindow(self.options.window, self.options.window_bytes)
-        self._ep = self._endpoint(session or secrets.token_hex(12), new_epoch(), window)
+        first_window = OutboundWindow(self.options.window, self.options.window_bytes)
+        self._ep = self._endpoint(session or secrets.token_hex(12), new_epoch(), first_window)
         if on_gap is not None:
             self._ep.add_gap_hook(on_gap)
         if on_dead_letter is not None:
@@ -399,8 +399,9 @@ class AckedStream:
                 finally:
                     if clean:
                         ep.done_with_taken()
-                    with anyio.CancelScope(shield=True), anyio.move_on_after(
-                        self.options.drain_timeout
+                    with (
+                        anyio.CancelScope(shield=True),
+                        anyio.move_on_after(self.options.drain_timeout),
                     ):
                         with contextlib.suppress(ConnectionClosedError, ConnectionFailedError):
                             await ep.wait_acked(None)

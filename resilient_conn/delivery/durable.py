@@ -184,7 +184,7 @@ def _lock(path: Path) -> Any:
 
 def _decode_payload(is_binary: int, payload: bytes | str) -> str | bytes:
     if is_binary:
-        return bytes(payload) if not isinstance(payload, bytes) else payload
+        return payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
     return payload.decode("utf-8") if isinstance(payload, bytes) else payload
 
 
@@ -320,7 +320,9 @@ class DurableOutbox:
         await anyio.to_thread.run_sync(thread.join, 10.0)
 
     # ------------------------------------------------------------------ the writer thread
-    def _resolve(self, future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    def _resolve(
+        self, future: asyncio.Future[Any], result: Any, error: BaseException | None
+    ) -> None:
         def settle() -> None:
             if not future.done():
                 if error is None:
@@ -465,8 +467,7 @@ class DurableOutbox:
             )
         if dead:
             db.execute(
-                "DELETE FROM dead_letters WHERE id <= "
-                "(SELECT MAX(id) FROM dead_letters) - ?",
+                "DELETE FROM dead_letters WHERE id <= (SELECT MAX(id) FROM dead_letters) - ?",
                 (self.max_dead_letters,),
             )
         db.execute("COMMIT")
@@ -509,7 +510,9 @@ def read_dead_letters(
     """
     db = _open_existing(path)
     try:
-        query = "SELECT id, seq, is_binary, payload, reason, at, error FROM dead_letters ORDER BY id"
+        query = (
+            "SELECT id, seq, is_binary, payload, reason, at, error FROM dead_letters ORDER BY id"
+        )
         params: tuple[int, ...] = ()
         if limit is not None:
             query += " LIMIT ?"
@@ -545,9 +548,7 @@ def requeue_dead_letters(path: str | os.PathLike[str], ids: Iterable[int] | None
     try:
         lock = _lock(p)
         wanted = None if ids is None else sorted(set(ids))
-        rows = db.execute(
-            "SELECT id, is_binary, payload FROM dead_letters ORDER BY id"
-        ).fetchall()
+        rows = db.execute("SELECT id, is_binary, payload FROM dead_letters ORDER BY id").fetchall()
         if wanted is not None:
             known = {row[0] for row in rows}
             missing = [i for i in wanted if i not in known]
@@ -565,12 +566,11 @@ def requeue_dead_letters(path: str | os.PathLike[str], ids: Iterable[int] | None
         db.execute("BEGIN IMMEDIATE")
         for offset, (row_id, is_binary, payload) in enumerate(rows):
             db.execute(
-                "INSERT INTO outbox VALUES (?, ?, ?, ?)", (next_seq + offset, is_binary, payload, now)
+                "INSERT INTO outbox VALUES (?, ?, ?, ?)",
+                (next_seq + offset, is_binary, payload, now),
             )
             db.execute("DELETE FROM dead_letters WHERE id = ?", (row_id,))
-        db.execute(
-            "UPDATE meta SET value = ? WHERE key = 'next_seq'", (str(next_seq + len(rows)),)
-        )
+        db.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (str(next_seq + len(rows)),))
         db.execute("COMMIT")
         return len(rows)
     finally:

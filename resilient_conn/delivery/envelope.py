@@ -1,10 +1,10 @@
-"""The acknowledged-stream envelope: three frame kinds on an ordinary WebSocket (pure codec).
+r"""The acknowledged-stream envelope: three frame kinds on an ordinary WebSocket (pure codec).
 
 Every frame of an acknowledged stream is one WebSocket message that starts with one ASCII
 letter naming its kind. The full specification, for peers written in other languages, is in
 ``docs/delivery.md``; in short::
 
-    D<seq>\\n<payload>      data: the application's message, numbered 1, 2, 3... per stream
+    D<seq>\n<payload>      data: the application's message, numbered 1, 2, 3... per stream
                             epoch. Sent as a text frame for a str payload and as a binary
                             frame for a bytes payload (the header is then ASCII bytes).
     A<seq>                  cumulative ack (text): every data frame up to <seq> has been
@@ -118,8 +118,7 @@ def check_session(session: str) -> str:
     """Return ``session`` if it is a valid session identity, else raise :class:`EnvelopeError`."""
     if not isinstance(session, str) or not _SESSION.fullmatch(session):
         raise EnvelopeError(
-            "session must be 1-128 characters of A-Z a-z 0-9 . _ : @ / + = -, "
-            f"got {session!r:.80}"
+            f"session must be 1-128 characters of A-Z a-z 0-9 . _ : @ / + = -, got {session!r:.80}"
         )
     return session
 

@@ -23,6 +23,7 @@ had not acknowledged; this side reports :attr:`~resilient_conn.delivery.GapKind.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -71,7 +72,7 @@ ASGIReceive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 ASGISend = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
-class _Closed(Exception):  # noqa: N818 - internal control flow
+class _Closed(Exception):
     """The transport ended."""
 
 
@@ -169,10 +170,8 @@ class _AsgiLink(_Link):
             return
         self.closed = True
         with anyio.move_on_after(2.0):
-            try:
+            with contextlib.suppress(OSError, RuntimeError):
                 await self._send({"type": "websocket.close", "code": code, "reason": reason})
-            except (OSError, RuntimeError):
-                pass
 
 
 class _Session:
@@ -186,8 +185,10 @@ class _Session:
 
 
 class ServerSession:
-    """One session as seen by one WebSocket connection of it (what :meth:`DeliveryHub.serve`
-    yields), or by the server at large (:meth:`DeliveryHub.get`).
+    """One session, seen by one of its connections or by the server at large.
+
+    :meth:`DeliveryHub.serve` yields one per connection; :meth:`DeliveryHub.get` returns one
+    for sending from anywhere.
 
     ``send()`` works even while the client is away: the message waits in the session's
     window and goes out, in order, when the client is back. Iteration ends when this
@@ -433,9 +434,7 @@ class DeliveryHub:
         except TimeoutError:
             self.refused += 1
             await link.close(1002, "no hello")
-            raise EnvelopeError(
-                f"no hello within {self.options.hello_timeout:g} s"
-            ) from None
+            raise EnvelopeError(f"no hello within {self.options.hello_timeout:g} s") from None
         except _Closed:
             self.refused += 1
             raise ConnectionClosedError("the client left before its hello") from None

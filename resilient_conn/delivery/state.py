@@ -189,8 +189,8 @@ class OutboundWindow:
 
     def restore(self, entry: Pending) -> None:
         """Append an entry loaded from a durable outbox (sequence numbers must increase)."""
-        if entry.seq < self.next_seq and self._items:
-            raise ValueError(f"restored seq {entry.seq} is not after {self.next_seq - 1}")
+        if self._items and entry.seq <= self._items[-1].seq:
+            raise ValueError(f"restored seq {entry.seq} is not after {self._items[-1].seq}")
         self._items.append(entry)
         self._bytes += entry.size
         self.next_seq = max(self.next_seq, entry.seq + 1)
@@ -280,8 +280,11 @@ class InboundCursor:
         return DataVerdict.OUT_OF_ORDER
 
     def on_delivered(self, seq: int, epoch: str) -> bool:
-        """Record that the application is done with ``seq`` of ``epoch``; True if the ack
-        position moved (a message queued from an older epoch does not move it)."""
+        """Record that the application is done with ``seq`` of ``epoch``.
+
+        Returns:
+            True if the ack position moved (a message queued from an older epoch does not).
+        """
         if epoch != self.peer_epoch or seq <= self.delivered:
             return False
         self.delivered = seq
@@ -343,9 +346,7 @@ class StreamState:
             EnvelopeError: The hello names another session.
         """
         if hello.session != self.session:
-            raise EnvelopeError(
-                f"hello for session {hello.session!r} on session {self.session!r}"
-            )
+            raise EnvelopeError(f"hello for session {hello.session!r} on session {self.session!r}")
         notices = self._inbound_hello(hello)
         acked: list[Pending] = []
         window = self.window
