@@ -15,6 +15,8 @@ re-send after a reconnect and the pump never interleave.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
 import time
 from collections import deque
@@ -65,29 +67,46 @@ class Store(Protocol):
 
 
 class Signal:
-    """Wake waiters when some state changes; free when nobody waits."""
+    """Wake waiters when some state changes; free when nobody waits.
 
-    __slots__ = ("_event", "waiters")
+    Built on bare asyncio futures (a waiter costs one future, a notify with nobody waiting
+    costs nothing): it sits on the per-message path.
+    """
+
+    __slots__ = ("_waiters",)
 
     def __init__(self) -> None:
-        self._event = anyio.Event()
-        self.waiters = 0
+        self._waiters: list[asyncio.Future[None]] = []
+
+    @property
+    def waiters(self) -> int:
+        """Tasks waiting now."""
+        return len(self._waiters)
 
     def notify(self) -> None:
         """Wake every waiter so it re-checks its condition."""
-        if self.waiters:
-            self._event.set()
-            self._event = anyio.Event()
+        if self._waiters:
+            waiters, self._waiters = self._waiters, []
+            for future in waiters:
+                if not future.done():
+                    future.set_result(None)
 
     async def wait_until(self, predicate: Callable[[], bool], timeout: float | None = None) -> None:
         """Return once ``predicate()`` holds; raise ``TimeoutError`` after ``timeout`` s."""
+        if predicate():
+            return
         with anyio.fail_after(timeout):
+            loop = asyncio.get_running_loop()
             while not predicate():
-                self.waiters += 1
+                future: asyncio.Future[None] = loop.create_future()
+                self._waiters.append(future)
                 try:
-                    await self._event.wait()
+                    await future
                 finally:
-                    self.waiters -= 1
+                    if not future.done():  # cancelled: forget it
+                        future.cancel()
+                        with contextlib.suppress(ValueError):
+                            self._waiters.remove(future)
 
 
 @dataclass(eq=False, slots=True)
@@ -279,7 +298,7 @@ class Endpoint:
                     evicted.append(window.pop_oldest())
                 self.dead_letter(evicted, DeadLetterReason.OVERFLOW)
         store = self._store
-        entry = window.push(message, self._now(), ready=store is None)
+        entry = window.push(message, self._now(), ready=store is None, size=size)
         self.stats.sent += 1
         if store is None:
             self.pump_work.notify()

@@ -176,12 +176,23 @@ class OutboundWindow:
         """Whether a message of ``size`` bytes fits in an empty window."""
         return size <= self.capacity_bytes
 
-    def push(self, payload: str | bytes, now: float, *, ready: bool = True) -> Pending:
-        """Number ``payload``, keep it until acked, and return its entry (caller checked room)."""
+    def push(
+        self, payload: str | bytes, now: float, *, ready: bool = True, size: int | None = None
+    ) -> Pending:
+        """Number ``payload``, keep it until acked, and return its entry (caller checked room).
+
+        Args:
+            payload: The message.
+            now: Clock reading (its enqueue time).
+            ready: False while a durable outbox has not committed it.
+            size: Its :func:`payload_size`, if the caller has it already.
+        """
         seq = self.next_seq
         if seq > MAX_SEQ:
             raise EnvelopeError("the stream ran out of sequence numbers (2**63-1)")
-        entry = Pending(seq, encode_data(seq, payload), payload_size(payload), now, ready)
+        if size is None:
+            size = payload_size(payload)
+        entry = Pending(seq, encode_data(seq, payload), size, now, ready)
         self.next_seq = seq + 1
         self._items.append(entry)
         self._bytes += entry.size
