@@ -56,16 +56,22 @@ def payload(run: str, k: int, i: int) -> str:
 
 
 # --------------------------------------------------------------------------- server process
-async def serve(port: int, log_path: str) -> None:
-    from websockets.asyncio.server import ServerConnection, serve
-
+def _positions(log_path: str) -> dict[str, tuple[str, int]]:
+    """Resume: the application's own record of what it applied, per session."""
     positions: dict[str, tuple[str, int]] = {}
-    if os.path.exists(log_path):  # resume: the application's own record of what it applied
+    if os.path.exists(log_path):
         with open(log_path, "rb") as f:
             for line in f:
                 session, epoch, seq, _ = line.split(b" ", 3)
                 if session != b"-":
                     positions[session.decode()] = (epoch.decode(), int(seq))
+    return positions
+
+
+async def serve(port: int, log_path: str) -> None:
+    from websockets.asyncio.server import ServerConnection, serve
+
+    positions = _positions(log_path)
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     hub = DeliveryHub(resume=positions.get)
 
@@ -75,7 +81,7 @@ async def serve(port: int, log_path: str) -> None:
                 if message == "sync":
                     await ws.send("sync-ok")
                 else:
-                    os.write(fd, b"- - 0 " + str(message).encode() + b"\n")
+                    os.write(fd, f"- - 0 {message}\n".encode())
             return
         async with hub.serve(ws) as session:
             async for message in session:
@@ -89,8 +95,11 @@ async def serve(port: int, log_path: str) -> None:
     async with serve(handler, "127.0.0.1", port, ping_interval=None, max_queue=64) as server:
         print(server.sockets[0].getsockname()[1], flush=True)
         await stop
+        # A restart as process managers do it: close with 1012, then exit after a short
+        # grace period (what is still in flight is not waited for).
         server.close(close_connections=True, code=1012, reason="restart")
-        await server.wait_closed()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(server.wait_closed(), 0.1)
 
 
 class Server:
@@ -172,6 +181,18 @@ async def _senders(
             tg.start_soon(one, k)
 
 
+async def _sync(conn: ResilientConnection) -> None:
+    """Plain sends: a round trip after the last message (re-sent: it may be lost too)."""
+    with anyio.move_on_after(30):
+        while True:
+            await conn.wait_connected(30)
+            await conn.send("sync")
+            with anyio.move_on_after(1.0):
+                async for reply in conn:
+                    if reply == "sync-ok":
+                        return
+
+
 async def fault_run(
     mode: str, fault: str, senders: int, messages: int, workdir: Path
 ) -> dict[str, Any]:
@@ -216,14 +237,10 @@ async def fault_run(
         if mode == "plain":
             conn = _conn(url)
             async with conn, anyio.create_task_group() as tg:
+                await conn.wait_connected(10)  # faults hit a live, busy connection
                 tg.start_soon(injector)
                 await _senders(conn.send, senders, messages, mode, on_sent)
-                await conn.wait_connected(30)
-                await conn.send("sync")
-                with anyio.move_on_after(30):
-                    async for reply in conn:
-                        if reply == "sync-ok":
-                            break
+                await _sync(conn)
                 tg.cancel_scope.cancel()
             dead = sum(conn.stats.dead_letters.values())
         else:
@@ -231,6 +248,7 @@ async def fault_run(
             stream = AckedStream(f"{mode}-{fault}", outbox=outbox, window=2000)
             conn = _conn(url, stream.on_open)
             async with conn, stream.open(conn), anyio.create_task_group() as tg:
+                await conn.wait_connected(10)
                 tg.start_soon(injector)
                 await _senders(stream.send, senders, messages, mode, on_sent)
                 await stream.wait_acked(60)
@@ -310,10 +328,7 @@ async def throughput(senders: int, messages: int, rounds: int, workdir: Path) ->
                     await conn.wait_connected(10)
                     start = time.perf_counter()
                     await _senders(conn.send, senders, messages, f"p{r}", lambda t: None)
-                    await conn.send("sync")
-                    async for reply in conn:
-                        if reply == "sync-ok":
-                            break
+                    await _sync(conn)
                     elapsed = time.perf_counter() - start
             else:
                 outbox = None

@@ -20,6 +20,7 @@ from resilient_conn.delivery.envelope import (
     encode_ack,
     encode_data,
     encode_hello,
+    split_data,
 )
 
 seqs = st.integers(min_value=1, max_value=MAX_SEQ)
@@ -133,3 +134,24 @@ def test_encoders_refuse_bad_values() -> None:
         encode_hello(Hello("s", "e", 0, None, 0))
     with pytest.raises(EnvelopeError, match="epoch"):
         encode_hello(Hello("s", "e", 1, "bad epoch!", 0))
+
+
+@given(
+    st.one_of(
+        st.text(max_size=60),
+        st.builds(lambda s, p: f"D{s}\n{p}", st.text(max_size=22), st.text(max_size=5)),
+    )
+)
+def test_fast_path_agrees_with_the_full_decoder(frame: str) -> None:
+    """The receive hot path (split_data) accepts exactly the text data frames decode()
+    accepts, with the same number and payload; anything else falls back to decode()."""
+    fast = split_data(frame)
+    try:
+        decoded = decode(frame)
+    except EnvelopeError:
+        assert fast is None
+        return
+    if isinstance(decoded, Data):
+        assert fast == (decoded.seq, decoded.payload)
+    else:
+        assert fast is None

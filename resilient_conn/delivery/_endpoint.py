@@ -30,7 +30,16 @@ from anyio.abc import TaskGroup
 
 from resilient_conn import BufferFullError, ConnectionClosedError, DeadLetterReason, Overflow
 
-from .envelope import Ack, Data, EnvelopeError, Hello, decode, encode_ack, encode_hello
+from .envelope import (
+    Ack,
+    Data,
+    EnvelopeError,
+    Hello,
+    decode,
+    encode_ack,
+    encode_hello,
+    split_data,
+)
 from .records import DeliveryDeadLetter, DeliveryStats
 from .state import DataVerdict, GapNotice, Pending, StreamState, payload_size
 
@@ -416,7 +425,8 @@ class Endpoint:
         Args:
             stop: Checked while waiting: a non-None result is raised (a detached view).
         """
-        self.done_with_taken()
+        if self._taken is not None:
+            self.done_with_taken()
         queue = self._queue
         while not queue:
             self._raise_if_ended()
@@ -431,7 +441,8 @@ class Endpoint:
             )
         payload, seq, epoch = queue.popleft()
         self._taken = self._last = (seq, epoch)
-        self.room.notify()
+        if self.room.waiters:
+            self.room.notify()
         self.stats.delivered += 1
         return payload
 
@@ -447,8 +458,11 @@ class Endpoint:
             return
         self._taken = None
         inbound = self.state.inbound
-        if inbound.on_delivered(*taken) and inbound.delivered >= self._ack_wake_at:
-            self.ack_work.notify()
+        seq = taken[0]
+        if seq > inbound.delivered and taken[1] == inbound.peer_epoch:
+            inbound.delivered = seq
+            if seq >= self._ack_wake_at:
+                self.ack_work.notify()
 
     @property
     def position(self) -> tuple[str, int] | None:
@@ -458,6 +472,20 @@ class Endpoint:
 
     async def dispatch(self, raw: str | bytes, att: Attachment) -> None:
         """Handle one frame received on ``att``."""
+        data = split_data(raw)
+        if data is not None:  # the hot path: the next text data frame, in order
+            inbound = self.state.inbound
+            seq = data[0]
+            if (
+                seq == inbound.received + 1
+                and att.peer_hello is not None
+                and len(self._queue) < self._max_queue
+                and (epoch := inbound.peer_epoch) is not None
+            ):
+                inbound.received = seq
+                self._queue.append((data[1], seq, epoch))
+                self.data_ready.notify()
+                return
         try:
             frame = decode(raw)
         except EnvelopeError as exc:
