@@ -243,3 +243,19 @@ async def test_a_client_killed_mid_stream_loses_nothing(tmp_path: Path) -> None:
     assert first_run == list(range(len(first_run)))  # in order, no hole
     assert got[len(first_run) :] == list(range(1_000_000, 1_000_010))
     assert read_summary(path).pending == 0
+
+
+async def test_a_failing_disk_ends_the_stream_loudly(tmp_path: Path) -> None:
+    """If the outbox cannot commit (here: its tables vanish under it), send() raises
+    OutboxError and the stream ends with that error instead of pretending."""
+    path = tmp_path / "fragile.sqlite3"
+    stream = AckedStream(outbox=DurableOutbox(path), drain_timeout=0)
+    conn = _conn(DEAD_URL, stream)
+    async with conn, stream.open(conn):
+        await stream.send("fine")
+        with sqlite3.connect(path) as other:
+            other.execute("DROP TABLE outbox")
+        with pytest.raises(OutboxError, match="commit failed"):
+            await stream.send("doomed")
+        with pytest.raises(OutboxError):
+            await stream.send("after")

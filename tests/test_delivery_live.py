@@ -548,3 +548,13 @@ async def test_cancelling_the_client_anywhere_loses_nothing_silently() -> None:
         assert got == list(range(len(got)))
         dead = {str(letter.message) for letter in letters}
         assert set(sent) <= {str(g) for g in got} | dead
+
+
+async def test_a_connection_without_the_hook_is_refused_at_once() -> None:
+    """Opening a stream on a connection made without ``on_open=stream.on_open`` fails at
+    once with a message that says how to wire it (otherwise nothing would ever be sent)."""
+    stream = AckedStream("unwired")
+    conn = ResilientConnection("ws://127.0.0.1:9/", ping_interval=0)
+    with pytest.raises(RuntimeError, match=r"on_open=stream\.on_open"):
+        async with stream.open(conn):
+            pass

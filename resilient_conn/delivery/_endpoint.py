@@ -319,6 +319,13 @@ class Endpoint:
         letter = DeliveryDeadLetter(0, message, reason, None, self._now(), self.state.session)
         self._record_dead([letter])
 
+    def store_failed(self, error: BaseException) -> None:
+        """The durable store could not commit: the stream cannot keep its promise; end it."""
+        _log.error(
+            "resilient_conn.delivery.outbox_failed", session=self.state.session, error=str(error)
+        )
+        self.end(error)
+
     def committed(self, entries: list[Pending]) -> None:
         """A durable store committed ``entries``: they may be written now."""
         for entry in entries:
@@ -490,8 +497,13 @@ class Endpoint:
             frame = decode(raw)
         except EnvelopeError as exc:
             self.stats.invalid_frames += 1
-            _log.warning(
-                "resilient_conn.delivery.invalid_frame", session=self.state.session, error=str(exc)
+            count = self.stats.invalid_frames
+            level = "warning" if count & (count - 1) == 0 else "debug"  # 1, 2, 4, 8...: no flood
+            getattr(_log, level)(
+                "resilient_conn.delivery.invalid_frame",
+                session=self.state.session,
+                error=str(exc),
+                count=count,
             )
             return
         if isinstance(frame, Data):

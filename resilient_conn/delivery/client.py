@@ -37,6 +37,7 @@ from resilient_conn import (
     NotConnectedError,
     Overflow,
     ResilientConnection,
+    ResilientConnError,
 )
 
 from ._endpoint import Attachment, Endpoint, LinkDown, Signal, closed_error
@@ -367,6 +368,11 @@ class AckedStream:
             raise RuntimeError(f"{self!r} was already opened; use a new AckedStream")
         if not isinstance(conn, ResilientConnection):
             raise TypeError(f"conn must be a ResilientConnection, got {type(conn).__name__}")
+        if getattr(conn, "_on_open", False) is None:  # a hook that can never call us
+            raise RuntimeError(
+                "the connection has no on_open hook: create it with "
+                "ResilientConnection(url, on_open=stream.on_open)"
+            )
         self._used = True
         if self._outbox is not None:
             restored = await self._outbox.open(self._session_arg, new_epoch())
@@ -381,7 +387,7 @@ class AckedStream:
                 self._ep.add_gap_hook(hook)
             for dead in old._dead_hooks:
                 self._ep.add_dead_letter_hook(dead)
-            self._outbox.bind(self._ep.committed)
+            self._outbox.bind(self._ep.committed, self._ep.store_failed)
         ep = self._ep
         self._conn = conn
         self._link = _ConnLink(conn)
@@ -403,7 +409,7 @@ class AckedStream:
                         anyio.CancelScope(shield=True),
                         anyio.move_on_after(self.options.drain_timeout),
                     ):
-                        with contextlib.suppress(ConnectionClosedError, ConnectionFailedError):
+                        with contextlib.suppress(ResilientConnError):  # ended: nothing to wait
                             await ep.wait_acked(None)
                         await ep.flush_ack()
                     tg.cancel_scope.cancel()

@@ -232,6 +232,7 @@ class DurableOutbox:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._committed: Callable[[list[Pending]], None] | None = None
+        self._failed: Callable[[BaseException], None] | None = None
         self._closed = False
         self.commits = 0
         """Transactions committed so far (each may carry many messages)."""
@@ -283,9 +284,19 @@ class DurableOutbox:
             self._closed = True
             raise
 
-    def bind(self, committed: Callable[[list[Pending]], None]) -> None:
-        """Call ``committed(entries)`` on the event loop after each commit of appends."""
+    def bind(
+        self,
+        committed: Callable[[list[Pending]], None],
+        failed: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        """Have the writer thread report back on the event loop.
+
+        Args:
+            committed: Called with the entries of each commit of appends.
+            failed: Called with the error if a commit fails (disk full, file removed...).
+        """
         self._committed = committed
+        self._failed = failed
 
     def append(self, entry: Pending) -> asyncio.Future[None]:
         """Persist ``entry``; the future completes on the event loop once it is committed."""
@@ -412,6 +423,10 @@ class DurableOutbox:
                     db.execute("ROLLBACK")
             for future in futures:
                 self._resolve(future, None, error)
+            if error is not None and self._failed is not None:
+                assert self._loop is not None
+                with contextlib.suppress(RuntimeError):
+                    self._loop.call_soon_threadsafe(self._failed, error)
             if appended and error is None and self._committed is not None:
                 committed = self._committed
                 assert self._loop is not None
