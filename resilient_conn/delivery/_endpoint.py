@@ -386,7 +386,12 @@ class Endpoint:
 
         def owed() -> bool:
             att = self._current
-            return att is not None and att.ready and inbound.delivered > self._acked_sent
+            return (
+                att is not None
+                and att.ready
+                and not att.down
+                and inbound.delivered > self._acked_sent
+            )
 
         while True:
             self._ack_wake_at = self._acked_sent + 1
@@ -400,13 +405,14 @@ class Endpoint:
             self._ack_wake_at = 1 << 64
             att = self._current
             upto = inbound.delivered
-            if att is None or upto <= self._acked_sent:
+            # A reconnect may have happened during the delay: never write to a transport
+            # before its hello exchange is done (its hello carries the position anyway).
+            if att is None or not att.ready or att.down or upto <= self._acked_sent:
                 continue
             try:
                 await att.link.send(encode_ack(upto))
             except LinkDown:
                 att.down = True
-                await self.pump_work.wait_until(lambda att=att: self._current is not att)  # type: ignore[misc]
                 continue
             if self._current is att:
                 self._acked_sent = max(self._acked_sent, upto)
@@ -605,7 +611,9 @@ class Endpoint:
     async def resume(self, att: Attachment, ours: Hello) -> None:
         """Re-send on ``att``, in order, what the peer's hello says it has not delivered.
 
-        The caller holds the write lock. Marks ``att`` ready for the pump afterwards.
+        The caller holds the write lock, and calls :meth:`mark_ready` once the transport may
+        take writes from the pump and the acker (on a client: only when ``on_open`` is over,
+        since the connection refuses other writes until then).
         """
         assert att.peer_hello is not None
         inbound = self.state.inbound
@@ -613,10 +621,13 @@ class Endpoint:
         self._acked_sent = ours.delivered if same else inbound.delivered
         self._sent_upto = self.state.window.first - 1
         await self.write_ready(att)
-        if self._current is att and not att.down:
+
+    def mark_ready(self, att: Attachment) -> None:
+        """Let the pump and the acker write to ``att`` (if it is still current and up)."""
+        if self._current is att and not att.down and self._ended is None:
             att.ready = True
-        self.pump_work.notify()
-        self.ack_work.notify()
+            self.pump_work.notify()
+            self.ack_work.notify()
 
     @property
     def current(self) -> Attachment | None:

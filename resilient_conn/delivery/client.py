@@ -350,10 +350,9 @@ class AckedStream:
             await self._user_on_open(self)
         async with ep.write_lock:  # what on_open sent goes out before the stream is live
             await ep.write_ready(att)
-        if not att.down and ep.ended is None:
-            att.ready = True
-            ep.pump_work.notify()
-            ep.ack_work.notify()
+        # No await from here on: the connection goes live as soon as this hook returns, and
+        # the pump and the acker must not write before that (the connection would refuse).
+        ep.mark_ready(att)
 
     # ------------------------------------------------------------------ lifetime
     @asynccontextmanager

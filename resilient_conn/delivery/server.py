@@ -557,8 +557,7 @@ class DeliveryHub:
             except LinkDown:
                 raise ConnectionClosedError("the client left during the hello") from None
             await ep.resume(att, ours)
-            if not att.down:
-                att.ready = True
+            ep.mark_ready(att)
         async with anyio.create_task_group() as tg:
             ep.start(tg)
             tg.start_soon(self._read, ep, att, link)
