@@ -598,3 +598,32 @@ async def test_rapid_resets_under_two_way_traffic_keep_both_streams_exact() -> N
     assert echoes == [f"echo {i}" for i in range(total)]
     assert stream.stats.protocol_errors == 0
     assert conn.stats.reconnects >= 10
+
+
+async def test_a_message_whose_handler_failed_is_delivered_again() -> None:
+    """A server handler that raises while handling message #5 never acknowledged it: the
+    client re-sends it on the next connection and the next handler gets it (and everything
+    after it) once, in order. Nothing the application did not finish is lost."""
+    hub = DeliveryHub()
+    handled: list[str | bytes] = []
+    failures = 0
+
+    async def handler(ws: ServerConnection, server: ScriptedServer) -> None:
+        nonlocal failures
+        async with hub.serve(ws) as session:
+            async for message in session:
+                if message == "5" and failures == 0:
+                    failures += 1
+                    raise RuntimeError("the application crashed on #5")
+                handled.append(message)
+
+    stream = AckedStream("crashy")
+    async with ScriptedServer(handler, ping_interval=None) as server:
+        conn = _conn(server.url, stream)
+        async with conn, stream.open(conn):
+            for i in range(10):
+                await stream.send(str(i))
+            await stream.wait_acked(10)
+    assert handled == [str(i) for i in range(10)]
+    assert failures == 1
+    assert conn.stats.reconnects >= 1

@@ -165,7 +165,8 @@ class Endpoint:
         self._store = store
         self._now = clock
         self._queue: deque[tuple[str | bytes, int, str]] = deque()
-        self._taken: tuple[int, str] | None = None  # returned by recv(), not yet done with
+        # returned by recv(), not yet done with: (seq, epoch, payload)
+        self._taken: tuple[int, str, str | bytes] | None = None
         self._last: tuple[int, str] | None = None
         self._current: Attachment | None = None
         self._sent_upto = 0  # highest seq written to the current transport
@@ -453,7 +454,8 @@ class Endpoint:
                 )
             )
         payload, seq, epoch = queue.popleft()
-        self._taken = self._last = (seq, epoch)
+        self._taken = (seq, epoch, payload)
+        self._last = (seq, epoch)
         if self.room.waiters:
             self.room.notify()
         self.stats.delivered += 1
@@ -476,6 +478,19 @@ class Endpoint:
             inbound.delivered = seq
             if seq >= self._ack_wake_at:
                 self.ack_work.notify()
+
+    def give_back_taken(self) -> None:
+        """Put the message ``recv()`` returned last back at the front of the queue.
+
+        The application failed while handling it: it stays unacknowledged, and whoever
+        reads next (a server session's next connection) gets it again.
+        """
+        taken = self._taken
+        if taken is None:
+            return
+        self._taken = None
+        self.stats.delivered -= 1
+        self._queue.appendleft((taken[2], taken[0], taken[1]))
 
     @property
     def position(self) -> tuple[str, int] | None:

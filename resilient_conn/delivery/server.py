@@ -568,6 +568,8 @@ class DeliveryHub:
             finally:
                 if clean:
                     ep.done_with_taken()
+                else:  # the handler failed (or was cancelled) holding a message
+                    ep.give_back_taken()
                 with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
                     await ep.flush_ack()
                 tg.cancel_scope.cancel()
