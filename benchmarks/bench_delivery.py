@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import structlog
 
 structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
@@ -169,12 +170,16 @@ async def _senders(
     messages: int,
     run: str,
     on_sent: Callable[[str], None],
+    *,
+    pace: bool = False,
 ) -> None:
     async def one(k: int) -> None:
         for i in range(messages):
             text = payload(run, k, i)
             await send(text)
             on_sent(text)
+            if pace:  # yield after each send, as a producer that waits for its data does
+                await anyio.lowlevel.checkpoint()
 
     async with anyio.create_task_group() as tg:
         for k in range(senders):
@@ -239,7 +244,7 @@ async def fault_run(
             async with conn, anyio.create_task_group() as tg:
                 await conn.wait_connected(10)  # faults hit a live, busy connection
                 tg.start_soon(injector)
-                await _senders(conn.send, senders, messages, mode, on_sent)
+                await _senders(conn.send, senders, messages, mode, on_sent, pace=True)
                 await _sync(conn)
                 tg.cancel_scope.cancel()
             dead = sum(conn.stats.dead_letters.values())
@@ -250,7 +255,7 @@ async def fault_run(
             async with conn, stream.open(conn), anyio.create_task_group() as tg:
                 await conn.wait_connected(10)
                 tg.start_soon(injector)
-                await _senders(stream.send, senders, messages, mode, on_sent)
+                await _senders(stream.send, senders, messages, mode, on_sent, pace=True)
                 await stream.wait_acked(60)
                 tg.cancel_scope.cancel()
             dead = len(stream.dead_letters)
@@ -265,7 +270,9 @@ async def client_process(url: str, outbox: str, run: str, senders: int, messages
     stream = AckedStream("durable-clientkill", outbox=DurableOutbox(outbox), window=2000)
     conn = _conn(url, stream.on_open)
     async with conn, stream.open(conn):
-        await _senders(stream.send, senders, messages, run, lambda t: print(t, flush=True))
+        await _senders(
+            stream.send, senders, messages, run, lambda t: print(t, flush=True), pace=True
+        )
         await stream.wait_acked(60)
     print("done", flush=True)
 
