@@ -380,3 +380,30 @@ def test_model_server_that_forgets_loses_nothing_sent_to_it(
     assert set(a.sent) <= set(seen)
     if len(incarnations) > 1 and incarnations[0].state.inbound.peer_epoch:
         assert GapKind.PEER_RESTARTED in a.notices
+
+
+@pytest.mark.anyio
+async def test_signal_wakes_waiters_times_out_and_forgets_cancelled_ones() -> None:
+    """The endpoint's Signal wakes every waiter on notify, raises TimeoutError after its
+    timeout, and leaves no waiter behind when one is cancelled or times out."""
+    import anyio
+
+    from resilient_conn.delivery._endpoint import Signal
+
+    signal = Signal()
+    state = {"ready": False}
+    with pytest.raises(TimeoutError):
+        await signal.wait_until(lambda: state["ready"], 0.01)
+    assert signal.waiters == 0
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await signal.wait_until(lambda: state["ready"])
+    assert signal.waiters == 0
+    async with anyio.create_task_group() as tg:
+        for _ in range(3):
+            tg.start_soon(signal.wait_until, lambda: state["ready"], 5.0)
+        await anyio.wait_all_tasks_blocked()
+        assert signal.waiters == 3
+        state["ready"] = True
+        signal.notify()
+    assert signal.waiters == 0

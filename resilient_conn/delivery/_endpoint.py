@@ -61,6 +61,11 @@ class Link(Protocol):
     def fail(self, reason: str) -> None:
         """Drop the transport because the peer broke the protocol."""
 
+    def fast_send(
+        self,
+    ) -> tuple[Callable[[str | bytes], Awaitable[None]], tuple[type[Exception], ...]]:
+        """A writer for the hot path (no wrapper per frame) and the errors meaning LinkDown."""
+
 
 class Store(Protocol):
     """What an endpoint needs from a durable outbox."""
@@ -101,21 +106,33 @@ class Signal:
                     future.set_result(None)
 
     async def wait_until(self, predicate: Callable[[], bool], timeout: float | None = None) -> None:
-        """Return once ``predicate()`` holds; raise ``TimeoutError`` after ``timeout`` s."""
+        """Return once ``predicate()`` holds; raise ``TimeoutError`` after ``timeout`` s.
+
+        The timeout is one timer on the loop (no cancel scope per wait: blocked senders
+        wait here once per message).
+        """
         if predicate():
             return
-        with anyio.fail_after(timeout):
-            loop = asyncio.get_running_loop()
-            while not predicate():
-                future: asyncio.Future[None] = loop.create_future()
-                self._waiters.append(future)
-                try:
-                    await future
-                finally:
-                    if not future.done():  # cancelled: forget it
-                        future.cancel()
-                        with contextlib.suppress(ValueError):
-                            self._waiters.remove(future)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while not predicate():
+            future: asyncio.Future[None] = loop.create_future()
+            self._waiters.append(future)
+            timer = None if deadline is None else loop.call_at(deadline, _expire, future)
+            try:
+                await future
+            finally:
+                if timer is not None:
+                    timer.cancel()
+                if not future.done() or future.cancelled() or future.exception() is not None:
+                    future.cancel()  # cancelled or timed out: forget it
+                    with contextlib.suppress(ValueError):
+                        self._waiters.remove(future)
+
+
+def _expire(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 @dataclass(eq=False, slots=True)
@@ -341,13 +358,14 @@ class Endpoint:
     async def write_ready(self, att: Attachment) -> None:
         """Write every ready message after ``sent_upto`` to ``att`` (caller holds the lock)."""
         stats = self.stats
+        send, down = att.link.fast_send()
         while self._current is att and not att.down:
             entry = self._next_ready()
             if entry is None:
                 return
             try:
-                await att.link.send(entry.frame)
-            except LinkDown:
+                await send(entry.frame)
+            except down:
                 att.down = True
                 return
             if self._current is not att:
@@ -498,22 +516,33 @@ class Endpoint:
         last = self._last
         return None if last is None else (last[1], last[0])
 
+    def dispatch_fast(self, raw: str | bytes, att: Attachment) -> bool:
+        """The hot path (no coroutine): queue the next in-order text data frame.
+
+        Returns:
+            False if ``raw`` is anything else: hand it to :meth:`dispatch`.
+        """
+        data = split_data(raw)
+        if data is None:
+            return False
+        inbound = self.state.inbound
+        seq = data[0]
+        if (
+            seq == inbound.received + 1
+            and att.peer_hello is not None
+            and len(self._queue) < self._max_queue
+            and (epoch := inbound.peer_epoch) is not None
+        ):
+            inbound.received = seq
+            self._queue.append((data[1], seq, epoch))
+            self.data_ready.notify()
+            return True
+        return False
+
     async def dispatch(self, raw: str | bytes, att: Attachment) -> None:
         """Handle one frame received on ``att``."""
-        data = split_data(raw)
-        if data is not None:  # the hot path: the next text data frame, in order
-            inbound = self.state.inbound
-            seq = data[0]
-            if (
-                seq == inbound.received + 1
-                and att.peer_hello is not None
-                and len(self._queue) < self._max_queue
-                and (epoch := inbound.peer_epoch) is not None
-            ):
-                inbound.received = seq
-                self._queue.append((data[1], seq, epoch))
-                self.data_ready.notify()
-                return
+        if self.dispatch_fast(raw, att):
+            return
         try:
             frame = decode(raw)
         except EnvelopeError as exc:

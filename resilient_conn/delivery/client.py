@@ -26,6 +26,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import anyio
@@ -67,6 +68,9 @@ def new_epoch() -> str:
     return secrets.token_hex(8)
 
 
+_DOWN = (LinkDown, NotConnectedError, ConnectionClosedError, ConnectionFailedError)
+
+
 class _ConnLink:
     """Writes frames through the connection, never into its buffer."""
 
@@ -83,6 +87,11 @@ class _ConnLink:
 
     def fail(self, reason: str) -> None:
         self.conn.fail_current("delivery_protocol_error", ConnectionError(reason))
+
+    def fast_send(
+        self,
+    ) -> tuple[Callable[[str | bytes], Awaitable[None]], tuple[type[Exception], ...]]:
+        return partial(self.conn.send, buffer=False), _DOWN
 
 
 class AckedStream:

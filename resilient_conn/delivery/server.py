@@ -88,6 +88,11 @@ class _Link:
         if self.scope is not None:
             self.scope.cancel()
 
+    def fast_send(
+        self,
+    ) -> tuple[Callable[[str | bytes], Awaitable[None]], tuple[type[Exception], ...]]:
+        return self.send, (LinkDown,)
+
     async def send(self, frame: str | bytes) -> None:
         raise NotImplementedError
 
@@ -114,6 +119,11 @@ class _WebsocketsLink(_Link):
             return await self.ws.recv()
         except ConnectionClosed:
             raise _Closed from None
+
+    def fast_send(
+        self,
+    ) -> tuple[Callable[[str | bytes], Awaitable[None]], tuple[type[Exception], ...]]:
+        return self.ws.send, (LinkDown, ConnectionClosed)
 
     async def close(self, code: int, reason: str) -> None:
         with anyio.move_on_after(2.0):
@@ -198,6 +208,11 @@ class ServerSession:
     def __init__(self, state: _Session, att: Attachment | None) -> None:
         self._state = state
         self._att = att
+        self._ended = ConnectionClosedError(f"session {self.session!r}: connection ended")
+
+    def _stop(self) -> BaseException | None:
+        att = self._att
+        return self._ended if att is not None and att.down else None
 
     @property
     def session(self) -> str:
@@ -271,23 +286,18 @@ class ServerSession:
             ConnectionClosedError: This connection ended (or another one took the session
                 over); nothing is lost: what was not delivered is re-sent to the next one.
         """
-        att = self._att
-        if att is None:
+        if self._att is None:
             raise RuntimeError("recv() needs the view DeliveryHub.serve() yields")
-
-        def stop() -> BaseException | None:
-            if att.down:
-                return ConnectionClosedError(f"session {self.session!r}: connection ended")
-            return None
-
-        return await self._state.endpoint.recv(stop)
+        return await self._state.endpoint.recv(self._stop)
 
     def __aiter__(self) -> AsyncIterator[str | bytes]:
         return self
 
     async def __anext__(self) -> str | bytes:
+        if self._att is None:
+            raise RuntimeError("iteration needs the view DeliveryHub.serve() yields")
         try:
-            return await self.recv()
+            return await self._state.endpoint.recv(self._stop)
         except ConnectionClosedError:
             raise StopAsyncIteration from None
 
@@ -576,11 +586,17 @@ class DeliveryHub:
                 ep.stop()
 
     async def _read(self, ep: Endpoint, att: Attachment, link: _Link) -> None:
+        recv = link.recv
+        closed: tuple[type[BaseException], ...] = (_Closed,)
+        if isinstance(link, _WebsocketsLink):  # the hot path: no wrapper per frame
+            recv, closed = link.ws.recv, (_Closed, ConnectionClosed)
+        fast, dispatch = ep.dispatch_fast, ep.dispatch
         try:
             while not att.down:
-                raw = await link.recv()
-                await ep.dispatch(raw, att)
-        except _Closed:
+                raw = await recv()
+                if not fast(raw, att):
+                    await dispatch(raw, att)
+        except closed:
             pass
         ep.detach(att)
         ep.data_ready.notify()
