@@ -17,7 +17,7 @@ Then throughput without faults, in the same run: plain sends, acknowledged strea
 outbox (64-byte messages, no proxy), and the latency of ``send()`` with a durable outbox.
 
 Run: .venv/bin/python benchmarks/bench_delivery.py [--senders 100] [--messages 300]
-     [--rounds 5]
+     [--rounds 5] [--throughput-only]
 """
 
 from __future__ import annotations
@@ -393,6 +393,9 @@ async def throughput(senders: int, messages: int, rounds: int, workdir: Path) ->
 async def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-delivery-") as tmp:
         workdir = Path(tmp)
+        if args.throughput_only:
+            await throughput(args.senders, args.messages, args.rounds, workdir)
+            return
         rows = []
         for fault in ("restart", "reset", "kill"):
             for mode in ("plain", "acked", "durable"):
@@ -432,6 +435,7 @@ def main() -> None:
     parser.add_argument("--senders", type=int, default=100)
     parser.add_argument("--messages", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--throughput-only", action="store_true", help="skip the fault runs")
     anyio.run(run, parser.parse_args())
 
 

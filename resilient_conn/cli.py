@@ -8,6 +8,8 @@ Subcommands:
   changes reported on stderr; it stays connected across faults; EOF closes gracefully.
 * ``check URL``: dial once, print the health report as JSON, exit 0 healthy, 1 degraded,
   2 unhealthy (usable as an exec probe).
+* ``dead-letters PATH``: list or replay a durable outbox's dead letters (see
+  :mod:`resilient_conn.delivery.cli`).
 
 Exit codes: 0 success, 1 failure (demo lost messages, connection failed, degraded check),
 2 bad usage or an unhealthy check, 130 interrupted.
