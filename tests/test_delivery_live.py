@@ -627,3 +627,43 @@ async def test_a_message_whose_handler_failed_is_delivered_again() -> None:
     assert handled == [str(i) for i in range(10)]
     assert failures == 1
     assert conn.stats.reconnects >= 1
+
+
+async def test_an_ack_for_a_message_never_sent_drops_the_transport() -> None:
+    """A peer acknowledging a number we never sent is broken or hostile: the transport is
+    dropped (counted), nothing is forgotten on its word, and the next connection delivers."""
+    stream = AckedStream("liar")
+    calls = 0
+    app = HubApp(DeliveryHub())
+
+    async def handler(ws: ServerConnection, server: ScriptedServer) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await _raw_peer(ws, [encode_ack(999)])
+        else:
+            await app.handler(ws, server)
+
+    async with ScriptedServer(handler, ping_interval=None) as server:
+        conn = _conn(server.url, stream)
+        async with conn, stream.open(conn):
+            await stream.send("kept")
+            await stream.wait_acked(5)
+    assert app.received == ["kept"]
+    assert stream.stats.protocol_errors == 1
+
+
+async def test_session_churn_keeps_the_hub_bounded() -> None:
+    """300 clients, each with its own session identity, connect and leave: the hub never
+    holds more than ``max_sessions`` sessions, forgetting the ones idle longest."""
+    app = HubApp(DeliveryHub(max_sessions=50))
+    async with ScriptedServer(app.handler, ping_interval=None) as server:
+        for i in range(300):
+            async with connect(server.url, compression=None) as ws:
+                await ws.send(encode_hello(Hello(f"churn-{i}", "e", 1, None, 0)))
+                await ws.recv()
+                await ws.send(encode_data(1, f"m{i}"))
+                await app.wait_for(lambda n=i: len(app.received) == n + 1)
+            assert len(app.hub) <= 50
+    assert app.hub.evicted == 250
+    assert app.hub.sessions()[-1] == "churn-299"
