@@ -192,6 +192,7 @@ class Endpoint:
         self._ack_wake_at = 1 << 64  # delivered position at which the acker wants waking
         self._write_lock = anyio.Lock()
         self._ended: BaseException | None = None
+        self._blocked: deque[tuple[asyncio.Future[None], int]] = deque()  # senders, in order
         self._tg: TaskGroup | None = None
         self._gap_hooks: list[Callable[[GapNotice], Any]] = []
         self._dead_hooks: list[Callable[[DeliveryDeadLetter], Any]] = []
@@ -267,6 +268,7 @@ class Endpoint:
             count=len(letters),
         )
         self.room.notify()
+        self._release_room()
 
     # ------------------------------------------------------------------ sending
     @property
@@ -280,6 +282,10 @@ class Endpoint:
             self._ended = error
         for signal in (self.data_ready, self.room, self.pump_work, self.ack_work, self.hello_seen):
             signal.notify()
+        blocked, self._blocked = self._blocked, deque()
+        for future, _ in blocked:
+            if not future.done():
+                future.set_result(None)
 
     def _raise_if_ended(self) -> None:
         if self._ended is not None:
@@ -299,18 +305,10 @@ class Endpoint:
         if not window.can_ever_fit(size):
             self._refuse(message, DeadLetterReason.TOO_LARGE)
             return 0
-        if not window.fits(size):
+        if self._blocked or not window.fits(size):
             policy = self._overflow
             if policy is Overflow.BLOCK:
-                try:
-                    await self.room.wait_until(
-                        lambda: self._ended is not None or window.fits(size), self._send_timeout
-                    )
-                except TimeoutError:
-                    raise BufferFullError(
-                        f"session {self.state.session}: window still full "
-                        f"({len(window)} unacknowledged) after {self._send_timeout:g} s"
-                    ) from None
+                await self._wait_for_room(size)
                 self._raise_if_ended()
             elif policy is Overflow.DROP_NEWEST:
                 self._refuse(message, DeadLetterReason.OVERFLOW)
@@ -332,6 +330,57 @@ class Endpoint:
         else:
             await store.append(entry)
         return entry.seq
+
+    async def _wait_for_room(self, size: int) -> None:
+        """``overflow="block"``: wait, first come first served, until ``size`` fits.
+
+        Blocked senders queue in order; room freed by acks wakes only as many of them as
+        now fit (no herd of wake-ups, no sender starved by later ones).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._send_timeout
+        window = self.state.window
+        first = True
+        while self._ended is None and ((first and self._blocked) or not window.fits(size)):
+            first = False
+            future: asyncio.Future[None] = loop.create_future()
+            entry = (future, size)
+            self._blocked.append(entry)
+            timer = loop.call_at(deadline, _expire, future)
+            try:
+                await future
+            except TimeoutError:
+                raise BufferFullError(
+                    f"session {self.state.session}: window still full "
+                    f"({len(window)} unacknowledged) after {self._send_timeout:g} s"
+                ) from None
+            finally:
+                timer.cancel()
+                if not future.done() or future.cancelled() or future.exception() is not None:
+                    future.cancel()
+                    with contextlib.suppress(ValueError):
+                        self._blocked.remove(entry)
+                    self._release_room()  # what it would have taken goes to the next one
+
+    def _release_room(self) -> None:
+        """Wake the blocked senders, in order, that fit in the window now."""
+        blocked = self._blocked
+        if not blocked:
+            return
+        window = self.state.window
+        free = window.capacity - len(window)
+        free_bytes = window.capacity_bytes - window.nbytes
+        while blocked and free > 0:
+            future, size = blocked[0]
+            if future.done():
+                blocked.popleft()
+                continue
+            if size > free_bytes:
+                break
+            blocked.popleft()
+            future.set_result(None)
+            free -= 1
+            free_bytes -= size
 
     def _refuse(self, message: str | bytes, reason: DeadLetterReason) -> None:
         letter = DeliveryDeadLetter(0, message, reason, None, self._now(), self.state.session)
@@ -622,6 +671,7 @@ class Endpoint:
         if self._store is not None:
             self._store.acked(acked[-1].seq)
         self.room.notify()
+        self._release_room()
 
     def violation(self, att: Attachment, what: str) -> None:
         """The peer broke the protocol on ``att``: count it and drop that transport."""
