@@ -318,7 +318,9 @@ async def client_kill_run(senders: int, messages: int, workdir: Path) -> dict[st
 
 
 # --------------------------------------------------------------------------- throughput
-async def throughput(senders: int, messages: int, rounds: int, workdir: Path) -> None:
+async def throughput(
+    senders: int, messages: int, rounds: int, workdir: Path, window: int = 1000
+) -> None:
     server = Server(workdir / "throughput.log")
     server.start()
     base = f"ws://127.0.0.1:{server.port}"
@@ -341,7 +343,7 @@ async def throughput(senders: int, messages: int, rounds: int, workdir: Path) ->
                 outbox = None
                 if name == "durable outbox":
                     outbox = DurableOutbox(workdir / f"tput-{r}.sqlite3")
-                stream = AckedStream(f"tput-{name[0]}-{r}", outbox=outbox)
+                stream = AckedStream(f"tput-{name[0]}-{r}", outbox=outbox, window=window)
                 conn = _conn(f"{base}/acked", stream.on_open)
                 async with conn, stream.open(conn):
                     await conn.wait_connected(10)
@@ -353,8 +355,8 @@ async def throughput(senders: int, messages: int, rounds: int, workdir: Path) ->
     plain = statistics.median(rates["plain sends"])
     print(
         f"\nthroughput: {senders} senders x {messages} messages of {SIZE} B, "
-        f"{rounds} rounds (order shuffled), median msgs/s; acked and durable count until "
-        "the last ack, plain until a sync round trip"
+        f"{rounds} rounds (order shuffled), window {window}, median msgs/s; acked and durable "
+        "count until the last ack, plain until a sync round trip"
     )
     for name, values in rates.items():
         med = statistics.median(values)
@@ -394,7 +396,7 @@ async def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-delivery-") as tmp:
         workdir = Path(tmp)
         if args.throughput_only:
-            await throughput(args.senders, args.messages, args.rounds, workdir)
+            await throughput(args.senders, args.messages, args.rounds, workdir, args.window)
             return
         rows = []
         for fault in ("restart", "reset", "kill"):
@@ -403,7 +405,7 @@ async def run(args: argparse.Namespace) -> None:
                 _print_row(rows[-1], header=len(rows) == 1)
         rows.append(await client_kill_run(args.senders, args.messages, workdir))
         _print_row(rows[-1], header=False)
-        await throughput(args.senders, args.messages, args.rounds, workdir)
+        await throughput(args.senders, args.messages, args.rounds, workdir, args.window)
 
 
 def _print_row(row: dict[str, Any], *, header: bool) -> None:
@@ -436,6 +438,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--throughput-only", action="store_true", help="skip the fault runs")
+    parser.add_argument("--window", type=int, default=1000, help="AckedStream window")
     anyio.run(run, parser.parse_args())
 
 

@@ -4,6 +4,7 @@ notices, and a model of two peers over transports that die at any point (pure)."
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -407,3 +408,86 @@ async def test_signal_wakes_waiters_times_out_and_forgets_cancelled_ones() -> No
         state["ready"] = True
         signal.notify()
     assert signal.waiters == 0
+
+
+class _NullLink:
+    """A transport that takes every frame (the test feeds the peer's frames by hand)."""
+
+    def __init__(self) -> None:
+        self.frames: list[str | bytes] = []
+
+    async def send(self, frame: str | bytes) -> None:
+        self.frames.append(frame)
+
+    def fail(self, reason: str) -> None:
+        raise AssertionError(reason)
+
+    def fast_send(self) -> tuple[Any, tuple[type[Exception], ...]]:
+        return self.send, ()
+
+
+@pytest.mark.anyio
+async def test_blocked_senders_are_served_in_order_as_acks_free_room() -> None:
+    """With a full window, blocked senders get in first come first served, one per freed
+    slot; a sender that times out leaves its place to the next; closing wakes the rest
+    with the error."""
+    import anyio
+
+    from resilient_conn import BufferFullError, ConnectionClosedError, Overflow
+    from resilient_conn.delivery._endpoint import Attachment, Endpoint
+
+    ep = Endpoint(
+        StreamState("s", "mine", OutboundWindow(1, 1000)),
+        overflow=Overflow.BLOCK,
+        send_timeout=5.0,
+        message_ttl=None,
+        max_queue=10,
+        ack_every=1,
+        ack_delay=0.0,
+        dead_letter_capacity=10,
+    )
+    att = Attachment(_NullLink())
+    ep.begin(att)
+    assert ep.apply_hello(Hello("s", "theirs", 1, None, 0), att)
+    assert await ep.send("first") == 1
+    order: list[str] = []
+
+    async def send(text: str) -> None:
+        await ep.send(text)
+        order.append(text)
+
+    async with anyio.create_task_group() as tg:
+        for text in ("b", "c", "d"):
+            tg.start_soon(send, text)
+            await anyio.wait_all_tasks_blocked()
+        for seq in (1, 2, 3):
+            await ep.dispatch(encode_ack(seq), att)
+            await anyio.wait_all_tasks_blocked()
+            assert order == ["b", "c", "d"][:seq]
+    late: list[BaseException] = []
+
+    async def doomed() -> None:
+        try:
+            await ep.send("e")
+        except ConnectionClosedError as exc:
+            late.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(doomed)
+        await anyio.wait_all_tasks_blocked()
+        ep.end(ConnectionClosedError("closed"))
+    assert len(late) == 1
+    quick = Endpoint(
+        StreamState("s", "mine", OutboundWindow(1, 1000)),
+        overflow=Overflow.BLOCK,
+        send_timeout=0.01,
+        message_ttl=None,
+        max_queue=10,
+        ack_every=1,
+        ack_delay=0.0,
+        dead_letter_capacity=10,
+    )
+    await quick.send("x")
+    with pytest.raises(BufferFullError, match="still full"):
+        await quick.send("y")
+    assert not quick._blocked
