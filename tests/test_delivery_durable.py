@@ -259,3 +259,17 @@ async def test_a_failing_disk_ends_the_stream_loudly(tmp_path: Path) -> None:
             await stream.send("doomed")
         with pytest.raises(OutboxError):
             await stream.send("after")
+
+
+async def test_an_open_cancelled_midway_releases_the_file(tmp_path: Path) -> None:
+    """Cancelling the opening of an outbox (the stream's task is cancelled at that moment)
+    stops its thread and releases the file's lock: the next process can open it."""
+    path = tmp_path / "cancelled.sqlite3"
+    outbox = DurableOutbox(path)
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await outbox.open(None, "e1")
+    again = DurableOutbox(path)
+    restored = await again.open(None, "e2")
+    assert restored.next_seq == 1
+    await again.aclose()

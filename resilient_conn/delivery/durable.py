@@ -280,8 +280,12 @@ class DurableOutbox:
         self._thread.start()
         try:
             return await future
-        except BaseException:
+        except BaseException:  # failed, or cancelled while opening: let the thread go
             self._closed = True
+            thread = self._thread
+            self._ops.put(("stop", self._loop.create_future()))
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(thread.join, 10.0)
             raise
 
     def bind(
