@@ -23,10 +23,9 @@ had not acknowledged; this side reports :attr:`~resilient_conn.delivery.GapKind.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -43,6 +42,7 @@ from resilient_conn import (
 )
 
 from ._endpoint import Attachment, Endpoint, LinkDown
+from ._links import AsgiLink, ASGIReceive, ASGIScope, ASGISend, Closed, ServerLink, WebsocketsLink
 from ._options import (
     DEFAULT_ACK_DELAY,
     DEFAULT_ACK_EVERY,
@@ -67,122 +67,6 @@ DEFAULT_MAX_SESSIONS = 10_000
 DEFAULT_IDLE_TTL = 3600.0
 """Seconds a detached session is kept for its client's return."""
 
-ASGIScope = MutableMapping[str, Any]
-ASGIReceive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-ASGISend = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-
-
-class _Closed(Exception):
-    """The transport ended."""
-
-
-class _Link:
-    """A server-side transport: websockets or ASGI."""
-
-    def __init__(self) -> None:
-        self.scope: anyio.CancelScope | None = None
-        self.failure: str | None = None
-
-    def fail(self, reason: str) -> None:
-        self.failure = self.failure or reason
-        if self.scope is not None:
-            self.scope.cancel()
-
-    def fast_send(
-        self,
-    ) -> tuple[Callable[[str | bytes], Awaitable[None]], tuple[type[Exception], ...]]:
-        return self.send, (LinkDown,)
-
-    async def send(self, frame: str | bytes) -> None:
-        raise NotImplementedError
-
-    async def recv(self) -> str | bytes:
-        raise NotImplementedError
-
-    async def close(self, code: int, reason: str) -> None:
-        raise NotImplementedError
-
-
-class _WebsocketsLink(_Link):
-    def __init__(self, ws: ServerConnection) -> None:
-        super().__init__()
-        self.ws = ws
-
-    async def send(self, frame: str | bytes) -> None:
-        try:
-            await self.ws.send(frame)
-        except ConnectionClosed:
-            raise LinkDown from None
-
-    async def recv(self) -> str | bytes:
-        try:
-            return await self.ws.recv()
-        except ConnectionClosed:
-            raise _Closed from None
-
-    def fast_send(
-        self,
-    ) -> tuple[Callable[[str | bytes], Awaitable[None]], tuple[type[Exception], ...]]:
-        return self.ws.send, (LinkDown, ConnectionClosed)
-
-    async def close(self, code: int, reason: str) -> None:
-        with anyio.move_on_after(2.0):
-            await self.ws.close(code, reason)
-        self.ws.transport.abort()
-
-
-class _AsgiLink(_Link):
-    def __init__(self, receive: ASGIReceive, send: ASGISend) -> None:
-        super().__init__()
-        self._receive = receive
-        self._send = send
-        self.closed = False
-
-    async def accept(self, subprotocol: str | None) -> None:
-        message = await self._receive()
-        if message.get("type") != "websocket.connect":
-            self.closed = True
-            raise EnvelopeError(f"ASGI: expected websocket.connect, got {message.get('type')!r}")
-        reply: dict[str, Any] = {"type": "websocket.accept"}
-        if subprotocol is not None:
-            reply["subprotocol"] = subprotocol
-        await self._send(reply)
-
-    async def send(self, frame: str | bytes) -> None:
-        if self.closed:
-            raise LinkDown
-        key = "text" if isinstance(frame, str) else "bytes"
-        try:
-            await self._send({"type": "websocket.send", key: frame})
-        except (OSError, RuntimeError) as exc:  # servers raise these once the client is gone
-            self.closed = True
-            raise LinkDown from exc
-
-    async def recv(self) -> str | bytes:
-        while True:
-            if self.closed:
-                raise _Closed
-            message = await self._receive()
-            kind = message.get("type")
-            if kind == "websocket.disconnect":
-                self.closed = True
-                raise _Closed
-            if kind == "websocket.receive":
-                text = message.get("text")
-                if text is not None:
-                    return str(text)
-                data = message.get("bytes")
-                if data is not None:
-                    return bytes(data)
-
-    async def close(self, code: int, reason: str) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        with anyio.move_on_after(2.0):
-            with contextlib.suppress(OSError, RuntimeError):
-                await self._send({"type": "websocket.close", "code": code, "reason": reason})
-
 
 class _Session:
     """One session's lasting state in a hub."""
@@ -190,7 +74,7 @@ class _Session:
     def __init__(self, endpoint: Endpoint, now: float) -> None:
         self.endpoint = endpoint
         self.lock = anyio.Lock()  # one attachment at a time
-        self.current: _Link | None = None
+        self.current: ServerLink | None = None
         self.last_seen = now
 
 
@@ -406,7 +290,7 @@ class DeliveryHub:
                 is closed with 1002), or the hub is full (closed with 1013).
             ConnectionClosedError: The connection closed before its hello.
         """
-        async with self._attach(_WebsocketsLink(ws)) as session:
+        async with self._attach(WebsocketsLink(ws)) as session:
             yield session
 
     @asynccontextmanager
@@ -429,12 +313,12 @@ class DeliveryHub:
         """
         if scope.get("type") != "websocket":
             raise EnvelopeError(f"serve_asgi needs a websocket scope, got {scope.get('type')!r}")
-        link = _AsgiLink(receive, send)
+        link = AsgiLink(receive, send)
         await link.accept(subprotocol)
         async with self._attach(link) as session:
             yield session
 
-    async def _first_hello(self, link: _Link) -> Hello:
+    async def _first_hello(self, link: ServerLink) -> Hello:
         try:
             with anyio.fail_after(self.options.hello_timeout):
                 raw = await link.recv()
@@ -445,7 +329,7 @@ class DeliveryHub:
             self.refused += 1
             await link.close(1002, "no hello")
             raise EnvelopeError(f"no hello within {self.options.hello_timeout:g} s") from None
-        except _Closed:
+        except Closed:
             self.refused += 1
             raise ConnectionClosedError("the client left before its hello") from None
         except EnvelopeError as exc:
@@ -515,7 +399,7 @@ class DeliveryHub:
         _log.info("resilient_conn.delivery.session_evicted", session=name)
 
     @asynccontextmanager
-    async def _attach(self, link: _Link) -> AsyncIterator[ServerSession]:
+    async def _attach(self, link: ServerLink) -> AsyncIterator[ServerSession]:
         hello = await self._first_hello(link)
         state = self._session_for(hello)
         if state is None:
@@ -553,7 +437,7 @@ class DeliveryHub:
 
     @asynccontextmanager
     async def _attached(
-        self, state: _Session, att: Attachment, hello: Hello, link: _Link
+        self, state: _Session, att: Attachment, hello: Hello, link: ServerLink
     ) -> AsyncIterator[ServerSession]:
         ep = state.endpoint
         ep.begin(att)
@@ -585,11 +469,11 @@ class DeliveryHub:
                 tg.cancel_scope.cancel()
                 ep.stop()
 
-    async def _read(self, ep: Endpoint, att: Attachment, link: _Link) -> None:
+    async def _read(self, ep: Endpoint, att: Attachment, link: ServerLink) -> None:
         recv = link.recv
-        closed: tuple[type[BaseException], ...] = (_Closed,)
-        if isinstance(link, _WebsocketsLink):  # the hot path: no wrapper per frame
-            recv, closed = link.ws.recv, (_Closed, ConnectionClosed)
+        closed: tuple[type[BaseException], ...] = (Closed,)
+        if isinstance(link, WebsocketsLink):  # the hot path: no wrapper per frame
+            recv, closed = link.ws.recv, (Closed, ConnectionClosed)
         fast, dispatch = ep.dispatch_fast, ep.dispatch
         try:
             while not att.down:
