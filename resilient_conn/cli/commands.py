@@ -8,6 +8,8 @@ Subcommands:
   changes reported on stderr; it stays connected across faults; EOF closes gracefully.
 * ``check URL``: dial once, print the health report as JSON, exit 0 healthy, 1 degraded,
   2 unhealthy (usable as an exec probe).
+* ``dead-letters PATH``: list or replay a durable outbox's dead letters (see
+  :mod:`resilient_conn.delivery.cli`).
 
 Exit codes: 0 success, 1 failure (demo lost messages, connection failed, degraded check),
 2 bad usage or an unhealthy check, 130 interrupted.
@@ -168,6 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for the connection and for the round trip (default 5)",
     )  # fmt: skip
     _add_headers(check)
+    dead_letters = sub.add_parser(
+        "dead-letters",
+        help="list or replay the dead letters of a durable outbox file",
+        add_help=False,
+    )
+    dead_letters.add_argument("args", nargs=argparse.REMAINDER, help="PATH [--json] [--replay]")
     return parser
 
 
@@ -386,9 +394,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The process exit code (argparse exits with 2 itself on bad usage).
     """
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     out, err = sys.stdout, sys.stderr
+    parser = build_parser()
+    args = None if argv[:1] == ["dead-letters"] else parser.parse_args(argv)
+    if args is None or args.command == "dead-letters":  # its own parser: delivery/cli.py
+        from .delivery.cli import run_dead_letters
+
+        return run_dead_letters(argv[1:] if args is None else args.args, out, err)
     try:
         # the demo prints its own line for every event the library would warn about
         with _library_logs(args.verbose, args.command == "demo", err):
