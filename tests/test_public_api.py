@@ -13,7 +13,12 @@ import pytest
 
 from resilient_conn._compat import MOVED
 
-PACKAGES = ["resilient_conn", "resilient_conn.testing", "resilient_conn.realtime"]
+PACKAGES = [
+    "resilient_conn",
+    "resilient_conn.testing",
+    "resilient_conn.realtime",
+    "resilient_conn.delivery",
+]
 
 
 def _public_names(module: types.ModuleType) -> set[str]:

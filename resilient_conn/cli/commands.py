@@ -399,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = None if argv[:1] == ["dead-letters"] else parser.parse_args(argv)
     if args is None or args.command == "dead-letters":  # its own parser: delivery/cli.py
-        from .delivery.cli import run_dead_letters
+        from ..delivery.cli import run_dead_letters
 
         return run_dead_letters(argv[1:] if args is None else args.args, out, err)
     try:

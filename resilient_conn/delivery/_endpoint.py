@@ -28,8 +28,8 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup
 
-from resilient_conn import BufferFullError, ConnectionClosedError, DeadLetterReason, Overflow
-
+from .._core.errors import BufferFullError, ConnectionClosedError
+from ..connection.buffer import DeadLetterReason, Overflow
 from ._signal import Signal, expire
 from .envelope import (
     Ack,

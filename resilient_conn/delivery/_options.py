@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from resilient_conn import ConfigError, Overflow
+from .._core.errors import ConfigError
+from ..connection.buffer import Overflow
 
 __all__ = [
     "DEFAULT_ACK_DELAY",

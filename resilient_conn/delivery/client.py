@@ -31,16 +31,14 @@ from typing import Any
 
 import anyio
 
-from resilient_conn import (
+from .._core.errors import (
     ConnectionClosedError,
     ConnectionFailedError,
-    DeadLetterReason,
     NotConnectedError,
-    Overflow,
-    ResilientConnection,
     ResilientConnError,
 )
-
+from ..connection.buffer import DeadLetterReason, Overflow
+from ..connection.connection import ResilientConnection
 from ._endpoint import Attachment, Endpoint, LinkDown, Signal, closed_error
 from ._options import (
     DEFAULT_ACK_DELAY,

@@ -38,8 +38,8 @@ from typing import Any
 
 import anyio
 
-from resilient_conn import ConfigError, DeadLetterReason, ResilientConnError
-
+from .._core.errors import ConfigError, ResilientConnError
+from ..connection.buffer import DeadLetterReason
 from .envelope import encode_data
 from .records import DeliveryDeadLetter
 from .state import Pending, payload_size

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from resilient_conn import ResilientConnError
+from .._core.errors import ResilientConnError
 
 __all__ = [
     "MAX_HELLO_SIZE",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from resilient_conn import DeadLetterReason
+from ..connection.buffer import DeadLetterReason
 
 __all__ = ["DeliveryDeadLetter", "DeliveryStats"]
 

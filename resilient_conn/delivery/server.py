@@ -34,13 +34,8 @@ import structlog
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from resilient_conn import (
-    ConfigError,
-    ConnectionClosedError,
-    DeadLetterReason,
-    Overflow,
-)
-
+from .._core.errors import ConfigError, ConnectionClosedError
+from ..connection.buffer import DeadLetterReason, Overflow
 from ._endpoint import Attachment, Endpoint, LinkDown
 from ._links import AsgiLink, ASGIReceive, ASGIScope, ASGISend, Closed, ServerLink, WebsocketsLink
 from ._options import (
