@@ -50,6 +50,7 @@ __all__ = [
     "DEFAULT_OPEN_TIME",
     "DEFAULT_PROBE_TTL",
     "DEFAULT_RAMP_BURST",
+    "DEFAULT_RAMP_HOLD",
     "DEFAULT_RAMP_RATE",
     "Admission",
     "DialKind",
@@ -77,6 +78,9 @@ DEFAULT_RAMP_RATE = 500.0
 """Reconnections admitted per second while the ramp is on."""
 DEFAULT_RAMP_BURST = 50
 """Token bucket capacity: reconnections admitted at once when the ramp starts."""
+DEFAULT_RAMP_HOLD = 2.0
+"""Seconds the ramp stays on at least after a probe succeeds (so waiters in other
+processes, woken by a message, still meet the bucket rather than an open door)."""
 
 
 class Phase(enum.Enum):
@@ -118,6 +122,8 @@ class RecoverySettings:
         ramp_rate: Reconnections per second after a successful probe, ``> 0``
             (default :data:`DEFAULT_RAMP_RATE` = 500).
         ramp_burst: Token bucket capacity, ``>= 1`` (default :data:`DEFAULT_RAMP_BURST` = 50).
+        ramp_hold: Least seconds the ramp stays on; it ends once past that and the bucket
+            is full again, ``>= 0`` (default :data:`DEFAULT_RAMP_HOLD` = 2).
 
     Raises:
         ConfigError: A value is out of range or not a number.
@@ -130,11 +136,19 @@ class RecoverySettings:
     probe_ttl: float = DEFAULT_PROBE_TTL
     ramp_rate: float = DEFAULT_RAMP_RATE
     ramp_burst: int = DEFAULT_RAMP_BURST
+    ramp_hold: float = DEFAULT_RAMP_HOLD
 
     def __post_init__(self) -> None:
         _check_int("failure_threshold", self.failure_threshold, 1)
         _check_int("ramp_burst", self.ramp_burst, 1)
-        for name in ("open_time", "open_multiplier", "max_open", "probe_ttl", "ramp_rate"):
+        for name in (
+            "open_time",
+            "open_multiplier",
+            "max_open",
+            "probe_ttl",
+            "ramp_rate",
+            "ramp_hold",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ConfigError(f"{name} must be a number, got {value!r}")
@@ -150,6 +164,8 @@ class RecoverySettings:
             )
         if self.probe_ttl <= 0:
             raise ConfigError(f"probe_ttl must be > 0, got {self.probe_ttl!r}")
+        if self.ramp_hold < 0:
+            raise ConfigError(f"ramp_hold must be >= 0, got {self.ramp_hold!r}")
         if self.ramp_rate <= 0:
             raise ConfigError(f"ramp_rate must be > 0, got {self.ramp_rate!r}")
 
@@ -180,6 +196,7 @@ class UpstreamState:
         ramping: Whether reconnections go through the token bucket.
         tokens: Tokens in the bucket at ``tokens_at`` (negative: slots reserved ahead).
         tokens_at: When ``tokens`` was computed (store clock).
+        ramp_since: When the ramp began (store clock).
     """
 
     phase: Phase = Phase.CLOSED
@@ -191,6 +208,7 @@ class UpstreamState:
     ramping: bool = False
     tokens: float = 0.0
     tokens_at: float = 0.0
+    ramp_since: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-safe dict (what :class:`RedisStore` writes)."""
@@ -204,6 +222,7 @@ class UpstreamState:
             "ramping": self.ramping,
             "tokens": self.tokens,
             "tokens_at": self.tokens_at,
+            "ramp_since": self.ramp_since,
         }
 
     @classmethod
@@ -226,6 +245,7 @@ class UpstreamState:
                 ramping=bool(data["ramping"]),
                 tokens=_finite(data["tokens"]),
                 tokens_at=_finite(data["tokens_at"]),
+                ramp_since=_finite(data["ramp_since"]),
             )
         except (KeyError, TypeError, ValueError):
             return cls()
@@ -268,13 +288,13 @@ class Admission:
 
 
 def _refill(state: UpstreamState, s: RecoverySettings, now: float) -> UpstreamState:
-    """Bring the bucket to ``now``; end the ramp once it is full and nobody reserved ahead."""
+    """Bring the bucket to ``now``; end the ramp once it is full and ``ramp_hold`` is over."""
     if not state.ramping:
         return state
     elapsed = max(0.0, now - state.tokens_at)
     tokens = min(float(s.ramp_burst), state.tokens + elapsed * s.ramp_rate)
-    if tokens >= s.ramp_burst:
-        return replace(state, ramping=False, tokens=0.0, tokens_at=now)
+    if tokens >= s.ramp_burst and now - state.ramp_since >= s.ramp_hold:
+        return replace(state, ramping=False, tokens=0.0, tokens_at=now, ramp_since=0.0)
     return replace(state, tokens=tokens, tokens_at=max(now, state.tokens_at))
 
 
@@ -297,6 +317,7 @@ def _close(state: UpstreamState, s: RecoverySettings, now: float, *, stable: boo
         ramping=True if recovering else state.ramping,
         tokens=float(s.ramp_burst) if recovering else state.tokens,
         tokens_at=now if recovering else state.tokens_at,
+        ramp_since=now if recovering else state.ramp_since,
     )
 
 
