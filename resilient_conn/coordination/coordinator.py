@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 
 import anyio
 
-from .._clock import SYSTEM_CLOCK, Clock
-from .._log import get_logger, redact_text
-from ..errors import ConfigError
+from .._core.clock import SYSTEM_CLOCK, Clock
+from .._core.errors import ConfigError
+from .._core.log import get_logger, redact_text
 from .decide import (
     Admission,
     DialKind,

@@ -41,7 +41,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..errors import ConfigError
+from .._core.errors import ConfigError
 
 __all__ = [
     "DEFAULT_FAILURE_THRESHOLD",

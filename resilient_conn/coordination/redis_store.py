@@ -38,10 +38,10 @@ from typing import Any, TypeVar
 import anyio
 import anyio.abc
 
-from .._clock import SYSTEM_CLOCK, Clock
-from .._log import get_logger, redact_text, redact_url
-from .._notify import Notifier
-from ..errors import ConfigError
+from .._core.clock import SYSTEM_CLOCK, Clock
+from .._core.errors import ConfigError
+from .._core.log import get_logger, redact_text, redact_url
+from .._core.notify import Notifier
 from .decide import UpstreamState
 from .store import LocalStore, StoreHealth, Transition, visible_change
 

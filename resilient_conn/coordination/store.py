@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from .._clock import SYSTEM_CLOCK, Clock
-from .._notify import Notifier
+from .._core.clock import SYSTEM_CLOCK, Clock
+from .._core.notify import Notifier
 from .decide import UpstreamState
 
 __all__ = ["CoordinatorStore", "LocalStore", "StoreHealth", "Transition", "visible_change"]
