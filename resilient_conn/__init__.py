@@ -30,6 +30,16 @@ from .connection.events import ConnectionState, StateChange
 from .connection.metrics import ConnectionSnapshot, ConnectionStats
 from .connection.options import ConnectionOptions
 from .connection.report import HealthReport, HealthStatus, evaluate
+from .coordination import (
+    CoordinatorSnapshot,
+    CoordinatorStore,
+    DialKind,
+    LocalStore,
+    RecoveryCoordinator,
+    RecoverySettings,
+    RedisStore,
+    StoreHealth,
+)
 from .health.alerting import Alert, AlertKind, AlertPolicy
 from .health.asgi import HealthServer, health_app, serve_health
 from .health.dashboard import DashboardConfig
@@ -62,6 +72,14 @@ _compat.install()
 
 __all__ = [
     "JITTER_STRATEGIES",
+    "CoordinatorSnapshot",
+    "CoordinatorStore",
+    "DialKind",
+    "LocalStore",
+    "RecoveryCoordinator",
+    "RecoverySettings",
+    "RedisStore",
+    "StoreHealth",
     "Backoff",
     "BreakerLease",
     "BreakerMetrics",

@@ -52,6 +52,9 @@ __all__ = [
     "DEFAULT_RAMP_BURST",
     "DEFAULT_RAMP_HOLD",
     "DEFAULT_RAMP_RATE",
+    "REASON_OPEN",
+    "REASON_PROBE_HELD",
+    "REASON_RAMP",
     "Admission",
     "DialKind",
     "Phase",
@@ -81,6 +84,13 @@ DEFAULT_RAMP_BURST = 50
 DEFAULT_RAMP_HOLD = 2.0
 """Seconds the ramp stays on at least after a probe succeeds (so waiters in other
 processes, woken by a message, still meet the bucket rather than an open door)."""
+
+REASON_OPEN = "circuit open, waiting for the probe time"
+"""Wait reason while the shared circuit is OPEN."""
+REASON_PROBE_HELD = "circuit open, probe held by another connection"
+"""Wait reason while another caller holds the probe lease."""
+REASON_RAMP = "waiting for reconnect ramp"
+"""Wait reason for a caller holding a reserved slot of the token bucket."""
 
 
 class Phase(enum.Enum):
@@ -343,15 +353,11 @@ def admit(
     """
     if state.phase is Phase.OPEN:
         if now < state.open_until:
-            return state, Admission(
-                None, state.open_until - now, "circuit open, waiting for the probe time"
-            )
+            return state, Admission(None, state.open_until - now, REASON_OPEN)
         state = replace(state, phase=Phase.HALF_OPEN, open_until=0.0)
     if state.phase is Phase.HALF_OPEN:
         if state.probe_live(now) and state.probe_holder != holder:
-            return state, Admission(
-                None, state.probe_expires - now, "circuit open, probe held by another connection"
-            )
+            return state, Admission(None, state.probe_expires - now, REASON_PROBE_HELD)
         state = replace(state, probe_holder=holder, probe_expires=now + s.probe_ttl)
         return state, Admission(DialKind.PROBE)
     state = _refill(state, s, now)
@@ -363,7 +369,7 @@ def admit(
         return replace(state, tokens=state.tokens - 1.0), Admission(DialKind.RAMP)
     wait = (1.0 - state.tokens) / s.ramp_rate
     state = replace(state, tokens=state.tokens - 1.0)
-    return state, Admission(None, wait, "waiting for reconnect ramp", reserved=True)
+    return state, Admission(None, wait, REASON_RAMP, reserved=True)
 
 
 def succeed(
