@@ -157,6 +157,8 @@ class RedisStore:
         self._cache: dict[str, UpstreamState] = {}
         self._fallback = False
         self._fell_back = Notifier()
+        self.health_changed = Notifier()
+        """Notified whenever the store falls back to local state or rejoins Redis."""
         self._last_error: str | None = None
         self._errors = 0
         self._fallbacks = 0
@@ -307,6 +309,7 @@ class RedisStore:
             error=self._last_error,
         )
         self._fell_back.notify()
+        self.health_changed.notify()
         self._notify_all()
 
     def _rejoin(self) -> None:
@@ -314,6 +317,7 @@ class RedisStore:
         self._rejoins += 1
         self._cache.clear()
         _log.info("resilient_conn.coordination_rejoined", redis=redact_url(self.url))
+        self.health_changed.notify()
         self._notify_all()
 
     def _notify_all(self) -> None:
