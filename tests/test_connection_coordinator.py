@@ -132,3 +132,36 @@ async def test_bad_coordinator_is_refused() -> None:
     """coordinator= must be a RecoveryCoordinator: a clear ConfigError at construction."""
     with pytest.raises(ConfigError, match="coordinator must be a RecoveryCoordinator"):
         ResilientConnection("ws://127.0.0.1:9/", coordinator="shared")  # type: ignore[arg-type]
+
+
+async def test_flapping_upstream_costs_one_dial_per_open_period() -> None:
+    """A server that accepts and drops at once: after the threshold, each open period costs
+    one probe dial (its early death re-opens at once, for longer), never a tight loop, and the
+    connection keeps trying (no FAILED, no crash of the supervisor)."""
+    from websockets.asyncio.server import ServerConnection
+
+    async def drop(ws: ServerConnection, server: ScriptedServer) -> None:
+        await ws.close(1011, "flap")
+
+    settings = RecoverySettings(failure_threshold=3, open_time=0.05, max_open=0.2)
+    coordinator = RecoveryCoordinator("flap", settings=settings)
+    async with ScriptedServer(drop) as server:
+        conn = ResilientConnection(
+            server.url,
+            coordinator=coordinator,
+            backoff=FAST,
+            stable_after=5.0,
+            ping_interval=0,
+            close_timeout=0.5,
+            open_timeout=2.0,
+        )
+        async with conn:
+            await coordinator.store.notifier(coordinator.name).wait_until(
+                lambda: coordinator.snapshot().reopenings >= 3, 10
+            )
+            state = conn.state
+            dials = conn.stats.dials
+    probes = coordinator.snapshot().admitted["probe"]
+    assert state is not S.FAILED
+    assert probes >= 3
+    assert dials <= settings.failure_threshold + probes + 1

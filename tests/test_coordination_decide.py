@@ -20,7 +20,7 @@ def test_defaults_are_documented_values() -> None:
     """The defaults are the module constants the docs name."""
     s = RecoverySettings()
     assert (s.failure_threshold, s.open_time, s.max_open) == (3, 1.0, 10.0)
-    assert (s.ramp_rate, s.ramp_burst, s.probe_ttl) == (500.0, 50, 15.0)
+    assert (s.ramp_rate, s.ramp_burst, s.probe_ttl) == (500.0, 20, 15.0)
 
 
 @pytest.mark.parametrize(
@@ -95,6 +95,28 @@ def test_probe_failure_grows_open_time_up_to_the_cap_and_stable_resets() -> None
     st_, _ = admit(st_, s, "ok", now)
     st_ = succeed(st_, s, "ok", now, stable=True)
     assert (st_.phase, st_.reopenings) == (Phase.CLOSED, 0)
+
+
+def test_probe_connection_that_dies_before_stable_reopens_at_once() -> None:
+    """An upstream that accepts and drops: the probe's round trip closes the circuit, its
+    death before stable_after re-opens it at once and for longer (one dial per cycle)."""
+    s = RecoverySettings(failure_threshold=3)
+    st_ = S0
+    for _ in range(3):
+        st_ = fail(st_, s, "x", 0.0)
+    st_, a = admit(st_, s, "p", 1.0)
+    assert a.kind is DialKind.PROBE
+    st_ = succeed(st_, s, "p", 1.0, stable=False)
+    assert (st_.phase, st_.last_probe) == (Phase.CLOSED, "p")
+    st_ = fail(st_, s, "p", 1.1)
+    assert st_.phase is Phase.OPEN
+    assert st_.open_until == pytest.approx(1.1 + 2.0)
+    # Once the probe's connection proves stable, its later failures are ordinary ones.
+    st_, _ = admit(st_, s, "q", 3.1)
+    st_ = succeed(st_, s, "q", 3.2, stable=False)
+    st_ = succeed(st_, s, "q", 5.0, stable=True)
+    assert (st_.last_probe, st_.reopenings) == ("", 0)
+    assert fail(st_, s, "q", 6.0).phase is Phase.CLOSED
 
 
 def test_released_or_expired_probe_lease_passes_to_the_next_caller() -> None:

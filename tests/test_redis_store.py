@@ -195,6 +195,7 @@ async def test_killed_redis_falls_back_then_rejoins(redis_server: RedisServer) -
         assert store.health().rejoins == 1
         async with coordinator.permit("c") as permit:
             assert permit.kind is DialKind.NORMAL  # restarted Redis is empty: closed
+        assert store.health().fallbacks == 1  # the scripts were reloaded: still on Redis
 
 
 async def test_hung_redis_falls_back_within_op_timeout(redis_server: RedisServer) -> None:

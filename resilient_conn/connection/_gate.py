@@ -21,6 +21,7 @@ from typing import Protocol
 
 import anyio
 from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConcurrencyError, ConnectionClosed
 
 from ..coordination import REASON_RAMP, DialKind, Permit, RecoveryCoordinator
 from ..resilience.backoff import Backoff
@@ -93,6 +94,8 @@ def gate(conn: Gated) -> Permit | NoPermit:
 
     def on_wait(reason: str, seconds: float) -> None:
         state = conn._state
+        if state.is_final or state is ConnectionState.CLOSING:
+            return  # closing: the wait is about to be cancelled
         if state is ConnectionState.IDLE:  # first dial: the connect phase has begun
             conn._set_state(ConnectionState.CONNECTING, "dialing")
         if reason == REASON_RAMP:
@@ -117,7 +120,13 @@ async def probe_round_trip(ws: ClientConnection, permit: Gate | None, timeout: f
     """On a probe dial, one ping right after the handshake; its pong closes the circuit."""
     if permit is None or permit.kind is not DialKind.PROBE:
         return
-    with anyio.move_on_after(timeout):
-        pong = await ws.ping()
-        await pong
+    answered = False
+    try:
+        with anyio.move_on_after(timeout):
+            pong = await ws.ping()
+            await pong
+            answered = True
+    except (ConnectionClosed, ConcurrencyError):
+        return  # the transport died first: the supervisor reports that as the outcome
+    if answered:
         await permit.succeeded(stable=False)

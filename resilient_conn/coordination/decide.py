@@ -79,7 +79,7 @@ DEFAULT_PROBE_TTL = 15.0
 """Seconds a probe lease lives unless its holder reports an outcome or releases it."""
 DEFAULT_RAMP_RATE = 500.0
 """Reconnections admitted per second while the ramp is on."""
-DEFAULT_RAMP_BURST = 50
+DEFAULT_RAMP_BURST = 20
 """Token bucket capacity: reconnections admitted at once when the ramp starts."""
 DEFAULT_RAMP_HOLD = 2.0
 """Seconds the ramp stays on at least after a probe succeeds (so waiters in other
@@ -131,7 +131,7 @@ class RecoverySettings:
             (default :data:`DEFAULT_PROBE_TTL` = 15).
         ramp_rate: Reconnections per second after a successful probe, ``> 0``
             (default :data:`DEFAULT_RAMP_RATE` = 500).
-        ramp_burst: Token bucket capacity, ``>= 1`` (default :data:`DEFAULT_RAMP_BURST` = 50).
+        ramp_burst: Token bucket capacity, ``>= 1`` (default :data:`DEFAULT_RAMP_BURST` = 20).
         ramp_hold: Least seconds the ramp stays on; it ends once past that and the bucket
             is full again, ``>= 0`` (default :data:`DEFAULT_RAMP_HOLD` = 2).
 
@@ -207,6 +207,8 @@ class UpstreamState:
         tokens: Tokens in the bucket at ``tokens_at`` (negative: slots reserved ahead).
         tokens_at: When ``tokens`` was computed (store clock).
         ramp_since: When the ramp began (store clock).
+        last_probe: Holder of the probe that closed the circuit, until a connection proves
+            stable (its early death re-opens at once: the upstream accepts and drops).
     """
 
     phase: Phase = Phase.CLOSED
@@ -219,6 +221,7 @@ class UpstreamState:
     tokens: float = 0.0
     tokens_at: float = 0.0
     ramp_since: float = 0.0
+    last_probe: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-safe dict (what :class:`RedisStore` writes)."""
@@ -233,6 +236,7 @@ class UpstreamState:
             "tokens": self.tokens,
             "tokens_at": self.tokens_at,
             "ramp_since": self.ramp_since,
+            "last_probe": self.last_probe,
         }
 
     @classmethod
@@ -256,6 +260,7 @@ class UpstreamState:
                 tokens=_finite(data["tokens"]),
                 tokens_at=_finite(data["tokens_at"]),
                 ramp_since=_finite(data["ramp_since"]),
+                last_probe=str(data.get("last_probe", ""))[:512],
             )
         except (KeyError, TypeError, ValueError):
             return cls()
@@ -318,9 +323,12 @@ def _open(state: UpstreamState, s: RecoverySettings, now: float, *, grow: bool) 
     )
 
 
-def _close(state: UpstreamState, s: RecoverySettings, now: float, *, stable: bool) -> UpstreamState:
+def _close(
+    state: UpstreamState, s: RecoverySettings, now: float, *, stable: bool, prober: str = ""
+) -> UpstreamState:
     recovering = state.phase is not Phase.CLOSED
     return UpstreamState(
+        last_probe="" if stable else prober,
         phase=Phase.CLOSED,
         failures=0,
         reopenings=0 if stable else state.reopenings,
@@ -383,11 +391,16 @@ def succeed(
     """
     if state.phase is Phase.CLOSED:
         state = _refill(state, s, now)
-        if state.failures == 0 and (not stable or state.reopenings == 0):
+        if state.failures == 0 and (not stable or not (state.reopenings or state.last_probe)):
             return state
-        return replace(state, failures=0, reopenings=0 if stable else state.reopenings)
+        return replace(
+            state,
+            failures=0,
+            reopenings=0 if stable else state.reopenings,
+            last_probe="" if stable else state.last_probe,
+        )
     if state.phase is Phase.HALF_OPEN and state.probe_holder == holder:
-        return _close(state, s, now, stable=stable)
+        return _close(state, s, now, stable=stable, prober=holder)
     if stable:  # a connection admitted earlier proved the upstream works
         return _close(state, s, now, stable=True)
     return state
@@ -402,6 +415,10 @@ def fail(state: UpstreamState, s: RecoverySettings, holder: str, now: float) -> 
     if state.phase is Phase.OPEN:
         return state
     state = _refill(state, s, now)
+    if state.last_probe and state.last_probe == holder:
+        # The probe's own connection died before proving stable: the upstream accepts and
+        # drops (or fell over again); re-open at once, for longer.
+        return _open(state, s, now, grow=True)
     failures = state.failures + 1
     if failures >= s.failure_threshold:
         # A first opening uses the current scale; a re-opening without a stable connection
