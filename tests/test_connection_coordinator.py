@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import anyio
 import pytest
@@ -24,6 +25,7 @@ pytestmark = pytest.mark.anyio
 S = ConnectionState
 FAST = Backoff(initial_delay=0.02, max_delay=0.1, jitter="full")
 N = 20
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "shared_coordinator.py"
 
 
 def _conn(url: str, coordinator: RecoveryCoordinator, name: str) -> ResilientConnection:
@@ -165,3 +167,18 @@ async def test_flapping_upstream_costs_one_dial_per_open_period() -> None:
     assert state is not S.FAILED
     assert probes >= 3
     assert dials <= settings.failure_threshold + probes + 1
+
+
+async def test_shared_coordinator_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """examples/shared_coordinator.py brings all 50 back and reports the ramp in reasons."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("shared_coordinator_example", EXAMPLE)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with anyio.fail_after(30):
+        reasons = await module.main(outage=0.5)
+    assert reasons[REASON_RAMP] > 0
+    assert "all 50 back" in capsys.readouterr().out

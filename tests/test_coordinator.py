@@ -307,3 +307,15 @@ def test_snapshot_is_json_safe() -> None:
     assert data["phase"] == "closed"
     assert data["store"]["backend"] == "local"
     assert "closed" in repr(coord)
+
+
+@pytest.mark.anyio
+async def test_a_permit_is_used_once() -> None:
+    """Entering the same permit twice is a clear error, not a second admission."""
+    coord = RecoveryCoordinator("x")
+    permit = coord.permit("a")
+    async with permit:
+        pass
+    with pytest.raises(RuntimeError, match="used once"):
+        async with permit:
+            pass

@@ -257,6 +257,8 @@ class Permit:
         """Seconds spent waiting (on the coordinator's clock)."""
 
     async def __aenter__(self) -> Permit:
+        if self.kind is not None or self._outcome is not None:
+            raise RuntimeError("a Permit is used once: call coordinator.permit() per dial")
         coordinator = self._coordinator
         settings, store, clock = coordinator.settings, coordinator.store, coordinator._clock
         holder, reserved, last_reason = self._holder, False, ""
@@ -324,13 +326,6 @@ class Permit:
         self._outcome = "failed"
         holder, settings = self._holder, self._coordinator.settings
         await self._record(lambda st, now: (fail(st, settings, holder, now), None))
-        if error is not None:
-            _log.debug(
-                "resilient_conn.coordinator_failure",
-                upstream=self._coordinator.name,
-                kind=self.kind.value,
-                error=redact_text(f"{type(error).__name__}: {error}"),
-            )
 
     async def _record(self, transition: Callable[[UpstreamState, float], tuple[Any, None]]) -> None:
         # Shielded and bounded: an outcome must reach the store even while the caller is
