@@ -164,6 +164,7 @@ def test_open_time_never_exceeds_the_cap(n: int, base: float, mult: float, extra
     assert base <= s.open_for(n) <= s.max_open
 
 
+@settings(max_examples=50)
 @given(st.dictionaries(st.text(max_size=12), st.from_type(object), max_size=12) | st.none())
 def test_garbage_state_decodes_to_a_fresh_state(data: object) -> None:
     """from_dict never raises: garbage from a shared store gives a fresh CLOSED state."""
