@@ -11,8 +11,9 @@ again on the same port after the outage. Modes, side by side in the same run:
   restarted after the upstream is back (every process must fall back and rejoin)
 
 Printed per mode and outage: probe dials per second during the outage (fleet total), dials
-during the outage, peak/mean dials per 100 ms after the return (over the bins until all are
-back), first-back and all-back time after the return, and connections not back.
+during the outage, peak/mean dials per 100 ms after the return (over the 100 ms bins from the
+first dial after the return until all are back), first-back and all-back time after the
+return, connections not back, and (Redis modes) fallbacks and rejoins summed over processes.
 
 Defaults are modest for a shared 2-core machine (4 x 50 connections, outages 2 s and 5 s);
 ``--full`` is issue 14's size (4 x 250, outages 2 s and 20 s). Needs ``redis-server`` for
@@ -273,11 +274,14 @@ def _summarise(
     outage_probes = sum(1 for t in probes if killed_at <= t < returned_at)
     outage_dials = sum(1 for t in dials if killed_at <= t < returned_at)
     end = back[-1] if len(back) == total else max([returned_at, *dials])
+    # The reconnection wave: from the first dial after the return until all are back (the
+    # silent wait for the probe time before it would only lower the mean).
     after = [t for t in dials if returned_at <= t <= end]
-    bins = max(1, int((end - returned_at) / 0.1) + 1)
+    start = after[0] if after else returned_at
+    bins = max(1, int((end - start) / 0.1) + 1)
     counts = [0] * bins
     for t in after:
-        counts[min(bins - 1, int((t - returned_at) / 0.1))] += 1
+        counts[min(bins - 1, int((t - start) / 0.1))] += 1
     mean = sum(counts) / bins
     return {
         "probes_per_s": outage_probes / outage,

@@ -198,12 +198,17 @@ class RecoveryCoordinator:
             store=self.store.health(),
         )
 
-    async def _sleep_or_change(self, seconds: float) -> None:
-        """Sleep ``seconds`` on the clock, or less if the state changes meanwhile."""
+    async def _sleep_or_change(self, seconds: float) -> bool:
+        """Sleep ``seconds`` on the clock, or less if the state changes meanwhile.
+
+        Returns:
+            True if woken by a change, False if the time ran out.
+        """
         notifier = self.store.notifier(self.name)
         if math.isinf(seconds):
             await notifier.wait()
-            return
+            return True
+        changed = False
         async with anyio.create_task_group() as tg:
 
             async def sleeper() -> None:
@@ -212,7 +217,9 @@ class RecoveryCoordinator:
 
             tg.start_soon(sleeper)
             await notifier.wait()
+            changed = True
             tg.cancel_scope.cancel()
+        return changed
 
     def __repr__(self) -> str:
         state = self.store.peek(self.name) or UpstreamState()
@@ -277,14 +284,18 @@ class Permit:
                     except Exception:
                         _log.exception("resilient_conn.coordinator_on_wait_failed")
             wait = min(max(decision.wait, 0.0), store.poll_interval)
-            if reserved:
-                await clock.sleep(wait)  # our slot is booked: nothing to be woken for
-            else:
-                await coordinator._sleep_or_change(wait)
-        self.kind = decision.kind
+            changed = await coordinator._sleep_or_change(wait)
+            if reserved and not changed and wait >= decision.wait:
+                # Our booked slot came and nothing changed meanwhile (the circuit did not
+                # re-open): dial without another round trip to the store.
+                decision = Admission(DialKind.RAMP)
+                break
+        kind = decision.kind
+        assert kind is not None
+        self.kind = kind
         self.reason = last_reason
         self.waited = max(0.0, clock.now() - started)
-        coordinator._admitted[decision.kind.value] += 1
+        coordinator._admitted[kind.value] += 1
         return self
 
     async def __aexit__(
