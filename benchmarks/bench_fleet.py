@@ -348,13 +348,15 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--full", action="store_true", help="issue 14 sizes: 4 x 250, 2 s + 20 s")
     parser.add_argument("--processes", type=int, default=4)
     parser.add_argument("--connections", type=int, default=50)
-    parser.add_argument("--outages", default="2,5")
+    parser.add_argument("--outages", default=None, help="seconds, comma-separated (2,5)")
     parser.add_argument("--modes", default="none,local,redis,redis-killed")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--deadline", type=float, default=60.0, help="seconds after the return")
     args = parser.parse_args()
     if args.full:
-        args.connections, args.outages = 250, "2,20"
+        args.connections = 250
+        args.outages = args.outages or "2,20"
+    args.outages = args.outages or "2,5"
     return args
 
 
