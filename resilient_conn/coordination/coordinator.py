@@ -20,6 +20,7 @@ import anyio
 from .._core.clock import SYSTEM_CLOCK, Clock
 from .._core.errors import ConfigError
 from .._core.log import get_logger, redact_text
+from .._core.notify import Notifier
 from .decide import (
     Admission,
     DialKind,
@@ -111,7 +112,20 @@ class RecoveryCoordinator:
         ConfigError: Bad name, settings or store.
     """
 
-    __slots__ = ("_admitted", "_clock", "_counter", "_waits", "name", "settings", "store")
+    __slots__ = (
+        "_abandoned",
+        "_admitted",
+        "_clock",
+        "_counter",
+        "_flushed",
+        "_flushing",
+        "_pending",
+        "_results",
+        "_waits",
+        "name",
+        "settings",
+        "store",
+    )
 
     def __init__(
         self,
@@ -134,6 +148,13 @@ class RecoveryCoordinator:
         self._counter = itertools.count(1)
         self._admitted = {kind.value: 0 for kind in DialKind}
         self._waits = 0
+        # Admission requests are batched: whoever finds no flush running applies every
+        # pending request in one store update (one Redis round trip for N waiters).
+        self._pending: dict[str, bool] = {}  # holder -> reserved, in arrival order
+        self._results: dict[str, Admission] = {}
+        self._abandoned: set[str] = set()  # cancelled while their request was in flight
+        self._flushing = False
+        self._flushed = Notifier()
 
     @classmethod
     def for_url(
@@ -197,6 +218,76 @@ class RecoveryCoordinator:
             waits=self._waits,
             store=self.store.health(),
         )
+
+    async def _decide(self, holder: str, reserved: bool) -> Admission:
+        """Return the admission for ``holder``, decided in a batch with every other waiter."""
+        self._pending[holder] = reserved
+        try:
+            while True:
+                result = self._results.pop(holder, None)
+                if result is not None:
+                    return result
+                if self._flushing:
+                    await self._flushed.wait()
+                else:
+                    await self._flush()
+        except BaseException:
+            if self._pending.pop(holder, None) is None:
+                result = self._results.pop(holder, None)
+                if result is None:
+                    self._abandoned.add(holder)  # in flight: the flush cleans up
+                elif result.kind is DialKind.PROBE:
+                    await self._release_now([holder])
+            raise
+
+    async def _flush(self) -> None:
+        """Apply every pending admission request in one store update (shielded, bounded)."""
+        self._flushing = True
+        batch, self._pending = list(self._pending.items()), {}
+        settings, abandoned = self.settings, self._abandoned
+
+        def step(state: UpstreamState, now: float) -> tuple[UpstreamState, list[Admission]]:
+            out = []
+            for holder, reserved in batch:
+                if holder in abandoned:
+                    out.append(Admission(None))
+                    continue
+                state, decision = admit(state, settings, holder, now, reserved=reserved)
+                out.append(decision)
+            return state, out
+
+        release = []
+        # If the store fails (a bug: stores fall back rather than raise), everyone waits a
+        # little and asks again: never a spin, never a waiter left without an answer.
+        decisions = [Admission(None, 1.0, "coordinator store error")] * len(batch)
+        try:
+            with anyio.CancelScope(shield=True):
+                decisions = await self.store.update(self.name, step)
+        except Exception:
+            _log.exception("resilient_conn.coordinator_store_failed", upstream=self.name)
+        finally:
+            self._flushing = False
+            for (holder, _), decision in zip(batch, decisions, strict=True):
+                if holder in abandoned:
+                    abandoned.discard(holder)
+                    if decision.kind is DialKind.PROBE:
+                        release.append(holder)
+                else:
+                    self._results[holder] = decision
+            self._flushed.notify()
+        if release:
+            await self._release_now(release)
+
+    async def _release_now(self, holders: list[str]) -> None:
+        settings = self.settings
+
+        def step(state: UpstreamState, now: float) -> tuple[UpstreamState, None]:
+            for holder in holders:
+                state = release(state, settings, holder, now)
+            return state, None
+
+        with anyio.CancelScope(shield=True), anyio.move_on_after(_OUTCOME_TIMEOUT):
+            await self.store.update(self.name, step)
 
     async def _sleep_or_change(self, seconds: float) -> bool:
         """Sleep ``seconds`` on the clock, or less if the state changes meanwhile.
@@ -267,11 +358,11 @@ class Permit:
         if self.kind is not None or self._outcome is not None:
             raise RuntimeError("a Permit is used once: call coordinator.permit() per dial")
         coordinator = self._coordinator
-        settings, store, clock = coordinator.settings, coordinator.store, coordinator._clock
+        store, clock = coordinator.store, coordinator._clock
         holder, reserved, last_reason = self._holder, False, ""
         started = clock.now()
         while True:
-            decision = await store.update(coordinator.name, _admit_step(settings, holder, reserved))
+            decision = await coordinator._decide(holder, reserved)
             if decision.kind is not None:
                 break
             reserved = decision.reserved
@@ -347,15 +438,6 @@ class Permit:
     def __repr__(self) -> str:
         kind = None if self.kind is None else self.kind.value
         return f"Permit(kind={kind}, outcome={self._outcome}, reason={self.reason!r})"
-
-
-def _admit_step(
-    settings: RecoverySettings, holder: str, reserved: bool
-) -> Callable[[UpstreamState, float], tuple[UpstreamState, Admission]]:
-    def step(state: UpstreamState, now: float) -> tuple[UpstreamState, Admission]:
-        return admit(state, settings, holder, now, reserved=reserved)
-
-    return step
 
 
 def reset_default_coordinators() -> None:
