@@ -319,3 +319,52 @@ async def test_a_permit_is_used_once() -> None:
     with pytest.raises(RuntimeError, match="used once"):
         async with permit:
             pass
+
+
+@pytest.mark.anyio
+async def test_requests_cancelled_while_their_batch_is_in_flight_leave_no_lease() -> None:
+    """Admission requests are batched into one store update. Cancelling every waiter while
+    that update is still in flight (a slow shared store) leaves no probe lease held."""
+    clock = FakeClock()
+
+    class SlowStore(LocalStore):
+        def __init__(self) -> None:
+            super().__init__(clock)
+            self.gate = anyio.Event()
+            self.entered = anyio.Event()
+
+        async def update(self, key, transition):  # type: ignore[no-untyped-def]
+            self.entered.set()
+            await self.gate.wait()
+            return self.apply(key, transition)
+
+    store = SlowStore()
+    store.gate.set()
+    coord = RecoveryCoordinator(
+        "up", settings=RecoverySettings(failure_threshold=1), store=store, clock=clock
+    )
+    async with coord.permit("a") as p:
+        await p.failed()
+    clock.advance(5.0)  # the open time is over: the next admission is the probe
+    store.gate = anyio.Event()
+    store.entered = anyio.Event()
+    admitted: list[DialKind] = []
+
+    async def one(name: str) -> None:
+        async with coord.permit(name) as permit:
+            assert permit.kind is not None
+            admitted.append(permit.kind)
+            await anyio.sleep_forever()
+
+    async with anyio.create_task_group() as tg:
+        for i in range(5):
+            tg.start_soon(one, f"w{i}")
+        await store.entered.wait()
+        await anyio.wait_all_tasks_blocked()
+        tg.cancel_scope.cancel()
+        store.gate.set()
+    store.gate.set()
+    state = store.peek("up")
+    assert state is not None
+    assert not state.probe_live(clock.now())
+    assert admitted in ([], [DialKind.PROBE])
