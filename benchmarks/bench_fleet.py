@@ -170,6 +170,7 @@ async def client(config: dict[str, Any]) -> None:
             "back": list(back.values()),
             "not_back": n - len(back),
             "probes": coordinator.probes if coordinator is not None else [],
+            "reopenings": coordinator.snapshot().reopenings if coordinator is not None else 0,
             "store": store.health().to_dict() if store is not None else None,
         }
         print(json.dumps({"report": report}), flush=True)
