@@ -13,7 +13,9 @@ again on the same port after the outage. Modes, side by side in the same run:
 Printed per mode and outage: probe dials per second during the outage (fleet total), dials
 during the outage, peak/mean dials per 100 ms after the return (over the 100 ms bins from the
 first dial after the return until all are back), first-back and all-back time after the
-return, connections not back, and (Redis modes) fallbacks and rejoins summed over processes.
+return, connections not back, (Redis modes) fallbacks and rejoins summed over processes, and
+probe dials after the return (more than one per process for ``local``, or more than one for
+``redis``, means the circuit re-opened during the reconnection wave).
 
 Defaults are modest for a shared 2-core machine (4 x 50 connections, outages 2 s and 5 s);
 ``--full`` is issue 14's size (4 x 250, outages 2 s and 20 s). Needs ``redis-server`` for
@@ -286,6 +288,7 @@ def _summarise(
     mean = sum(counts) / bins
     return {
         "probes_per_s": outage_probes / outage,
+        "probes_after": sum(1 for t in probes if t >= returned_at),
         "outage_dials": outage_dials,
         "peak_mean": (max(counts) / mean) if mean else 0.0,
         "first_back": (back[0] - returned_at) if back else None,
@@ -313,7 +316,7 @@ async def main(args: argparse.Namespace) -> None:
     )
     header = (
         f"{'mode':<13}{'outage':>7}{'probes/s':>10}{'out.dials':>10}{'peak/mean':>10}"
-        f"{'first':>7}{'all back':>15}{'not back':>9}{'fallb.':>7}{'rejoin':>7}"
+        f"{'first':>7}{'all back':>15}{'not back':>9}{'fallb.':>7}{'rejoin':>7}{'pr.after':>9}"
     )
     print(header)
     async with AsyncExitStack() as stack:
@@ -339,7 +342,8 @@ async def main(args: argparse.Namespace) -> None:
                     f"{med['outage_dials']:>10.0f}{med['peak_mean']:>10.2f}"
                     f"{_fmt(med['first_back']):>7}"
                     f"{_fmt(med['all_back']):>8} ({_fmt(max(worst) if worst else None)})"
-                    f"{med['not_back']:>8}{med['fallbacks']:>7.0f}{med['rejoins']:>7.0f}",
+                    f"{med['not_back']:>8}{med['fallbacks']:>7.0f}{med['rejoins']:>7.0f}"
+                    f"{med['probes_after']:>9.0f}",
                     flush=True,
                 )
 
