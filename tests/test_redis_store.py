@@ -238,3 +238,38 @@ def test_url_credentials_never_show() -> None:
     """A password in the URL is redacted in repr."""
     store = RedisStore("redis://user:hunter2@127.0.0.1:6379/0")
     assert "hunter2" not in repr(store)
+
+
+async def test_a_thousand_waiters_on_two_clients_all_admitted(redis_server: RedisServer) -> None:
+    """1,000 permits (500 on each of two clients) wait behind an open circuit: one probe,
+    then every one is admitted through the shared ramp, with no fallback."""
+    settings = RecoverySettings(
+        failure_threshold=1, open_time=0.05, max_open=0.1, ramp_rate=5000.0, ramp_burst=50
+    )
+    async with _store(redis_server.url) as a, _store(redis_server.url) as b:
+        coords = [RecoveryCoordinator("feed", settings=settings, store=s) for s in (a, b)]
+        async with coords[0].permit("first") as p:
+            await p.failed()
+        kinds: list[DialKind] = []
+        in_flight_probes = 0
+
+        async def one(coordinator: RecoveryCoordinator, name: str) -> None:
+            nonlocal in_flight_probes
+            async with coordinator.permit(name) as permit:
+                assert permit.kind is not None
+                kinds.append(permit.kind)
+                if permit.kind is DialKind.PROBE:
+                    in_flight_probes += 1
+                    assert in_flight_probes == 1
+                    await anyio.sleep(0.01)  # the probe's dial
+                    in_flight_probes -= 1
+                await permit.succeeded(stable=False)
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                for i in range(1000):
+                    tg.start_soon(one, coords[i % 2], f"c{i}")
+    assert len(kinds) == 1000
+    assert kinds.count(DialKind.PROBE) == 1
+    assert not a.health().errors
+    assert not b.health().errors
