@@ -182,3 +182,37 @@ async def test_shared_coordinator_example_runs(capsys: pytest.CaptureFixture[str
         reasons = await module.main(outage=0.5)
     assert reasons[REASON_RAMP] > 0
     assert "all 50 back" in capsys.readouterr().out
+
+
+async def test_close_while_waiting_behind_the_shared_circuit() -> None:
+    """aclose() while the connection waits for the shared circuit (open for an hour) ends
+    in CLOSED at once; a connection closed while it holds the probe frees the lease."""
+    settings = RecoverySettings(failure_threshold=1, open_time=3600.0, max_open=3600.0)
+    coordinator = RecoveryCoordinator("closing", settings=settings)
+    async with coordinator.permit("someone") as p:
+        await p.failed()
+    conn = ResilientConnection("ws://127.0.0.1:9/", coordinator=coordinator, ping_interval=0)
+    rec = StateRecorder()
+    conn.on_state_change(rec)
+    with anyio.fail_after(5):
+        async with conn:
+            await rec.wait_state(S.CIRCUIT_OPEN)
+    assert conn.state is S.CLOSED
+
+    probing = RecoveryCoordinator("probe-close", settings=RecoverySettings(failure_threshold=1))
+    async with ScriptedServer() as server:
+        async with probing.permit("someone") as p:
+            await p.failed()
+        conn = ResilientConnection(
+            server.url, coordinator=probing, ping_interval=0, stable_after=3600, backoff=FAST
+        )
+        with anyio.fail_after(10):
+            async with conn:
+                await conn.wait_connected(10)
+                # The probe's ping closed the circuit; then the user closes mid-probation.
+                await probing.store.notifier(probing.name).wait_until(
+                    lambda: probing.snapshot().phase is Phase.CLOSED, 10
+                )
+    snapshot = probing.snapshot()
+    assert not snapshot.probe_held
+    assert snapshot.admitted["probe"] == 1
