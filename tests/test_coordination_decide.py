@@ -19,7 +19,7 @@ S0 = UpstreamState()
 def test_defaults_are_documented_values() -> None:
     """The defaults are the module constants the docs name."""
     s = RecoverySettings()
-    assert (s.failure_threshold, s.open_time, s.max_open) == (3, 1.0, 10.0)
+    assert (s.failure_threshold, s.open_time, s.max_open) == (3, 0.5, 5.0)
     assert (s.ramp_rate, s.ramp_burst, s.probe_ttl) == (1000.0, 20, 15.0)
 
 
@@ -48,7 +48,7 @@ def test_bad_settings_are_refused(kwargs: dict[str, object], fragment: str) -> N
 
 def test_threshold_failures_open_then_one_probe_then_ramp() -> None:
     """Three failures open; after the open time one caller probes; its success starts a ramp."""
-    s = RecoverySettings(ramp_burst=2, ramp_rate=10.0)
+    s = RecoverySettings(ramp_burst=2, ramp_rate=10.0, open_time=1.0)
     st_ = S0
     for _ in range(3):
         st_ = fail(st_, s, "x", 0.0)
@@ -100,7 +100,7 @@ def test_probe_failure_grows_open_time_up_to_the_cap_and_stable_resets() -> None
 def test_probe_connection_that_dies_before_stable_reopens_at_once() -> None:
     """An upstream that accepts and drops: the probe's round trip closes the circuit, its
     death before stable_after re-opens it at once and for longer (one dial per cycle)."""
-    s = RecoverySettings(failure_threshold=3)
+    s = RecoverySettings(failure_threshold=3, open_time=1.0)
     st_ = S0
     for _ in range(3):
         st_ = fail(st_, s, "x", 0.0)

@@ -89,7 +89,15 @@ async def _run_until(clock: FakeClock, predicate: object, limit: int = 10_000) -
 async def test_many_connections_share_one_probe_then_ramp() -> None:
     """20 connections: one probe at a time while open, then admissions at the bucket's rate."""
     clock = FakeClock()
-    coord = _coordinator(clock, ramp_rate=10.0, ramp_burst=5, ramp_hold=0.5, probe_ttl=5.0)
+    coord = _coordinator(
+        clock,
+        ramp_rate=10.0,
+        ramp_burst=5,
+        ramp_hold=0.5,
+        probe_ttl=5.0,
+        open_time=1.0,
+        max_open=10.0,
+    )
     fleet = Fleet(coord, clock)
     async with anyio.create_task_group() as tg:
         for i in range(20):
@@ -201,7 +209,7 @@ async def test_on_wait_that_raises_is_isolated() -> None:
             async with coord.permit("b", on_wait=broken) as permit:
                 assert permit.kind is DialKind.PROBE
                 assert permit.reason == "circuit open, waiting for the probe time"
-                assert permit.waited == pytest.approx(1.0)
+                assert permit.waited == pytest.approx(coord.settings.open_time)
 
         tg.start_soon(wait_for_it)
         await _step(clock)
