@@ -32,6 +32,13 @@ The interface a supervisor uses around each dial::
 
     coordinator.snapshot()   # CoordinatorSnapshot: phase, probe, ramp, store health (no I/O)
 
+``ResilientConnection(url, coordinator=...)`` does exactly this around every dial (see
+``resilient_conn/connection/_gate.py``): the wait reasons become its state change reasons,
+a probe dial pings once right after the handshake (``succeeded(stable=False)``), the stable
+timer reports ``succeeded()``, and a dial or transport that fails is ``failed()``. If the
+probe's own connection dies before proving stable, the circuit re-opens at once, for longer
+(an upstream that accepts and drops costs one dial per open period).
+
 The decisions are pure functions in :mod:`resilient_conn.coordination.decide`, tested with
 hypothesis; the stores apply them atomically (Redis: a compare-and-set Lua script).
 """
