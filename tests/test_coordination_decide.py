@@ -157,6 +157,18 @@ def test_ramp_ends_once_the_bucket_refills() -> None:
     assert (a.kind, st_.ramping) == (DialKind.NORMAL, False)
 
 
+def test_times_from_a_skewed_or_garbage_store_are_capped() -> None:
+    """An open-until or lease expiry far in the future (clock skew, garbage) is cut to the
+    caps: no caller waits longer than max_open / probe_ttl from now."""
+    s = RecoverySettings()
+    far = UpstreamState(phase=Phase.OPEN, open_until=1e18)
+    _, a = admit(far, s, "a", 100.0)
+    assert a.wait == pytest.approx(s.max_open)
+    held = UpstreamState(phase=Phase.HALF_OPEN, probe_holder="x", probe_expires=1e18)
+    _, b = admit(held, s, "b", 100.0)
+    assert b.wait == pytest.approx(s.probe_ttl)
+
+
 @given(st.integers(0, 10_000), st.floats(0.01, 100), st.floats(1, 10), st.floats(0, 1000))
 def test_open_time_never_exceeds_the_cap(n: int, base: float, mult: float, extra: float) -> None:
     """open_for(n) is within [open_time, max_open] for every n, however large."""

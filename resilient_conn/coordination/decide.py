@@ -359,6 +359,12 @@ def admit(
     Returns:
         ``(new_state, admission)``.
     """
+    # A shared store may hold times from a skewed clock or from garbage: never wait longer
+    # than the documented caps from now.
+    if state.open_until > now + s.max_open:
+        state = replace(state, open_until=now + s.max_open)
+    if state.probe_expires > now + s.probe_ttl:
+        state = replace(state, probe_expires=now + s.probe_ttl)
     if state.phase is Phase.OPEN:
         if now < state.open_until:
             return state, Admission(None, state.open_until - now, REASON_OPEN)
