@@ -217,7 +217,8 @@ async def test_on_wait_that_raises_is_isolated() -> None:
 
 @pytest.mark.anyio
 async def test_cancellation_sweep_leaves_no_lease_behind() -> None:
-    """Cancel 40 permits at each of five stages (waiting, probing, ramping): no lease is left held."""
+    """Cancel 40 permits at each of five stages (waiting, probing, ramping): no lease is
+    left held."""
     clock = FakeClock()
     coord = _coordinator(clock, failure_threshold=1, ramp_rate=5.0, ramp_burst=1)
     async with coord.permit("a") as p:
