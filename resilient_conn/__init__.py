@@ -42,6 +42,7 @@ from .coordination import (
 )
 from .health.alerting import Alert, AlertKind, AlertPolicy
 from .health.asgi import HealthServer, health_app, serve_health
+from .health.coordination import CoordinatorHealth, coordinator_report
 from .health.dashboard import DashboardConfig
 from .health.prometheus import RegistryCollector
 from .health.registry import HealthRegistry
@@ -72,6 +73,7 @@ _compat.install()
 
 __all__ = [
     "JITTER_STRATEGIES",
+    "CoordinatorHealth",
     "CoordinatorSnapshot",
     "CoordinatorStore",
     "DialKind",
@@ -80,6 +82,7 @@ __all__ = [
     "RecoverySettings",
     "RedisStore",
     "StoreHealth",
+    "coordinator_report",
     "Backoff",
     "BreakerLease",
     "BreakerMetrics",
