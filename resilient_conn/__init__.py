@@ -30,6 +30,16 @@ from .connection.events import ConnectionState, StateChange
 from .connection.metrics import ConnectionSnapshot, ConnectionStats
 from .connection.options import ConnectionOptions
 from .connection.report import HealthReport, HealthStatus, evaluate
+from .coordination import (
+    CoordinatorSnapshot,
+    CoordinatorStore,
+    DialKind,
+    LocalStore,
+    RecoveryCoordinator,
+    RecoverySettings,
+    RedisStore,
+    StoreHealth,
+)
 from .delivery import (
     AckedStream,
     DeliveryDeadLetter,
@@ -44,6 +54,7 @@ from .delivery import (
 )
 from .health.alerting import Alert, AlertKind, AlertPolicy
 from .health.asgi import HealthServer, health_app, serve_health
+from .health.coordination import CoordinatorHealth, coordinator_report
 from .health.dashboard import DashboardConfig
 from .health.prometheus import RegistryCollector
 from .health.registry import HealthRegistry
@@ -75,6 +86,7 @@ _compat.install()
 __all__ = [
     "JITTER_STRATEGIES",
     "SYSTEM_CLOCK",
+    "__version__",
     "AckedStream",
     "Action",
     "Alert",
@@ -98,11 +110,15 @@ __all__ = [
     "ConnectionSnapshot",
     "ConnectionState",
     "ConnectionStats",
+    "CoordinatorHealth",
+    "CoordinatorSnapshot",
+    "CoordinatorStore",
     "DashboardConfig",
     "DeadLetter",
     "DeadLetterReason",
     "DeliveryDeadLetter",
     "DeliveryHub",
+    "DialKind",
     "DurableOutbox",
     "EnvelopeError",
     "GapKind",
@@ -112,6 +128,7 @@ __all__ = [
     "HealthServer",
     "HealthStatus",
     "JitterStrategy",
+    "LocalStore",
     "NotConnectedError",
     "OutboxError",
     "Overflow",
@@ -120,6 +137,9 @@ __all__ = [
     "PushTimeoutError",
     "RealtimeError",
     "RealtimeProtocolError",
+    "RecoveryCoordinator",
+    "RecoverySettings",
+    "RedisStore",
     "RegistryCollector",
     "ResiliencePolicy",
     "ResilientConnError",
@@ -130,12 +150,13 @@ __all__ = [
     "RetryStats",
     "ServerSession",
     "StateChange",
+    "StoreHealth",
     "SystemClock",
     "Verdict",
-    "__version__",
     "breaker_report",
     "classifier",
     "connect_acked",
+    "coordinator_report",
     "default_classify",
     "evaluate",
     "health_app",

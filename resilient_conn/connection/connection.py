@@ -42,6 +42,7 @@ from ..adapters.websocket import (
     UrlSource,
     check_ws_url,
 )
+from ..coordination import RecoveryCoordinator
 from ..resilience.backoff import Backoff
 from ..resilience.breaker import BreakerLease, CircuitBreaker
 from ..resilience.classify import Classifier, default_classify
@@ -70,6 +71,11 @@ class ResilientConnection(Observing):
         backoff: Delay schedule between dials (default ``Backoff()``: full jitter, 1 s to 60 s).
         breaker: Circuit breaker gating every dial (default ``CircuitBreaker()``: opens after 5
             failures, probes after 60 s, closes after 2 successes).
+        coordinator: A :class:`~resilient_conn.RecoveryCoordinator` shared with other
+            connections to the same upstream: one circuit, one probe and a reconnect ramp for
+            all of them (see ``docs/recovery.md``). It gates every dial; unless ``breaker`` is
+            also given, the private breaker is disabled and the backoff only paces a first
+            short jittered pause. Default ``None``.
         open_timeout: Dial + handshake timeout in seconds (default 10).
         ping_interval: Seconds between keepalive pings; 0 turns keepalive off (default 20).
         ping_timeout: Seconds to wait for a pong before the transport is declared dead and
@@ -114,6 +120,7 @@ class ResilientConnection(Observing):
         *,
         backoff: Backoff | None = None,
         breaker: CircuitBreaker | None = None,
+        coordinator: RecoveryCoordinator | None = None,
         open_timeout: float | None = None,
         ping_interval: float | None = None,
         ping_timeout: float | None = None,
@@ -154,6 +161,14 @@ class ResilientConnection(Observing):
         """The connection's name in logs, hooks, health and metrics."""
         self.backoff = backoff if backoff is not None else Backoff()
         self.breaker = breaker if breaker is not None else CircuitBreaker(name=self.name)
+        if coordinator is not None and not isinstance(coordinator, RecoveryCoordinator):
+            raise ConfigError(
+                f"coordinator must be a RecoveryCoordinator, got {type(coordinator).__name__}"
+            )
+        self.coordinator = coordinator
+        """The shared recovery coordinator gating every dial, or ``None``."""
+        if coordinator is not None and breaker is None:
+            self.breaker.disable()  # the shared circuit replaces the private one
         if not isinstance(self.backoff, Backoff):
             raise ConfigError(f"backoff must be a Backoff, got {type(backoff).__name__}")
         if not isinstance(self.breaker, CircuitBreaker):
@@ -233,6 +248,7 @@ class ResilientConnection(Observing):
         self._connected_wall: float | None = None
         self._disconnected_at: float | None = None
         self._lease: BreakerLease | None = None
+        self._permit = None
         self._stable = False
         self._changed = Notifier()  # notified on every transport/state/buffer change
         self._supervisor: asyncio.Task[None] | None = None
