@@ -164,7 +164,9 @@ class PhxBackend:
         return sum(
             1
             for m in list(self.server.pushes)
-            if m.event == "broadcast" and isinstance(m.payload, dict) and m.payload.get("event") == "up"
+            if m.event == "broadcast"
+            and isinstance(m.payload, dict)
+            and m.payload.get("event") == "up"
         )
 
     @property
@@ -244,11 +246,11 @@ class ProxyWatch:
         self.closes: list[float] = []
 
     async def run(self) -> None:
-        seen = self.proxy.stats()
+        seen = self.proxy.stats
         while True:
             before = seen
-            await self.proxy.wait_until(lambda s: s != before, timeout=None)
-            seen = self.proxy.stats()
+            await self.proxy.wait_until(lambda s, b=before: s != b, timeout=None)
+            seen = self.proxy.stats
             now = time.monotonic()
             self.accepts += [now] * max(0, seen.connections_accepted - before.connections_accepted)
             self.closes += [now] * max(0, before.connections_active - seen.connections_active)
@@ -347,18 +349,14 @@ class Run:
         """Wait (event-driven) until the backend accepted a connection after t_back."""
         mark = self.backend.connections()
         try:
-            await asyncio.wait_for(self._connected_after(mark), cap)
+            await asyncio.wait_for(
+                _until(self.backend, lambda: self.backend.connections() > mark), cap
+            )
+            self.extra["recovered_at"] = time.monotonic()
             return True
         except TimeoutError:
             self.notes.append(f"no reconnect within {cap:g} s")
             return False
-
-    async def _connected_after(self, mark: int) -> None:
-        server = self.backend.server
-        if isinstance(server, ScriptedServer):
-            await server.wait_until(lambda: self.backend.connections() > mark, timeout=None)
-        else:
-            await server.wait_for(lambda: self.backend.connections() > mark)
 
 
 Fault = Callable[[Run], Awaitable[None]]
@@ -465,17 +463,21 @@ async def herd(run: Run) -> None:
     n = run.extra["count"]
     try:
         await asyncio.wait_for(
-            _until(lambda: run.backend.connections() - mark >= n, 0.01), 30 if run.quick else 70
+            _until(run.backend, lambda: run.backend.connections() - mark >= n),
+            30 if run.quick else 70,
         )
         run.extra["all_back"] = time.monotonic() - run.t_back
     except TimeoutError:
         run.notes.append("not all clients came back")
 
 
-async def _until(predicate: Callable[[], bool], poll: float = 0.005) -> None:
-    # The proxy watch and the backends notify on change; this polls those counters cheaply.
-    while not predicate():
-        await asyncio.sleep(poll)
+async def _until(backend: WsBackend | PhxBackend, predicate: Callable[[], bool]) -> None:
+    """Wait until ``predicate()`` holds, woken by the backend's own change notifications."""
+    server = backend.server
+    if isinstance(server, ScriptedServer):
+        await server.wait_until(predicate, timeout=None)
+    else:
+        await server.wait_for(predicate)
 
 
 @dataclass(frozen=True)
@@ -547,7 +549,7 @@ async def measure(sc: Scenario, kind: str, python: str, quick: bool) -> dict[str
                 return row
             if sc.name == "herd":
                 n = spec["count"]
-                await _bounded(_until(lambda: backend.connections() >= n, 0.01), 30)
+                await _bounded(_until(backend, lambda: backend.connections() >= n), 30)
             await asyncio.sleep(0.3)  # steady state: a few messages each way
             before = await client.stats()
             run.extra["lost_before"] = before["lost_count"] if before else 0
@@ -593,7 +595,7 @@ async def _drain(client: Client, backend: WsBackend | PhxBackend, cap: float) ->
 def figures(run: Run, res: dict[str, Any], before: dict[str, Any], backend: Any) -> dict[str, Any]:
     t0 = run.t_fault
     back = run.t_back if run.t_back is not None else t0
-    fault_end = run.t_back if run.t_back is not None else t0 + 1.0
+    fault_end = max(back, run.extra.get("recovered_at", back))
     dials = res["dials"]
     recv = res["recv_times"]
     quiet = max(back, run.extra.get("quiet_from", back))
@@ -603,7 +605,8 @@ def figures(run: Run, res: dict[str, Any], before: dict[str, Any], backend: Any)
     delivered = backend.received
     out_lost = sent - delivered - dead
     # inbound: every seq the server handed to a socket vs distinct seqs the consumer got
-    in_lost = backend.written - res["unique"]
+    single = run.extra.get("count", 1) == 1  # a herd shares sequence numbers: count them all
+    in_lost = backend.written - (res["unique"] if single else res["received"])
     row: dict[str, Any] = {
         "notice_s": (res["lost"][run.extra["noticed_index"]] - t0)
         if "noticed_index" in run.extra
@@ -621,7 +624,7 @@ def figures(run: Run, res: dict[str, Any], before: dict[str, Any], backend: Any)
         "out_lost": out_lost,
         "out_send_raised": res["send_failed"],
         "in_written": backend.written,
-        "in_received": res["unique"],
+        "in_received": res["unique"] if single else res["received"],
         "in_lost": in_lost,
         "rss_growth_mb": (res["rss"] - before["rss"]) / 2**20,
         "rss_peak_mb": res["rss_peak"] / 2**20,
@@ -742,7 +745,9 @@ async def soak(kind: str, python: str, cycles: int) -> dict[str, Any]:
                 mark = backend.connections()
                 await backend.close_all(1012)
                 try:
-                    await asyncio.wait_for(_until(lambda m=mark: backend.connections() > m, 0.0005), 30)
+                    await asyncio.wait_for(
+                        _until(backend, lambda m=mark: backend.connections() > m), 30
+                    )
                 except TimeoutError:
                     break
                 done += 1
@@ -751,7 +756,8 @@ async def soak(kind: str, python: str, cycles: int) -> dict[str, Any]:
             after = await client.stats()
         finally:
             result = await client.stop()
-    assert before is not None and after is not None
+    assert before is not None
+    assert after is not None
     return {
         "client": kind,
         "cycles": done,
@@ -843,9 +849,9 @@ def soak_markdown(rows: list[dict[str, Any]]) -> str:
 
 async def amain(args: argparse.Namespace) -> int:
     kinds = [k for k in args.clients.split(",") if k]
-    pythons = {k: sys.executable for k in kinds}
+    pythons = dict.fromkeys(kinds, sys.executable)
     if "peer" in kinds:
-        if args.peer_python and Path(args.peer_python).exists():
+        if args.peer_python and Path(args.peer_python).exists():  # noqa: ASYNC240
             pythons["peer"] = args.peer_python
         else:
             print("scorecard: no --peer-python interpreter: the realtime package is skipped")
@@ -858,7 +864,7 @@ async def amain(args: argparse.Namespace) -> int:
             print(soak_markdown(rows[-1:]).splitlines()[-1], flush=True)
         print("\n" + soak_markdown(rows))
         if args.json:
-            Path(args.json).write_text(json.dumps({"soak": rows}, indent=2))
+            Path(args.json).write_text(json.dumps({"soak": rows}, indent=2))  # noqa: ASYNC240
         return 0
     chosen = [s for s in scenarios(args.herd) if (s.quick if args.quick else True)]
     if args.only:
@@ -901,7 +907,7 @@ async def amain(args: argparse.Namespace) -> int:
     print(markdown(rows, titles))
     print(f"\n{len(rows)} measurements in {time.monotonic() - t_start:.0f} s")
     if args.json:
-        Path(args.json).write_text(
+        Path(args.json).write_text(  # noqa: ASYNC240
             json.dumps({"rows": rows, "guarantee_failures": failures}, indent=2, default=str)
         )
     if failures:

@@ -123,10 +123,7 @@ class Recorder:
 
 def _seq_of(raw: Any) -> int | None:
     try:
-        if isinstance(raw, (str, bytes)):
-            data = json.loads(raw)
-        else:
-            data = raw
+        data = json.loads(raw) if isinstance(raw, (str, bytes)) else raw
         if isinstance(data, dict):
             if "seq" in data:
                 return int(data["seq"])
@@ -329,9 +326,9 @@ class _GiveUpWatch(logging.Handler):
         self.rec = rec
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.getMessage().startswith("Connection failed permanently"):
-            if self.rec.gave_up is None:
-                self.rec.gave_up = time.monotonic()
+        text = record.getMessage()
+        if text.startswith("Connection failed permanently") and self.rec.gave_up is None:
+            self.rec.gave_up = time.monotonic()
 
 
 async def run_peer(url: str, spec: dict[str, Any], rec: Recorder, stop: asyncio.Event) -> None:
