@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from resilient_conn import HealthRegistry, health_app, serve_health  # noqa: E402
+from resilient_conn import HealthRegistry, health_app, serve_health
 
 
 @contextlib.asynccontextmanager
@@ -46,7 +46,7 @@ async def run_server(kind: str, registry: HealthRegistry) -> AsyncIterator[int]:
     config = uvicorn.Config(health_app(registry), log_level="critical", lifespan="off")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve([sock]))
-    while not server.started:
+    while not server.started:  # noqa: ASYNC110 (uvicorn exposes no event for it)
         await asyncio.sleep(0.01)
     try:
         yield sock.getsockname()[1]
@@ -74,7 +74,7 @@ async def probe(port: int, cap: float) -> tuple[float, str]:
 
 async def trickle(port: int, stop: asyncio.Event) -> None:
     with contextlib.suppress(OSError):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
         head = b"GET /livez HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 10_000
         for byte in head:
             if stop.is_set():
@@ -100,7 +100,7 @@ async def measure(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         for _ in range(args.probes):
             results.append(await probe(port, args.cap))
             await asyncio.sleep(args.every)
-        fds = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else -1
+        fds = len(os.listdir("/proc/self/fd")) if sys.platform == "linux" else -1
         stop.set()
         await asyncio.gather(*slow, return_exceptions=True)
         for _, writer in idle:

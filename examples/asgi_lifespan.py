@@ -83,13 +83,13 @@ async def main() -> dict[str, int]:
     async with ScriptedServer() as upstream:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))  # uvicorn serves on this socket: no port race
-        base = "http://127.0.0.1:%d" % sock.getsockname()[1]
+        base = f"http://127.0.0.1:{sock.getsockname()[1]}"
         config = uvicorn.Config(build_app(upstream.url), log_level="warning", lifespan="on")
         server = uvicorn.Server(config)
         async with anyio.create_task_group() as tg:
             tg.start_soon(server.serve, [sock])
             with anyio.fail_after(10):
-                while not server.started:  # uvicorn exposes no event for this
+                while not server.started:  # noqa: ASYNC110 (uvicorn exposes no event)
                     await anyio.sleep(0.01)
             await upstream.wait_for_messages(1)  # the lifespan's "subscribe" arrived
             for path in ("/health/livez", "/health/readyz", "/last", "/health/metrics"):

@@ -29,12 +29,12 @@ async def main() -> dict[str, object]:
         await conn.send(f"hello {conn.subprotocol}")
 
     offered = ["feed.v2", "feed.v1"]
-    async with ScriptedServer(subprotocols=["feed.v2", "feed.v1"]) as server:
-        async with ResilientConnection(server.url, subprotocols=offered, on_open=on_open) as conn:
-            print(f"v2 server: negotiated {await conn.recv()!r}")
-    async with ScriptedServer(subprotocols=["feed.v1"]) as server:
-        async with ResilientConnection(server.url, subprotocols=offered, on_open=on_open) as conn:
-            print(f"v1-only server: negotiated {await conn.recv()!r}")
+    for supported in (["feed.v2", "feed.v1"], ["feed.v1"]):
+        async with (
+            ScriptedServer(subprotocols=supported) as server,
+            ResilientConnection(server.url, subprotocols=offered, on_open=on_open) as conn,
+        ):
+            print(f"server with {supported}: negotiated {await conn.recv()!r}")
     async with ScriptedServer(subprotocols=["other"]) as server:
         conn = ResilientConnection(server.url, subprotocols=offered)
         async with conn:

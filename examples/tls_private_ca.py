@@ -43,7 +43,8 @@ def make_ca_and_server_cert(folder: Path) -> tuple[Path, Path, Path]:
             "-keyout", "server.key", "-out", "server.csr")  # fmt: skip
     (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
     openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.pem")  # fmt: skip
+            "-CAcreateserial", "-days", "2", "-extfile", "san.ext",
+            "-out", "server.pem")  # fmt: skip
     return folder / "ca.pem", folder / "server.pem", folder / "server.key"
 
 
@@ -67,10 +68,13 @@ async def main() -> dict[str, object]:
 
             # Without the CA the certificate is rejected: FAILED at once, no retry storm.
             failed = ResilientConnection(url, ssl=ssl.create_default_context())
+            gave_up = anyio.Event()
+            failed.on_state_change(
+                lambda change: gave_up.set() if change.new.value == "failed" else None
+            )
             async with failed:
                 with anyio.fail_after(10):
-                    while failed.state.value != "failed":
-                        await anyio.sleep(0.01)
+                    await gave_up.wait()
             print(f"without the CA: {failed.state.value} after {failed.stats.dials} dial(s)")
 
             env = {**os.environ, "SSL_CERT_FILE": str(ca)}

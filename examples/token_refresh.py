@@ -35,6 +35,7 @@ class TokenSource:
         self.prefix = prefix
 
     async def __call__(self) -> str:
+        """Return the next token (an async call, as an auth client's refresh would be)."""
         return f"{self.prefix}-{next(self._n)}"
 
 

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import logging
 import math
 import os
 import sys
@@ -34,6 +35,7 @@ import anyio
 import structlog
 
 from .._core.errors import ConfigError, ConnectionClosedError, ConnectionFailedError
+from .._core.logroute import LIBRARY_LOGGER
 from ..connection.connection import ResilientConnection
 from ..connection.events import ConnectionState, StateChange
 from ..connection.report import HealthReport, HealthStatus
@@ -202,13 +204,45 @@ def _library_logs(verbose: bool, quiet: bool, stream: TextIO) -> Iterator[None]:
     info with ``verbose``) are written to ``stream`` as one line each; the rest is dropped.
     The chain is restored afterwards.
     """
-    chain = structlog.get_config()["processors"]
-    if not isinstance(chain, list):  # a chain we cannot extend: leave logging as configured
-        yield
-        return
     shown = set() if quiet else {"warning", "warn", "error", "critical", "exception", "fatal"}
     if verbose:
         shown |= {"warning", "warn", "error", "critical", "exception", "fatal", "info", "msg"}
+    with _stdlib_library_logs(shown, stream):  # the route while structlog is unconfigured
+        chain = structlog.get_config()["processors"]
+        if not isinstance(chain, list):  # a chain we cannot extend: leave it as configured
+            yield
+            return
+        with _structlog_library_logs(chain, shown, stream):
+            yield
+
+
+@contextlib.contextmanager
+def _stdlib_library_logs(shown: set[str], stream: TextIO) -> Iterator[None]:
+    """Send the library's stdlib log records at the ``shown`` levels to ``stream`` only."""
+    logger = logging.getLogger(LIBRARY_LOGGER)
+
+    class ToStream(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.levelname.lower() in shown:
+                stream.write(f"{record.levelname.lower()}: {record.getMessage()}\n")
+                stream.flush()
+
+    saved = (logger.level, logger.propagate)
+    handler = ToStream()
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO if "info" in shown else logging.WARNING)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+
+
+@contextlib.contextmanager
+def _structlog_library_logs(chain: list[Any], shown: set[str], stream: TextIO) -> Iterator[None]:
+    """Filter at the front of structlog's processor chain (for a configured structlog)."""
 
     def to_stream(logger: Any, method: str, event: Any) -> Any:
         if method in shown:

@@ -62,6 +62,7 @@ Probe = Callable[["ResilientConnection"], Awaitable[float]]
 
 _S = ConnectionState
 
+
 class ResilientConnection(Observing):
     """A WebSocket connection that reconnects by itself and loses nothing silently.
 
@@ -270,6 +271,12 @@ class ResilientConnection(Observing):
         return self._ws is not None
 
     @property
+    def subprotocol(self) -> str | None:
+        """The subprotocol the server chose on the current transport (None if none or down)."""
+        ws = self._ws
+        return None if ws is None else ws.subprotocol
+
+    @property
     def buffered(self) -> int:
         """Messages waiting in the outbound buffer."""
         return len(self._outbox.buffer)
@@ -436,7 +443,3 @@ class ResilientConnection(Observing):
             if ws is not None and ws is not old:
                 return
             await self._changed.wait()
-
-
-
-

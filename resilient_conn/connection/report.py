@@ -309,5 +309,3 @@ def evaluate(
         buffered=snapshot.buffered,
         dead_letters=snapshot.dead_letters,
     )
-
-
