@@ -309,3 +309,5 @@ def evaluate(
         buffered=snapshot.buffered,
         dead_letters=snapshot.dead_letters,
     )
+
+

@@ -49,6 +49,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 """The ASGI 3 application signature."""
 
 
+
 class HealthSource(Protocol):
     """What the app needs of a :class:`~resilient_conn.health.registry.HealthRegistry`."""
 
