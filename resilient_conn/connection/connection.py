@@ -62,7 +62,6 @@ Probe = Callable[["ResilientConnection"], Awaitable[float]]
 
 _S = ConnectionState
 
-
 class ResilientConnection(Observing):
     """A WebSocket connection that reconnects by itself and loses nothing silently.
 
@@ -443,3 +442,7 @@ class ResilientConnection(Observing):
             if ws is not None and ws is not old:
                 return
             await self._changed.wait()
+
+
+
+
