@@ -245,8 +245,10 @@ async def serve_health(
         host: Address to bind; loopback by default (bind ``0.0.0.0`` for a pod probe).
         port: TCP port; 0 picks a free one (see ``HealthServer.port``).
         check_timeout: Passed to :func:`health_app`; None uses the registry's own.
-        read_timeout: Seconds a client has to send its request head.
-        max_connections: Requests handled at once; more get an immediate 503.
+        read_timeout: Seconds a client has for its whole request head (slow clients are cut).
+        max_connections: Connections held at once. Past it, the oldest connection that has not
+            sent a complete request yet is dropped to admit the new one, so idle or trickling
+            connections never starve a probe; 503 only when all are busy being answered.
         app: Serve this ASGI app instead of ``health_app(registry)``.
 
     Yields:
@@ -288,33 +290,77 @@ async def serve_health(
         raise error
 
 
+class _Slot:
+    """One admitted connection.
+
+    ``counted``: whether it still counts against the bound; ``scope``: cancelled to evict it
+    while it is idle (reading its request head, or lingering after its response).
+    """
+
+    __slots__ = ("counted", "scope")
+
+    def __init__(self) -> None:
+        self.counted = True
+        self.scope = anyio.CancelScope()
+
+
 class _Handler:
-    __slots__ = ("_active", "_app", "_max", "_read_timeout")
+    """Serves one request per connection, at most ``max_connections`` at once.
+
+    A connection is *idle* while it has not sent a complete request head (and while it lingers
+    after its response). When the bound is reached, a new connection evicts the oldest idle
+    one instead of being turned away, so connections that send nothing (or trickle a head,
+    slowloris) cannot starve a probe; each also has ``read_timeout`` for its whole head. Only
+    when every slot is busy computing a response does a newcomer get 503.
+    """
+
+    __slots__ = ("_active", "_app", "_idle", "_max", "_read_timeout", "evicted")
 
     def __init__(self, app: ASGIApp, read_timeout: float, max_connections: int) -> None:
         self._app = app
         self._read_timeout = read_timeout
         self._max = max_connections
         self._active = 0
+        self._idle: dict[_Slot, None] = {}  # insertion order: oldest first
+        self.evicted = 0
 
     async def __call__(self, stream: anyio.abc.SocketStream) -> None:
         try:
             async with stream:
-                if self._active >= self._max:
+                if self._active >= self._max and not self._evict_oldest_idle():
                     await _write_plain(stream, 503, b"busy\n")
                     return
+                slot = _Slot()
                 self._active += 1
                 try:
-                    await self._serve(stream)
-                    await _linger(stream)
+                    with slot.scope:
+                        await self._serve(stream, slot)
+                        self._idle[slot] = None
+                        await _linger(stream)
                 finally:
-                    self._active -= 1
+                    self._idle.pop(slot, None)
+                    if slot.counted:
+                        self._active -= 1
         except Exception as exc:  # a client hanging up, a broken app: never kill the server
             _log.debug("resilient_conn.health_server_error", error=repr(exc))
 
-    async def _serve(self, stream: anyio.abc.SocketStream) -> None:
-        with anyio.move_on_after(self._read_timeout):
-            head = await _read_head(stream)
+    def _evict_oldest_idle(self) -> bool:
+        for slot in self._idle:
+            del self._idle[slot]
+            slot.counted = False  # its slot is free now, before its task has unwound
+            self._active -= 1
+            slot.scope.cancel()
+            self.evicted += 1
+            return True
+        return False
+
+    async def _serve(self, stream: anyio.abc.SocketStream, slot: _Slot) -> None:
+        self._idle[slot] = None
+        try:
+            with anyio.move_on_after(self._read_timeout):  # the whole head, not each read
+                head = await _read_head(stream)
+        finally:
+            self._idle.pop(slot, None)
         if head is None:
             return
         if isinstance(head, int):
