@@ -170,6 +170,10 @@ async def run_ours(url: str, spec: dict[str, Any], rec: Recorder, stop: asyncio.
     from resilient_conn import Backoff, ResilientConnection
 
     options: dict[str, Any] = dict(spec.get("ours", {}))
+    if options.pop("no_breaker", False):
+        from resilient_conn import CircuitBreaker
+
+        options["breaker"] = CircuitBreaker(failure_threshold=1_000_000_000)
     if "backoff" in options:
         initial, cap = options.pop("backoff")
         options["backoff"] = Backoff(initial_delay=initial, max_delay=cap)
@@ -270,6 +274,10 @@ async def run_rt(url: str, spec: dict[str, Any], rec: Recorder, stop: asyncio.Ev
     from resilient_conn.realtime import RealtimeClient
 
     options: dict[str, Any] = dict(spec.get("rt", {}))
+    if options.pop("no_breaker", False):
+        from resilient_conn import CircuitBreaker
+
+        options["breaker"] = CircuitBreaker(failure_threshold=1_000_000_000)
     if "backoff" in options:
         initial, cap = options.pop("backoff")
         options["backoff"] = Backoff(initial_delay=initial, max_delay=cap)
@@ -392,10 +400,15 @@ async def main(kind: str, url: str, spec: dict[str, Any]) -> None:
         sys.stdout.write(json.dumps(obj) + "\n")
         sys.stdout.flush()
 
-    async def control() -> None:
+    async def announce() -> None:
         await rec.ready.wait()
         gc.collect()
         say({"ready": rec.stats()})
+
+    announcer = asyncio.create_task(announce())
+
+    async def control() -> None:
+        # reads stdin from the start: EOF (the scorecard died) stops this process too
         while line := (await reader.readline()).decode().strip():
             if line == "stats":
                 gc.collect()
@@ -414,6 +427,7 @@ async def main(kind: str, url: str, spec: dict[str, Any]) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(runner, 15)
     ctl.cancel()
+    announcer.cancel()
     say({"result": rec.result()})
 
 
