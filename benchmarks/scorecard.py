@@ -633,6 +633,7 @@ def figures(run: Run, res: dict[str, Any], before: dict[str, Any], backend: Any)
         "in_written": backend.written,
         "in_received": res["unique"] if single else res["received"],
         "in_lost": in_lost,
+        "in_dropped_counted": res.get("in_dropped", 0),
         "rss_growth_mb": (res["rss"] - before["rss"]) / 2**20,
         "rss_peak_mb": res["rss_peak"] / 2**20,
         "notes": run.notes,
@@ -814,6 +815,10 @@ def markdown(rows: list[dict[str, Any]], titles: dict[str, str]) -> str:
         notes = list(row.get("notes", []))
         if row.get("gave_up"):
             notes.append("gave up")
+        if row.get("in_dropped_counted"):
+            notes.append(
+                f"{row['in_dropped_counted']} of in lost dropped by a bounded queue, counted"
+            )
         if "server_dials" in row:
             gap = row.get("min_gap_between_rejected_dials_s")
             notes.append(

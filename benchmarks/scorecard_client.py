@@ -72,6 +72,7 @@ class Recorder:
         self.sent_ok = 0
         self.send_failed = 0
         self.dead_letters = 0
+        self.in_dropped = 0  # inbound messages the client dropped and counted (rt queue)
         self.gave_up: float | None = None
         self.rss_peak = 0
         self.ready = asyncio.Event()
@@ -115,6 +116,7 @@ class Recorder:
             "sent_ok": self.sent_ok,
             "send_failed": self.send_failed,
             "dead_letters": self.dead_letters,
+            "in_dropped": self.in_dropped,
             "gave_up": self.gave_up,
             "rss_peak": max(self.rss_peak, rss_bytes()),
             **self.stats(),
@@ -324,6 +326,7 @@ async def run_rt(url: str, spec: dict[str, Any], rec: Recorder, stop: asyncio.Ev
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        rec.in_dropped = sum(r.dropped for r in rooms)
 
 
 class _GiveUpWatch(logging.Handler):
