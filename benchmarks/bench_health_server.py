@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import socket
 import statistics
 import sys
 import time
@@ -29,31 +28,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from resilient_conn import HealthRegistry, health_app, serve_health
+from resilient_conn import HealthRegistry, serve_health
 
 
 @contextlib.asynccontextmanager
 async def run_server(kind: str, registry: HealthRegistry) -> AsyncIterator[int]:
-    if kind in ("builtin", "auto", "builtin-old"):
-        extra: dict[str, Any] = {} if kind == "builtin-old" else {"server": kind}
-        async with serve_health(registry, port=0, **extra) as server:
-            yield server.port
-        return
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(health_app(registry), log_level="critical", lifespan="off")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve([sock]))
-    while not server.started:  # noqa: ASYNC110 (uvicorn exposes no event for it)
-        await asyncio.sleep(0.01)
-    try:
-        yield sock.getsockname()[1]
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
+    async with serve_health(registry, port=0, server=kind) as server:
+        yield server.port
 
 
 async def probe(port: int, cap: float) -> tuple[float, str]:
@@ -132,7 +113,7 @@ async def amain(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--server", default="both", choices=["both", "builtin", "uvicorn", "auto", "builtin-old"]
+        "--server", default="both", choices=["both", "builtin", "uvicorn"]
     )
     parser.add_argument("--idle", type=int, default=64)
     parser.add_argument("--trickle", type=int, default=16)
