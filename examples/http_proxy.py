@@ -89,10 +89,12 @@ async def main() -> dict[str, int]:
     async with ScriptedServer() as server, ConnectProxy() as proxy:
         proxy_url = f"http://127.0.0.1:{proxy.port}"
 
-        saved = {k: os.environ.get(k) for k in ("http_proxy", "no_proxy", "NO_PROXY")}
+        names = [f"{p}_proxy" for p in ("http", "https", "ws", "wss", "all", "socks", "no")]
+        names += [n.upper() for n in names]
+        saved = {k: os.environ.get(k) for k in names}
+        for name in names:  # only ours: an https_proxy would win over http_proxy for ws://
+            os.environ.pop(name, None)
         os.environ["http_proxy"] = proxy_url  # what an operator would export
-        os.environ.pop("no_proxy", None)
-        os.environ.pop("NO_PROXY", None)
         try:
             async with ResilientConnection(server.url) as conn:
                 await conn.send("via the environment")
