@@ -196,13 +196,14 @@ def _add_headers(parser: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------- logging
 @contextlib.contextmanager
 def _library_logs(verbose: bool, quiet: bool, stream: TextIO) -> Iterator[None]:
-    """Keep the library's structlog events off stdout while a command runs.
+    """Keep the library's log events off stdout while a command runs.
 
-    A command owns its output (``--json`` must print JSON only), so a filter is put at the
-    front of structlog's current default processor chain (the list every logger built from it
-    shares, including loggers bound before now): warnings and errors (unless ``quiet``; and
-    info with ``verbose``) are written to ``stream`` as one line each; the rest is dropped.
-    The chain is restored afterwards.
+    A command owns its output (``--json`` must print JSON only). Warnings and errors (unless
+    ``quiet``; and info with ``verbose``) are written to ``stream`` as one line each; the rest
+    is dropped. Both routes of the library's events are covered: the stdlib logger
+    ``resilient_conn`` (structlog unconfigured) gets a handler, and a filter is put at the
+    front of structlog's current processor chain (the list every logger built from it shares).
+    Both are restored afterwards.
     """
     shown = set() if quiet else {"warning", "warn", "error", "critical", "exception", "fatal"}
     if verbose:
