@@ -49,3 +49,19 @@ async def test_bad_server_choices_are_clear_errors(monkeypatch: pytest.MonkeyPat
     with pytest.raises(ConfigError, match="needs uvicorn"):
         async with serve_health(HealthRegistry(), server="uvicorn"):
             pass
+
+
+@pytest.mark.parametrize("kind", ["builtin", "uvicorn"])
+@pytest.mark.parametrize("after", [0.0, 0.001, 0.01, 0.05])
+async def test_cancelled_at_any_point_it_leaves_no_task_behind(kind: str, after: float) -> None:
+    """Cancelling serve_health while it starts, serves or stops leaves no task running."""
+    import asyncio
+
+    pytest.importorskip("uvicorn")
+    before = len(asyncio.all_tasks())
+    with anyio.move_on_after(after):
+        async with serve_health(HealthRegistry(name="t"), server=kind) as server:
+            await get(server.port)
+            await anyio.sleep_forever()
+    await anyio.lowlevel.checkpoint()
+    assert len(asyncio.all_tasks()) == before

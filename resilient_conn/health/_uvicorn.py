@@ -72,6 +72,8 @@ async def uvicorn_server(app: Any, host: str, port: int) -> AsyncIterator[tuple[
             finally:
                 server.should_exit = True
     finally:
+        for listener in getattr(server, "servers", []):  # cancelled before uvicorn's shutdown
+            listener.close()
         sock.close()
     if error is not None:
         raise error
