@@ -133,3 +133,23 @@ async def test_cancelling_the_server_with_many_idle_connections_leaves_nothing_b
         assert all([await closed_by_server(s) for s in streams])
     for s in streams:
         await s.aclose()
+
+
+async def test_dashboard_streams_cannot_starve_a_probe() -> None:
+    """With every slot held by a dashboard event stream, a probe still gets 200: the oldest
+    stream is dropped for it (a browser's EventSource reconnects), the newest keeps going."""
+    async with serve_health(HealthRegistry(name="t"), max_connections=2) as server:
+        streams = []
+        for _ in range(2):
+            stream = await anyio.connect_tcp("127.0.0.1", server.port)
+            await stream.send(b"GET /dashboard/events HTTP/1.1\r\nHost: t\r\n\r\n")
+            with anyio.fail_after(10):
+                first = await stream.receive()  # the head (and maybe the first event)
+            assert first.startswith(b"HTTP/1.1 200")
+            streams.append(stream)
+        assert await get(server.port) == 200
+        with anyio.fail_after(10):
+            while not await closed_by_server(streams[0]):  # drain events until it is closed
+                pass
+        for stream in streams:
+            await stream.aclose()
