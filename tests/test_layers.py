@@ -212,9 +212,7 @@ def test_every_kind_of_import_is_read(source: str) -> None:
 def test_the_architecture_page_matches_the_layers() -> None:
     """docs/ARCHITECTURE.md draws every folder at the layer the table above gives it."""
     page = (ROOT.parent / "docs" / "ARCHITECTURE.md").read_text()
-    drawn = {
-        m.group(2): int(m.group(1)) for m in re.finditer(r"^ (\d)  (\w+)/ ", page, re.M)
-    }
+    drawn = {m.group(2): int(m.group(1)) for m in re.finditer(r"^ (\d)  (\w+)/ ", page, re.M)}
     folders = {p.name for p in ROOT.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
     assert folders <= set(drawn), f"not drawn: {folders - set(drawn)}"
     assert {name: LAYERS[name] for name in drawn} == drawn
