@@ -532,6 +532,9 @@ def scenarios(herd_n: int) -> list[Scenario]:
                  lambda r: flood(r, 3000), spec={"consume_delay": 0.001}, quick=True),
         Scenario("herd", f"herd of {herd_n} clients, restart + 1 s down", herd,
                  spec={"count": herd_n, "send_every": 0}),
+        Scenario("herd_coordinated", "same herd, one RecoveryCoordinator", herd,
+                 kinds=("ours",), spec={"count": herd_n, "send_every": 0,
+                                        "ours": {"coordinator": True}}),
     ]  # fmt: skip
 
 
@@ -554,7 +557,7 @@ async def measure(sc: Scenario, kind: str, python: str, quick: bool) -> dict[str
             if ready is None:
                 row["notes"] = ["client never became ready"]
                 return row
-            if sc.name == "herd":
+            if sc.name.startswith("herd"):
                 n = spec["count"]
                 await _bounded(_until(backend, lambda: backend.connections() >= n), 30)
             await asyncio.sleep(0.3)  # steady state: a few messages each way

@@ -172,6 +172,10 @@ async def run_ours(url: str, spec: dict[str, Any], rec: Recorder, stop: asyncio.
     from resilient_conn import Backoff, ResilientConnection
 
     options: dict[str, Any] = dict(spec.get("ours", {}))
+    if options.pop("coordinator", False):  # one RecoveryCoordinator shared by all connections
+        from resilient_conn import RecoveryCoordinator
+
+        options["coordinator"] = RecoveryCoordinator("scorecard")
     if options.pop("no_breaker", False):
         from resilient_conn import CircuitBreaker
 
