@@ -10,7 +10,7 @@ from functools import partial
 
 from .._core.errors import ConnectionClosedError, ConnectionFailedError, NotConnectedError
 from ..connection.connection import ResilientConnection
-from ._endpoint import LinkDown
+from ._transport import LinkDown
 
 __all__ = ["ConnLink"]
 

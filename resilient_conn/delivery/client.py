@@ -354,9 +354,9 @@ class AckedStream:
                 window.restore(entry)
             old = self._ep
             self._ep = self._endpoint(restored.session, restored.epoch, window)
-            for hook in old._gap_hooks:
+            for hook in old.hooks.gap:
                 self._ep.add_gap_hook(hook)
-            for dead in old._dead_hooks:
+            for dead in old.hooks.dead:
                 self._ep.add_dead_letter_hook(dead)
             self._outbox.bind(self._ep.committed, self._ep.store_failed)
         ep = self._ep
