@@ -1,6 +1,7 @@
 """ResilientConnection: one logical WebSocket connection that survives its transports.
 
-A supervisor task owns the connection's life: it dials through websockets, watches the
+A supervisor task owns the connection's life: it dials through an adapter (websockets by
+default, picows with ``transport="picows"``), watches the
 transport (close, error, silent peer), classifies what went wrong, waits with jittered backoff
 gated by a circuit breaker, and dials again. The application keeps one object::
 
@@ -22,9 +23,7 @@ from typing import Any, Self
 from urllib.parse import urlsplit
 
 import anyio
-from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
-from websockets.protocol import State
 
 from .._core.clock import SYSTEM_CLOCK, Clock
 from .._core.errors import (
@@ -36,6 +35,7 @@ from .._core.errors import (
 from .._core.hooks import HookSet, Unsubscribe
 from .._core.log import get_logger, redact_url
 from .._core.notify import Notifier
+from ..adapters.base import Transport, get_adapter
 from ..adapters.websocket import (
     DialOptions,
     HeadersSource,
@@ -101,8 +101,16 @@ class ResilientConnection(Observing):
         unhealthy_after: Disconnected this long makes health UNHEALTHY (default 30 s).
         rtt_limit: A round trip slower than this makes health DEGRADED (default: no limit).
         buffer_high_water: Buffer fill ratio that makes health DEGRADED (default 0.8).
-        **connect_kwargs: Passed to ``websockets.asyncio.client.connect`` (e.g. ``ssl``,
-            ``subprotocols``, ``compression``).
+        transport: ``"websockets"`` (default) or ``"picows"`` (the ``resilient-conn[picows]``
+            extra: about twice the messages per second; no compression). See
+            docs/performance.md.
+        compression: ``"deflate"`` (permessage-deflate), ``None`` (off) or ``"auto"`` (default:
+            websockets' default, deflate, on ``transport="websockets"``; off on picows, which
+            cannot compress: ``"deflate"`` there is a ``ConfigError``). Deflate costs CPU per
+            message and about 47 KB of zlib state per connection; see docs/performance.md.
+        **connect_kwargs: Passed to the transport's connect (``ssl``, ``subprotocols``,
+            ``origin``, ``user_agent_header``; any ``websockets.asyncio.client.connect``
+            argument on websockets).
 
     Raises:
         ConfigError: A bad argument (a ``ValueError``) naming the parameter.
@@ -139,6 +147,8 @@ class ResilientConnection(Observing):
         unhealthy_after: float | None = None,
         rtt_limit: float | None = None,
         buffer_high_water: float = 0.8,
+        transport: str = "websockets",
+        compression: str | None = "auto",
         **connect_kwargs: Any,
     ) -> None:
         if callable(url):
@@ -188,12 +198,16 @@ class ResilientConnection(Observing):
         self._classify: Classifier = classify or default_classify
         self._probe = probe
         self._clock: Clock = clock or SYSTEM_CLOCK
+        connect_kwargs["compression"] = compression
+        self.transport = transport
+        """The transport adapter's name (``"websockets"`` or ``"picows"``)."""
         self._dial_options = DialOptions(
             options.open_timeout,
             options.close_timeout,
             options.max_size,
             options.max_queue,
             connect_kwargs,
+            get_adapter(transport, connect_kwargs),
         )
         self._log = get_logger(connection=self.name)
 
@@ -220,7 +234,7 @@ class ResilientConnection(Observing):
         self._state_hooks: HookSet[StateChange] = HookSet("state_change", options.hook_timeout)
 
         self._state = _S.IDLE
-        self._ws: ClientConnection | None = None
+        self._ws: Transport | None = None
         self._live = False  # transport open, on_open done, buffer flushed: sends go direct
         self.generation = 0
         """Increments each time a new transport opens."""
@@ -315,7 +329,7 @@ class ResilientConnection(Observing):
             ConnectionClosedError: The connection was closed.
         """
         async with asyncio.timeout(timeout):
-            while not (self._live and (ws := self._ws) is not None and ws.state is State.OPEN):
+            while not (self._live and (ws := self._ws) is not None and ws.is_open):
                 self._raise_if_over()
                 await self._changed.wait()
 
@@ -413,7 +427,7 @@ class ResilientConnection(Observing):
         if self._closing or self._state is _S.CLOSED:
             raise ConnectionClosedError(f"{self.name} is closed")
 
-    async def _wait_for_transport(self, old: ClientConnection | None) -> None:
+    async def _wait_for_transport(self, old: Transport | None) -> None:
         while True:
             self._raise_if_over()
             ws = self._ws

@@ -14,12 +14,12 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
-from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from .._core.clock import Clock
 from .._core.errors import BufferFullError
 from .._core.hooks import HookSet, Unsubscribe
+from ..adapters.base import Transport
 from .buffer import DeadLetter, DeadLetterReason, OutboundBuffer, Overflow, message_size
 from .metrics import ConnectionStats
 
@@ -132,7 +132,7 @@ class Outbox:
         self.buffer.append(message, size, self._clock.now())
         return True
 
-    async def flush(self, ws: ClientConnection) -> bool:
+    async def flush(self, ws: Transport) -> bool:
         """Write buffered messages to ``ws`` in order; False if the transport died meanwhile."""
         buf = self.buffer
         ttl = self._ttl
@@ -153,7 +153,7 @@ class Outbox:
                 except ConnectionClosed:
                     return False
                 except TimeoutError:
-                    ws.transport.abort()
+                    ws.abort()
                     return False
                 buf.popleft()
             stats.messages_out += 1
