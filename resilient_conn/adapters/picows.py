@@ -91,6 +91,22 @@ class PicowsTransport(picows.WSListener):
     def on_ws_connected(self, transport: picows.WSTransport) -> None:
         """Keep the picows transport (called by picows once the handshake is done)."""
         self._ws = transport
+        # picows stores the error behind a disconnect it initiated (a protocol violation,
+        # e.g. a frame over max_size) on a future only ``wait_disconnected()`` reaches; never
+        # awaited, asyncio would log it as unretrieved. Take the future that coroutine waits
+        # on (one step, no task) and keep its error as the cause of close_exc.
+        waiting = transport.wait_disconnected()
+        try:
+            future = waiting.send(None)
+        except StopIteration:
+            return
+        finally:
+            waiting.close()
+        future.add_done_callback(self._on_disconnect_error)
+
+    def _on_disconnect_error(self, future: asyncio.Future[None]) -> None:
+        if not future.cancelled():
+            self._failure = future.exception()
 
     def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
         """Turn one frame into a message, a pong, or the start of closing (called by picows)."""
