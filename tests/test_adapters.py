@@ -324,3 +324,63 @@ def test_picows_refuses_options_it_cannot_honour() -> None:
         ResilientConnection("ws://127.0.0.1:1/", transport="picows", subprotocols="v1")
     with pytest.raises(ConfigError, match="ssl"):
         ResilientConnection("ws://127.0.0.1:1/", transport="picows", ssl="yes")
+
+
+@pytest.mark.skipif(not HAS_PICOWS, reason="picows not installed")
+async def test_realtime_client_joins_and_broadcasts_over_picows() -> None:
+    """The Realtime client runs unchanged on the picows adapter: join, acked broadcast to
+    itself, and a rejoin after the server drops every connection."""
+    from resilient_conn.realtime import RealtimeClient
+    from resilient_conn.testing.phoenix import PhoenixServer
+
+    async with PhoenixServer(join_error_delay=0.01) as server:
+        client = RealtimeClient(
+            server.url,
+            apikey="anon",
+            access_token="tok",
+            transport="picows",
+            backoff=FAST,
+            stable_after=0.05,
+        )
+        async with client:
+            room = client.channel("room1", broadcast={"ack": True, "self": True})
+            await room.subscribe()
+            await room.send_broadcast("ping", {"n": 1})
+            with anyio.fail_after(5):
+                own = await anext(aiter(room))
+            assert own.payload == {"type": "broadcast", "event": "ping", "payload": {"n": 1}}
+            gap = asyncio.Event()
+            room.on_gap(lambda *_: gap.set())
+            await server.restart()
+            with anyio.fail_after(5):
+                await gap.wait()  # the gap hook fires once the channel has rejoined
+            old, new = server.joins_of(room.topic)
+            assert old.join_ref != new.join_ref
+            await room.send_broadcast("ping", {"n": 2})
+            with anyio.fail_after(5):
+                again = await anext(aiter(room))
+            assert again.payload["payload"] == {"n": 2}
+
+
+@pytest.mark.skipif(not HAS_PICOWS, reason="picows not installed")
+def test_demo_on_picows_survives_every_fault_and_loses_nothing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`demo --transport picows --duration 5` injects all five faults over the picows
+    adapter and ends with nothing lost (sent == delivered + dead-lettered), exit code 0."""
+    import json
+
+    from resilient_conn.cli import commands as cli
+
+    code = cli.main(
+        ["demo", "--transport", "picows", "--duration", "5", "--seed", "2", "--json"]
+    )
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert code == 0, captured.err
+    assert summary["lost"] == 0
+    assert summary["sent"] == summary["delivered"] + summary["dead_lettered"]
+    assert summary["faults"] == ["restart", "blackhole", "503_retry_after", "flapping", "outage"]
+    assert summary["failures"].get("ping_timeout", 0) >= 1
+    assert summary["failures"].get("http_503", 0) >= 1
+    assert "picows" in captured.err

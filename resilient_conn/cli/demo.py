@@ -73,6 +73,7 @@ class DemoOptions:
         realtime: Also run the Realtime part, when the Realtime client is available.
         quiet: Print no event lines, only the summary.
         json: Print the summary as JSON (event lines then go to stderr).
+        transport: The connection's transport adapter (``"websockets"`` or ``"picows"``).
     """
 
     duration: float = 60.0
@@ -80,6 +81,7 @@ class DemoOptions:
     realtime: bool = False
     quiet: bool = False
     json: bool = False
+    transport: str = "websockets"
 
     def __post_init__(self) -> None:
         if not isinstance(self.duration, int | float) or not self.duration >= MIN_DURATION:
@@ -275,13 +277,14 @@ class _Demo:
                 unhealthy_after=5.0,
                 on_open=self.sender.on_open,
                 on_dead_letter=self.sender.on_dead_letter,
+                transport=self.o.transport,
             )
             conn.on_state_change(self._on_state)
             conn.on_dead_letter(self._on_dead_letter)
             r.line(
                 "demo",
                 f"server {server.url} <- chaos proxy {proxy.url_for('/')} <- client "
-                f"(seed {self.seed}, {MESSAGE_RATE:g} msg/s, {o.duration:g} s)",
+                f"(seed {self.seed}, {MESSAGE_RATE:g} msg/s, {o.duration:g} s, {o.transport})",
             )
             await self._serve_health(stack, conn)
             await stack.enter_async_context(conn)
