@@ -65,7 +65,8 @@ class Outbox:
         self.name = name
         self.buffer = OutboundBuffer(capacity, capacity_bytes)
         self.overflow = overflow
-        self.dead_letters: deque[DeadLetter] = deque(maxlen=keep)
+        self._dead: deque[DeadLetter] | None = None  # made on first use (most never need it)
+        self._keep = keep
         self.hooks: HookSet[DeadLetter] = HookSet("dead_letter", hook_timeout)
         self._clock = clock
         self._stats = stats
@@ -73,6 +74,14 @@ class Outbox:
         self._write_timeout = write_timeout
         self._on_change = on_change
         self._log = log
+
+    @property
+    def dead_letters(self) -> deque[DeadLetter]:
+        """The most recent dead letters, oldest first (at most ``keep``)."""
+        dead = self._dead
+        if dead is None:
+            dead = self._dead = deque(maxlen=self._keep)
+        return dead
 
     def subscribe(self, callback: Callable[[DeadLetter], Any]) -> Unsubscribe:
         """Call ``callback(dead_letter)`` for every message that cannot be delivered."""
