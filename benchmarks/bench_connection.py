@@ -130,13 +130,13 @@ class RawPicows:
         import picows
 
         class Listener(picows.WSListener):  # type: ignore[misc]
-            def pause_writing(inner) -> None:  # noqa: N805
+            def pause_writing(inner) -> None:
                 pass  # native style: no flow control, like the callback-only examples
 
-            def resume_writing(inner) -> None:  # noqa: N805
+            def resume_writing(inner) -> None:
                 pass
 
-            def on_ws_frame(inner, transport: Any, frame: Any) -> None:  # noqa: N805
+            def on_ws_frame(inner, transport: Any, frame: Any) -> None:
                 if frame.msg_type is picows.WSMsgType.TEXT:
                     frame.get_payload_as_utf8_text()  # a user would decode it
                     self._want -= 1

@@ -172,7 +172,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.ten_thousand:
         args.n = 10_000
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     compression = None if args.no_compression else "deflate"
     if args.child:
