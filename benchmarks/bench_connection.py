@@ -168,7 +168,9 @@ class RawPicows:
         return out
 
     async def close(self) -> None:
-        self.transport.send_close()
+        import picows
+
+        self.transport.send_close(picows.WSCloseCode.OK)
         self.transport.disconnect()
         await self.transport.wait_disconnected()
 
