@@ -64,3 +64,25 @@ def test_dead_letters_are_made_on_first_use_and_bounded() -> None:
         outbox.dead_letter(f"m{i}", DeadLetterReason.CLOSED)
     assert [d.message for d in conn.dead_letters] == ["m1", "m2"]
     assert conn.dead_letters is outbox.dead_letters
+
+
+def test_debug_enabled_follows_the_structlog_level() -> None:
+    """debug_enabled() is True with structlog's default (prints everything) and False once
+    the application filters at INFO; a logger that cannot tell counts as enabled."""
+    import logging
+
+    import structlog
+
+    from resilient_conn._core.log import debug_enabled, get_logger
+
+    assert debug_enabled(get_logger(connection="x"))
+    was_configured, old = structlog.is_configured(), structlog.get_config()
+    try:
+        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
+        assert not debug_enabled(get_logger(connection="x"))
+    finally:
+        if was_configured:
+            structlog.configure(**old)
+        else:
+            structlog.reset_defaults()
+    assert debug_enabled(object())
