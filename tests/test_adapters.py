@@ -14,6 +14,7 @@ from websockets.asyncio.server import ServerConnection
 
 from resilient_conn import (
     Backoff,
+    CircuitBreaker,
     ConfigError,
     ConnectionFailedError,
     ConnectionState,
@@ -73,8 +74,9 @@ async def test_restart_1012_reconnects_soon_and_recv_continues(transport: str) -
             await conn.wait_connected(5)
             await conn.send("before")
             assert await conn.recv() == "before"
+            before = rec.count(S.CONNECTED)
             await server.restart(code=1012, reason="restart")
-            await rec.wait_state(S.CONNECTED, 1, timeout=10)
+            await rec.wait_state(S.CONNECTED, before + 1, timeout=10)
             await conn.send("after")
             with anyio.fail_after(5):
                 assert await conn.recv() == "after"
@@ -384,3 +386,83 @@ def test_demo_on_picows_survives_every_fault_and_loses_nothing(
     assert summary["failures"].get("ping_timeout", 0) >= 1
     assert summary["failures"].get("http_503", 0) >= 1
     assert "picows" in captured.err
+
+
+async def test_reset_connections_are_lost_and_come_back(transport: str) -> None:
+    """A peer killed mid-stream (TCP reset, no close frame) is the same failure on both
+    adapters ("lost"); the connection reconnects and the same consumer keeps reading."""
+    rec = StateRecorder()
+    async with ScriptedServer() as server, ChaosProxy("127.0.0.1", server.port) as proxy:
+        async with _conn(proxy.url_for("/"), transport) as conn:
+            conn.on_state_change(rec)
+            await conn.wait_connected(5)
+            before = rec.count(S.CONNECTED)
+            assert proxy.reset_all() == 1
+            await rec.wait_state(S.CONNECTED, before + 1, timeout=10)
+            await conn.send("again")
+            with anyio.fail_after(5):
+                assert await conn.recv() == "again"
+        assert conn.stats.failures == {"lost": 1}
+
+
+async def test_dials_cut_short_leave_no_socket_open(transport: str) -> None:
+    """Twenty dials to a server that never answers the handshake, each ended by
+    open_timeout: every client socket is closed (the server sees each one go away)."""
+    open_now = 0
+    all_gone = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal open_now
+        open_now += 1
+        all_gone.clear()
+        try:
+            while await reader.read(4096):  # until the client closes its socket
+                pass
+        finally:
+            open_now -= 1
+            writer.close()
+            if open_now == 0:
+                all_gone.set()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        conn = _conn(
+            f"ws://127.0.0.1:{port}/",
+            transport,
+            open_timeout=0.05,
+            backoff=Backoff(initial_delay=0.001, max_delay=0.002, jitter="none"),
+            breaker=CircuitBreaker(failure_threshold=1000),
+        )
+        async with conn:
+            rec = StateRecorder()
+            conn.on_state_change(rec)
+            await rec.wait_for(lambda: conn.stats.dials >= 20, timeout=20)
+        with anyio.fail_after(5):
+            await all_gone.wait()
+        assert open_now == 0
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_two_hundred_connections_open_and_close_cleanly(transport: str) -> None:
+    """200 connections at once to one server: all connect, all echo, all close with 1000,
+    and no task outlives them."""
+    async with ScriptedServer() as server:
+        tasks_before = asyncio.all_tasks()
+        conns = [_conn(server.url, transport) for _ in range(200)]
+        for conn in conns:
+            conn.start()
+        with anyio.fail_after(20):
+            for conn in conns:
+                await conn.wait_connected()
+            for i, conn in enumerate(conns):
+                await conn.send(str(i))
+            for i, conn in enumerate(conns):
+                assert await conn.recv() == str(i)
+        for conn in conns:
+            await conn.aclose()
+        await server.wait_for_closed(200, timeout=10)
+        assert {c.close_code for c in server.connections} == {1000}
+        assert {t for t in asyncio.all_tasks() - tasks_before if not t.done()} == set()

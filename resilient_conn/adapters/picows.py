@@ -24,6 +24,8 @@ equivalent for. Supported options: ``ssl``, ``subprotocols``, ``compression`` (N
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import ssl as ssl_module
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -108,6 +110,17 @@ class PicowsAdapter:
         def listener() -> PicowsTransport:
             return PicowsTransport(options.max_size, options.max_queue, options.close_timeout)
 
+        # picows does not close the connection when ws_connect is cancelled during the
+        # handshake (open_timeout, or aclose() while dialing): the socket would leak. So we
+        # make the socket, and on any failure shut it down; the transport then sees EOF and
+        # closes it.
+        handed: list[socket.socket] = []
+
+        async def make_socket(parsed: Any) -> socket.socket:
+            sock = await _connected_socket(parsed.host, parsed.port)
+            handed.append(sock)
+            return sock
+
         try:
             async with asyncio.timeout(options.open_timeout):
                 ws, transport = await picows.ws_connect(
@@ -122,13 +135,20 @@ class PicowsAdapter:
                     # picows starts with a 16 KiB read buffer per connection and grows it on
                     # demand; 2 KiB saves ~13 KB per idle connection (bench_idle.py).
                     read_buffer_init_size=2048,
+                    socket_factory=make_socket,
                 )
-        except picows.WSInvalidStatusError as exc:
-            raise _invalid_status(exc) from exc
-        except picows.WSInvalidURL as exc:
-            raise InvalidURI(url, str(exc)) from exc
-        except picows.WSHandshakeError as exc:
-            raise InvalidHandshake(str(exc)) from exc
+        except BaseException as exc:
+            for sock in handed:
+                if sock.fileno() != -1:
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+            if isinstance(exc, picows.WSInvalidStatusError):
+                raise _invalid_status(exc) from exc
+            if isinstance(exc, picows.WSInvalidURL):
+                raise InvalidURI(url, str(exc)) from exc
+            if isinstance(exc, picows.WSHandshakeError):
+                raise InvalidHandshake(str(exc)) from exc
+            raise
         assert isinstance(transport, PicowsTransport)
         chosen = ws.response.headers.get("Sec-WebSocket-Protocol")
         if chosen is not None:
@@ -137,6 +157,28 @@ class PicowsAdapter:
                 raise InvalidHandshake(f"server chose subprotocol {chosen!r}, not offered")
             transport.subprotocol = chosen
         return transport
+
+
+async def _connected_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket connected to ``host:port`` (each resolved address in turn)."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    error: OSError | None = None
+    for family, kind, proto, _, address in infos:
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            await loop.sock_connect(sock, address)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    raise error or OSError(f"cannot resolve {host!r}")
 
 
 def _invalid_status(exc: picows.WSInvalidStatusError) -> InvalidStatus:
