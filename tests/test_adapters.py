@@ -6,6 +6,7 @@ statuses, closing with buffered sends, oversized messages, stalled handshakes.
 from __future__ import annotations
 
 import asyncio
+import base64
 import importlib.util
 
 import anyio
@@ -466,3 +467,15 @@ async def test_two_hundred_connections_open_and_close_cleanly(transport: str) ->
         await server.wait_for_closed(200, timeout=10)
         assert {c.close_code for c in server.connections} == {1000}
         assert {t for t in asyncio.all_tasks() - tasks_before if not t.done()} == set()
+
+
+async def test_userinfo_in_the_url_becomes_basic_auth(transport: str) -> None:
+    """user:pass@ in the URL reaches the server as an Authorization: Basic header on both
+    adapters (picows alone would drop it), and is not shown in the connection's URL."""
+    async with ScriptedServer() as server:
+        url = server.url.replace("ws://", "ws://alice:s%40cret@")
+        async with _conn(url, transport) as conn:
+            await conn.wait_connected(5)
+            assert "s%40cret" not in conn.url
+        header = server.connections[0].request_headers["Authorization"]
+        assert header == "Basic " + base64.b64encode(b"alice:s@cret").decode()

@@ -24,11 +24,13 @@ equivalent for. Supported options: ``ssl``, ``subprotocols``, ``compression`` (N
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import socket
 import ssl as ssl_module
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import picows
 from websockets.datastructures import Headers
@@ -37,7 +39,7 @@ from websockets.http11 import Response
 
 from .._core.errors import ConfigError
 from ._picows_transport import PicowsTransport
-from .base import DialOptions
+from .base import AdapterFactory, DialOptions
 
 __all__ = ["ADAPTER", "PicowsAdapter", "PicowsTransport"]
 
@@ -106,6 +108,9 @@ class PicowsAdapter:
             OSError: The TCP connection failed.
         """
         all_headers = [*self._fixed_headers, *(headers or {}).items()]
+        url, basic = _split_userinfo(url)
+        if basic is not None and not any(k.lower() == "authorization" for k, _ in all_headers):
+            all_headers.append(("Authorization", basic))  # as websockets does with user:pass@
 
         def listener() -> PicowsTransport:
             return PicowsTransport(options.max_size, options.max_queue, options.close_timeout)
@@ -159,6 +164,17 @@ class PicowsAdapter:
         return transport
 
 
+def _split_userinfo(url: str) -> tuple[str, str | None]:
+    """``(url without user:pass@, "Basic ..." header value or None)``: picows ignores userinfo."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, None
+    credentials = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+    host = parts.netloc.rsplit("@", 1)[1]
+    stripped = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return stripped, "Basic " + base64.b64encode(credentials.encode()).decode()
+
+
 async def _connected_socket(host: str, port: int) -> socket.socket:
     """A TCP socket connected to ``host:port`` (each resolved address in turn)."""
     loop = asyncio.get_running_loop()
@@ -195,3 +211,6 @@ def _invalid_status(exc: picows.WSInvalidStatusError) -> InvalidStatus:
 
 ADAPTER = PicowsAdapter
 """The adapter class :func:`~resilient_conn.adapters.base.get_adapter` builds for this module."""
+
+if TYPE_CHECKING:  # mypy proves the adapter and its transport satisfy the protocols
+    _FACTORY: AdapterFactory = PicowsAdapter

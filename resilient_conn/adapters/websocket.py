@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
@@ -24,7 +24,7 @@ from websockets.protocol import State
 
 from .._core.errors import ConfigError
 from .._core.log import redact_url
-from .base import DialOptions, Transport
+from .base import AdapterFactory, DialOptions, Transport
 
 __all__ = [
     "ADAPTER",
@@ -151,6 +151,9 @@ class WebsocketsAdapter:
 
 ADAPTER = WebsocketsAdapter
 """The adapter class :func:`~resilient_conn.adapters.base.get_adapter` builds for this module."""
+
+if TYPE_CHECKING:  # mypy proves the adapter and its transport satisfy the protocols
+    _FACTORY: AdapterFactory = WebsocketsAdapter
 
 _DEFAULT = WebsocketsAdapter({})
 
