@@ -77,13 +77,21 @@ def check_ws_url(url: object, param: str = "url") -> str:
 class WebsocketsTransport(ClientConnection):
     """websockets' ``ClientConnection`` plus the two members the Transport protocol adds.
 
-    Inherits ``send``, ``recv``, ``ping``, ``close``, ``wait_closed``, ``close_exc``,
-    ``close_code``, ``close_reason`` and ``subprotocol`` unchanged.
+    Inherits ``send``, ``recv``, ``ping``, ``close``, ``wait_closed``, ``close_code``,
+    ``close_reason`` and ``subprotocol`` unchanged.
     """
 
     def abort(self) -> None:
         """Drop the TCP connection at once, without a closing handshake."""
         self.transport.abort()
+
+    @property
+    def close_exc(self) -> ConnectionClosed:
+        """How the transport ended (valid once closed).
+
+        Read from the protocol: websockets 17.0's connection has no ``close_exc`` of its own.
+        """
+        return self.protocol.close_exc
 
     @property
     def is_open(self) -> bool:
