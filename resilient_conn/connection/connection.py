@@ -103,12 +103,13 @@ class ResilientConnection(Observing):
         rtt_limit: A round trip slower than this makes health DEGRADED (default: no limit).
         buffer_high_water: Buffer fill ratio that makes health DEGRADED (default 0.8).
         transport: ``"websockets"`` (default) or ``"picows"`` (the ``resilient-conn[picows]``
-            extra: about twice the messages per second; no compression). See
+            extra: up to ~4x the messages per second when the client is the bottleneck; no
+            compression). See
             docs/performance.md.
         compression: ``"deflate"`` (permessage-deflate), ``None`` (off) or ``"auto"`` (default:
             websockets' default, deflate, on ``transport="websockets"``; off on picows, which
             cannot compress: ``"deflate"`` there is a ``ConfigError``). Deflate costs CPU per
-            message and about 47 KB of zlib state per connection; see docs/performance.md.
+            message and about 46 KB of zlib state per connection; see docs/performance.md.
         **connect_kwargs: Passed to the transport's connect (``ssl``, ``subprotocols``,
             ``origin``, ``user_agent_header``; any ``websockets.asyncio.client.connect``
             argument on websockets).
