@@ -104,8 +104,7 @@ class ResilientConnection(Observing):
         buffer_high_water: Buffer fill ratio that makes health DEGRADED (default 0.8).
         transport: ``"websockets"`` (default) or ``"picows"`` (the ``resilient-conn[picows]``
             extra: up to ~4x the messages per second when the client is the bottleneck; no
-            compression). See
-            docs/performance.md.
+            compression). See docs/performance.md.
         compression: ``"deflate"`` (permessage-deflate), ``None`` (off) or ``"auto"`` (default:
             websockets' default, deflate, on ``transport="websockets"``; off on picows, which
             cannot compress: ``"deflate"`` there is a ``ConfigError``). Deflate costs CPU per
