@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import importlib.util
 import random
 import socket
 from collections.abc import Awaitable, Callable, Generator
@@ -43,10 +44,32 @@ def _unique(n: int) -> bytes:
     return BIG[:-8] + n.to_bytes(8, "big")
 
 
+TRANSPORTS = [
+    "websockets",
+    pytest.param(
+        "picows",
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec("picows") is None, reason="picows not installed"
+        ),
+    ),
+]
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    """Each adapter in turn: every checkpoint of each, with the same invariants."""
+    name: str = request.param
+    return name
+
+
 def _small_send_buffer(conn: ResilientConnection) -> None:
     """A fixed 64 KiB send buffer on the client's socket (no autotuning to megabytes)."""
-    assert conn._ws is not None
-    sock = conn._ws.transport.get_extra_info("socket")
+    ws: Any = conn._ws
+    assert ws is not None
+    if conn.transport == "picows":
+        sock = ws._ws.underlying_transport.get_extra_info("socket")
+    else:
+        sock = ws.transport.get_extra_info("socket")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
 
 
@@ -203,7 +226,7 @@ def _report(name: str, covered: int) -> None:
     print(f"\ncancellation sweep: {name}: {covered} checkpoints, total {sum(COVERED.values())}")
 
 
-async def test_sweep_dial(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_sweep_dial(monkeypatch: pytest.MonkeyPatch, transport: str) -> None:
     """Closing at each checkpoint of the dial (TCP connect, handshake) ends CLOSED with the
     half-open socket closed and no task left."""
     inv = Invariants()
@@ -211,7 +234,7 @@ async def test_sweep_dial(monkeypatch: pytest.MonkeyPatch) -> None:
     try:
         async with ScriptedServer() as server:
             for at in range(1, MAX_STEPS):
-                conn = _conn(server.url)
+                conn = _conn(server.url, transport=transport)
                 closers: list[asyncio.Task[None]] = []
                 dials: list[Checkpoints] = []
 
@@ -224,12 +247,12 @@ async def test_sweep_dial(monkeypatch: pytest.MonkeyPatch) -> None:
                 await inv.check(conn, server, [])
                 if dials[0].count < at:
                     break
-            _report("dial", at - 1)
+            _report("dial on " + transport, at - 1)
     finally:
         inv.restore()
 
 
-async def test_sweep_send() -> None:
+async def test_sweep_send(transport: str) -> None:
     """Cancelling send() at each checkpoint (a 1 MiB message waits in drain() for a slow
     reader): the message is delivered once, or the caller saw the cancellation; a later
     send still works."""
@@ -237,7 +260,7 @@ async def test_sweep_send() -> None:
     try:
         async with ScriptedServer(_slow_reader, max_size=2 << 20) as server:
             for at in range(1, MAX_STEPS):
-                conn = _conn(server.url)
+                conn = _conn(server.url, transport=transport)
                 conn.start()
                 await conn.wait_connected(5)
                 _small_send_buffer(conn)
@@ -255,7 +278,7 @@ async def test_sweep_send() -> None:
                 await inv.check(conn, server, sent)
                 if cp.count < at:
                     break
-            _report("send", at - 1)
+            _report("send on " + transport, at - 1)
     finally:
         inv.restore()
 
@@ -268,14 +291,14 @@ async def _ticker(ws: ServerConnection, server: ScriptedServer) -> None:
         await ws.send(f"tick {n}")
 
 
-async def test_sweep_recv() -> None:
+async def test_sweep_recv(transport: str) -> None:
     """Cancelling recv() at each checkpoint loses nothing: the next recv() gets the message
     the cancelled one would have returned."""
     inv = Invariants()
     try:
         async with ScriptedServer(_ticker) as server:
             for at in range(1, MAX_STEPS):
-                conn = _conn(server.url)
+                conn = _conn(server.url, transport=transport)
                 conn.start()
                 await conn.wait_connected(5)
                 got: list[str | bytes] = []
@@ -290,12 +313,12 @@ async def test_sweep_recv() -> None:
                 await inv.check(conn, server, [f"go {at}"])
                 if cp.count < at:
                     break
-            _report("recv", at - 1)
+            _report("recv on " + transport, at - 1)
     finally:
         inv.restore()
 
 
-async def test_sweep_flush() -> None:
+async def test_sweep_flush(transport: str) -> None:
     """Closing at each checkpoint of the flush after a reconnect (buffered 256 KiB messages
     written in order): each buffered message is delivered once or dead-lettered."""
     inv = Invariants()
@@ -303,7 +326,7 @@ async def test_sweep_flush() -> None:
         async with ScriptedServer(_slow_reader, max_size=2 << 20) as server:
             for at in range(1, MAX_STEPS):
                 await server.stop()
-                conn = _conn(server.url, buffer_bytes=12 << 20)
+                conn = _conn(server.url, buffer_bytes=12 << 20, transport=transport)
                 conn.start()
                 sent: list[str | bytes] = [_unique(at * 10 + i) for i in range(8)]
                 for message in sent:
@@ -319,19 +342,19 @@ async def test_sweep_flush() -> None:
                 await inv.check(conn, server, sent)
                 if flushes[0].count < at:
                     break
-            _report("flush", at - 1)
+            _report("flush on " + transport, at - 1)
     finally:
         inv.restore()
 
 
-async def test_sweep_close_caller() -> None:
+async def test_sweep_close_caller(transport: str) -> None:
     """Cancelling the caller of aclose() at each of its checkpoints: it still ends CLOSED
     (the caller waits, shielded, for the bounded close) and buffered messages are dealt with."""
     inv = Invariants()
     try:
         async with ScriptedServer() as server:
             for at in range(1, MAX_STEPS):
-                conn = _conn(server.url)
+                conn = _conn(server.url, transport=transport)
                 conn.start()
                 await conn.wait_connected(5)
                 with anyio.CancelScope() as scope:
@@ -341,7 +364,7 @@ async def test_sweep_close_caller() -> None:
                 await inv.check(conn, server, [])
                 if cp.count < at:
                     break
-            _report("close (caller)", at - 1)
+            _report("close (caller) on " + transport, at - 1)
     finally:
         inv.restore()
 
@@ -351,7 +374,7 @@ async def _async_hook(change: object) -> None:
     await asyncio.sleep(0)
 
 
-async def test_sweep_close_task() -> None:
+async def test_sweep_close_task(transport: str) -> None:
     """Cancelling the closer task itself (as a loop shutdown would) at each of its
     checkpoints (stopping the supervisor, the closing handshake, the hooks): the connection
     still ends CLOSED at once, its socket aborted, no task left."""
@@ -359,7 +382,7 @@ async def test_sweep_close_task() -> None:
     try:
         async with ScriptedServer(max_size=2 << 20) as server:
             for at in range(1, MAX_STEPS):
-                conn = _conn(server.url)
+                conn = _conn(server.url, transport=transport)
                 conn.on_state_change(_async_hook)
                 conn.start()
                 await conn.wait_connected(5)
@@ -372,7 +395,7 @@ async def test_sweep_close_task() -> None:
                 await inv.check(conn, server, [message])
                 if box[0].count < at:
                     break
-            _report("close (closer task)", at - 1)
+            _report("close (closer task) on " + transport, at - 1)
     finally:
         inv.restore()
 

@@ -12,6 +12,7 @@ that the old behaviour waited out), not speed assertions.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import random
 import socket
 from contextvars import Context
@@ -39,6 +40,23 @@ FAST = Backoff(initial_delay=0.01, max_delay=0.05, jitter="full")
 BIG = random.Random(12).randbytes(1 << 20)  # incompressible: permessage-deflate is on
 
 pytestmark = pytest.mark.anyio
+
+TRANSPORTS = [
+    "websockets",
+    pytest.param(
+        "picows",
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec("picows") is None, reason="picows not installed"
+        ),
+    ),
+]
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    """Each adapter in turn: the deadlines live in the adapters, so both must keep them."""
+    name: str = request.param
+    return name
 
 
 def _conn(url: str, **kwargs: Any) -> ResilientConnection:
@@ -70,12 +88,14 @@ async def _fill(conn: ResilientConnection) -> None:
         pytest.fail("256 MiB went into a peer that does not read")
 
 
-async def test_a_peer_that_stops_reading_is_noticed_by_keepalive() -> None:
+async def test_a_peer_that_stops_reading_is_noticed_by_keepalive(transport: str) -> None:
     """Keepalive bounds the ping's write as well as its pong: with the socket buffers full
     (a peer that stopped reading) the transport is declared dead (ping_timeout) instead of
     staying CONNECTED forever, and aclose() still finishes."""
     async with ScriptedServer(_stop_reading, close_timeout=0.2) as server:
-        conn = _conn(server.url, ping_interval=1.0, ping_timeout=1.0, send_timeout=50)
+        conn = _conn(
+            server.url, ping_interval=1.0, ping_timeout=1.0, send_timeout=50, transport=transport
+        )
         rec = StateRecorder()
         conn.on_state_change(rec)
         async with conn:
@@ -103,11 +123,11 @@ async def _ping_flood(ws: ServerConnection, server: ScriptedServer) -> None:
     await ws.wait_closed()
 
 
-async def test_a_ping_flood_from_a_peer_that_stops_reading_is_noticed() -> None:
+async def test_a_ping_flood_from_a_peer_that_stops_reading_is_noticed(transport: str) -> None:
     """A server that floods pings and reads nothing fills the client's send buffer with
     pongs; the keepalive ping stuck behind them still times out (ping_timeout)."""
     async with ScriptedServer(_ping_flood, close_timeout=0.2) as server:
-        conn = _conn(server.url, ping_interval=0.5, ping_timeout=0.5)
+        conn = _conn(server.url, ping_interval=0.5, ping_timeout=0.5, transport=transport)
         rec = StateRecorder()
         conn.on_state_change(rec)
         async with conn:
@@ -118,11 +138,11 @@ async def test_a_ping_flood_from_a_peer_that_stops_reading_is_noticed() -> None:
         assert conn.state is S.CLOSED
 
 
-async def test_aclose_ends_while_the_peer_stopped_reading() -> None:
+async def test_aclose_ends_while_the_peer_stopped_reading(transport: str) -> None:
     """A close frame stuck behind a full send buffer cannot hold aclose(): past close_timeout
     the transport is aborted, the state is CLOSED and the stuck sender gets an error."""
     async with ScriptedServer(_stop_reading, close_timeout=0.2) as server:
-        conn = _conn(server.url, send_timeout=50)
+        conn = _conn(server.url, send_timeout=50, transport=transport)
         async with conn:
             await conn.wait_connected(5)
             async with anyio.create_task_group() as tg:
@@ -134,12 +154,14 @@ async def test_aclose_ends_while_the_peer_stopped_reading() -> None:
         assert conn.state is S.CLOSED
 
 
-async def test_a_send_to_a_peer_that_stopped_reading_times_out_and_reconnects() -> None:
+async def test_a_send_to_a_peer_that_stopped_reading_times_out_and_reconnects(
+    transport: str,
+) -> None:
     """A direct send waits at most send_timeout for a peer that stopped reading; then the
     transport is aborted (send_timeout failure) and the message is buffered for the next
     transport, not lost."""
     async with ScriptedServer(_stop_reading, close_timeout=0.2) as server:
-        conn = _conn(server.url, send_timeout=0.5, buffer_bytes=8 << 20)
+        conn = _conn(server.url, send_timeout=0.5, buffer_bytes=8 << 20, transport=transport)
         async with conn:
             await conn.wait_connected(5)
             with anyio.fail_after(15):
@@ -154,12 +176,14 @@ async def test_a_send_to_a_peer_that_stopped_reading_times_out_and_reconnects() 
         assert letters <= {DeadLetterReason.CLOSED}
 
 
-async def test_a_cancelled_aclose_still_ends_closed_and_dead_letters_the_buffer() -> None:
+async def test_a_cancelled_aclose_still_ends_closed_and_dead_letters_the_buffer(
+    transport: str,
+) -> None:
     """aclose() cancelled by an anyio scope around it: the close finishes anyway (bounded),
     the buffered messages are dead-lettered, and a later aclose() does not return early."""
     async with ScriptedServer() as server:
         await server.stop()
-        conn = _conn(server.url)
+        conn = _conn(server.url, transport=transport)
         conn.start()
         for i in range(3):
             await conn.send(f"m{i}")
@@ -172,11 +196,11 @@ async def test_a_cancelled_aclose_still_ends_closed_and_dead_letters_the_buffer(
         assert conn.state is S.CLOSED
 
 
-async def test_a_natively_cancelled_aclose_is_finished_by_the_next_one() -> None:
+async def test_a_natively_cancelled_aclose_is_finished_by_the_next_one(transport: str) -> None:
     """asyncio's Task.cancel() on the task awaiting aclose(): the close goes on in its own
     task, the socket is closed, and the next aclose() waits for that same close."""
     async with ScriptedServer() as server:
-        conn = _conn(server.url)
+        conn = _conn(server.url, transport=transport)
         conn.start()
         await conn.wait_connected(5)
         await conn.send("hello")
@@ -265,7 +289,7 @@ async def test_check_against_a_silent_server_does_not_crash_the_supervisor(
     assert "supervisor_crashed" not in captured.out + captured.err
 
 
-async def test_aclose_from_a_state_change_hook_returns_once_closed() -> None:
+async def test_aclose_from_a_state_change_hook_returns_once_closed(transport: str) -> None:
     """An async hook awaiting aclose() (on CONNECTED, and again on CLOSING) neither raises
     RuntimeError nor is cancelled: it returns once the connection is CLOSED."""
     results: list[str] = []
@@ -280,7 +304,7 @@ async def test_aclose_from_a_state_change_hook_returns_once_closed() -> None:
             results.append(change_conn.state.name)
 
     async with ScriptedServer() as server:
-        change_conn = _conn(server.url)
+        change_conn = _conn(server.url, transport=transport)
         change_conn.on_state_change(hook)
         rec = StateRecorder()
         change_conn.on_state_change(rec)
@@ -291,7 +315,7 @@ async def test_aclose_from_a_state_change_hook_returns_once_closed() -> None:
     assert results == ["CLOSED", "CLOSED"]
 
 
-async def test_aclose_from_a_task_a_hook_spawned() -> None:
+async def test_aclose_from_a_task_a_hook_spawned(transport: str) -> None:
     """A task spawned by a hook (it inherits the hook's context) may await aclose() too."""
     done = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
@@ -305,7 +329,7 @@ async def test_aclose_from_a_task_a_hook_spawned() -> None:
             tasks.append(asyncio.get_running_loop().create_task(closer()))
 
     async with ScriptedServer() as server:
-        conn = _conn(server.url)
+        conn = _conn(server.url, transport=transport)
         conn.on_state_change(hook)
         conn.start()
         with anyio.fail_after(10):
@@ -321,12 +345,12 @@ async def _close_999_then_silence(ws: ServerConnection, server: ScriptedServer) 
     await ws.wait_closed()
 
 
-async def test_a_protocol_error_then_silence_fails_the_transport_at_once() -> None:
+async def test_a_protocol_error_then_silence_fails_the_transport_at_once(transport: str) -> None:
     """Close code 999 is a protocol error: the client answers 1002 and the transport is
     failed at once, not after close_timeout (here 60 s) waiting for a silent peer; the
     connection reconnects and aclose() is quick."""
     async with ScriptedServer(_close_999_then_silence, close_timeout=0.2) as server:
-        conn = _conn(server.url, close_timeout=60.0)
+        conn = _conn(server.url, close_timeout=60.0, transport=transport)
         rec = StateRecorder()
         conn.on_state_change(rec)
         async with conn:

@@ -7,16 +7,18 @@ exception message or a health report.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import structlog
+from .logroute import LIBRARY_LOGGER, RoutedLogger
 
 __all__ = [
     "SECRET_HEADERS",
     "SECRET_PARAMS",
+    "debug_enabled",
     "get_logger",
     "redact_headers",
     "redact_text",
@@ -52,9 +54,25 @@ _USERINFO = re.compile(r"(?i)\b(wss?|https?)://[^/@\s'\"]+@")
 _BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]+")
 
 
+def debug_enabled(log: Any) -> bool:
+    """Return whether ``log`` would emit a debug event (True when it cannot tell).
+
+    Guard per-connection debug events with it (``if debug_enabled(log): log.debug(...)``) so
+    that, with debug off, building the event's arguments costs nothing either. Works with
+    structlog's filtering loggers (``is_enabled_for``) and stdlib-backed ones (``isEnabledFor``).
+    """
+    check = getattr(log, "is_enabled_for", None) or getattr(log, "isEnabledFor", None)
+    return True if check is None else bool(check(logging.DEBUG))
+
+
 def get_logger(**context: Any) -> Any:
-    """Return a structlog logger with ``context`` bound (e.g. ``connection="feed"``)."""
-    return structlog.get_logger("resilient_conn").bind(**context)
+    """Return the library's logger with ``context`` bound (e.g. ``connection="feed"``).
+
+    Events go through the application's structlog set-up when it has one, else to the stdlib
+    logger ``resilient_conn`` (silent until the application configures logging); see
+    :mod:`resilient_conn._core.logroute`.
+    """
+    return RoutedLogger(LIBRARY_LOGGER, context)
 
 
 def redact_url(url: str) -> str:

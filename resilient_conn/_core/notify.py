@@ -13,7 +13,8 @@ class Notifier:
     """Lets tasks wait until a condition on some state holds, woken on every change.
 
     The owner calls :meth:`notify` whenever the watched state changes; waiters re-check
-    their predicate then. No polling, no sleeping.
+    their predicate then. No polling, no sleeping. The event exists only while someone
+    waits, so an idle owner holds none and a notify with no waiter allocates nothing.
     """
 
     __slots__ = ("_event",)

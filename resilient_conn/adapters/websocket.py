@@ -1,27 +1,28 @@
-"""The plain WebSocket adapter: dial one transport, keep it alive, notice when it dies.
+"""The websockets adapter: dial one transport, keep it alive, notice when it dies.
 
 Dialing evaluates the URL and header sources afresh (so a token provider is asked before
-every dial) and hands the rest to ``websockets.asyncio.client.connect``. Keepalive is ours,
-not websockets': when a ping goes unanswered for ``ping_timeout`` the transport is declared
-dead at once, instead of waiting ``close_timeout`` for a closing handshake that a dead peer
-never sends.
+every dial) and hands the rest to the adapter in :attr:`DialOptions.adapter` (websockets'
+``connect`` by default). The transport it returns is websockets' own ``ClientConnection``,
+subclassed to add what :class:`~resilient_conn.adapters.base.Transport` asks for (``abort``,
+``is_open``): ``send`` and ``recv`` are websockets' methods, untouched, so the message path
+costs nothing extra. Keepalive is ours, not websockets': when a ping goes unanswered for
+``ping_timeout`` the transport is declared dead at once, instead of waiting ``close_timeout``
+for a closing handshake that a dead peer never sends.
 
-Every network wait of this adapter has a deadline, so the supervisor above it needs none of
-its own: :func:`keepalive` bounds the ping's write and its pong together, :func:`send` bounds
-a write to a peer that stopped reading, :func:`close` bounds the closing handshake (its write
-included) and aborts the transport past it, and :func:`serve` notices a closing handshake that
-a silent peer never finishes (a protocol error it answered with 1002, a close it never
-completed) instead of waiting for it.
+Every network wait has a deadline: :func:`keepalive` (and
+:class:`~resilient_conn.adapters.keepalive.Keepalive`) bound the ping's write and its pong
+together, :meth:`WebsocketsTransport.serve` notices a closing handshake that a silent peer
+never finishes (a protocol error answered with 1002, a close the peer never completes), and
+:mod:`~resilient_conn.adapters.deadlines` bounds sends and the closing handshake on any
+transport.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
@@ -31,18 +32,19 @@ from websockets.protocol import State
 
 from .._core.errors import ConfigError
 from .._core.log import redact_url
+from .base import AdapterFactory, DialOptions, Transport
 
 __all__ = [
+    "ADAPTER",
     "DialOptions",
     "HeadersSource",
     "UrlSource",
+    "WebsocketsAdapter",
+    "WebsocketsTransport",
     "check_ws_url",
-    "close",
     "dial",
     "evaluate",
     "keepalive",
-    "send",
-    "serve",
 ]
 
 T = TypeVar("T")
@@ -80,71 +82,150 @@ def check_ws_url(url: object, param: str = "url") -> str:
     return url
 
 
-@dataclass(frozen=True, slots=True)
-class DialOptions:
-    """What ``websockets`` needs to open one transport.
+class WebsocketsTransport(ClientConnection):
+    """websockets' ``ClientConnection`` plus the members the Transport protocol adds.
 
-    Attributes:
-        open_timeout: Dial + handshake timeout (seconds).
-        close_timeout: Closing handshake timeout (seconds).
-        max_size: Largest inbound message (bytes).
-        max_queue: Inbound frames queued before websockets stops reading.
-        extra: Other keyword arguments for ``websockets.asyncio.client.connect``.
+    Inherits ``send``, ``recv``, ``ping``, ``close``, ``wait_closed``, ``close_code``,
+    ``close_reason`` and ``subprotocol`` unchanged.
     """
 
-    open_timeout: float
-    close_timeout: float
-    max_size: int
-    max_queue: int
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-
-class _Transport(ClientConnection):
-    """websockets' client connection, telling when its closing handshake starts.
-
-    websockets waits for a peer to finish a closing handshake until someone awaits the
-    connection with a deadline; :func:`serve` is that someone, woken by :attr:`leaving`.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.leaving = asyncio.Event()
-        """Set once the protocol left OPEN: a close frame was sent or received, or it failed."""
+    # Made only while serve() waits (nothing per idle connection otherwise): set once the
+    # protocol leaves OPEN, a close frame sent or received.
+    _leaving: asyncio.Future[None] | None = None
 
     def data_received(self, data: bytes) -> None:
+        """Feed websockets, then wake :meth:`serve` if the protocol left OPEN (asyncio)."""
         super().data_received(data)
-        if self.protocol.state is not State.OPEN:
-            self.leaving.set()
+        leaving = self._leaving
+        if leaving is not None and self.protocol.state is not State.OPEN and not leaving.done():
+            leaving.set_result(None)
+
+    async def serve(self) -> None:
+        """Return once the transport is closed; cut a stuck closing handshake short.
+
+        websockets waits ``close_timeout`` for the peer to finish a closing handshake. After
+        a protocol error (say a close code 999) it answered with 1002 itself, and a silent
+        peer never closes the TCP connection: that transport is aborted at once. A close the
+        peer started gets ``close_timeout`` to finish, then is aborted. No task is made.
+        """
+        lost = self.connection_lost_waiter
+        if self.protocol.state is State.OPEN:
+            leaving = self._leaving = self.loop.create_future()
+            try:
+                await asyncio.wait((lost, leaving), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                self._leaving = None
+                leaving.cancel()
+        if lost.done():
+            return
+        if self.protocol.close_rcvd is not None:  # the peer's close: let it finish
+            await asyncio.wait((lost,), timeout=self.close_timeout)
+        if not lost.done():
+            self.transport.abort()
+            await asyncio.shield(lost)  # connection_lost follows an abort at once
+
+    def abort(self) -> None:
+        """Drop the TCP connection at once, without a closing handshake."""
+        self.transport.abort()
+
+    @property
+    def close_exc(self) -> ConnectionClosed:
+        """How the transport ended (valid once closed).
+
+        Read from the protocol: websockets 17.0's connection has no ``close_exc`` of its own.
+        """
+        return self.protocol.close_exc
+
+    @property
+    def is_open(self) -> bool:
+        """True while the WebSocket is OPEN (no close frame sent or received yet)."""
+        return self.protocol.state is State.OPEN
 
 
-async def dial(
-    url: UrlSource, headers: HeadersSource | None, options: DialOptions
-) -> ClientConnection:
-    """Open one WebSocket transport (websockets' own keepalive off: :func:`keepalive` is ours).
+COMPRESSION_CHOICES = ("auto", "deflate", None)
+"""Accepted ``compression`` values: ``"auto"`` is the transport's default."""
+
+
+class WebsocketsAdapter:
+    """Opens :class:`WebsocketsTransport` with ``websockets.asyncio.client.connect``.
+
+    Args:
+        extra: Keyword arguments for ``connect`` (``ssl``, ``subprotocols``, ``compression``,
+            ``origin``, ``user_agent_header``, ``proxy``, ...). ``compression="auto"`` keeps
+            websockets' default, permessage-deflate.
+
+    Raises:
+        ConfigError: An argument that the adapter sets itself (``ping_interval``, ...) or an
+            unknown ``compression``.
+    """
+
+    name = "websockets"
+    _RESERVED = frozenset(
+        {"additional_headers", "open_timeout", "ping_interval", "ping_timeout", "close_timeout",
+         "max_size", "max_queue", "create_connection", "uri"}
+    )
+
+    def __init__(self, extra: Mapping[str, Any]) -> None:
+        reserved = sorted(self._RESERVED.intersection(extra))
+        if reserved:
+            raise ConfigError(
+                f"{', '.join(reserved)} cannot be passed through to websockets: use the "
+                "ResilientConnection argument of the same name (headers= for headers)"
+            )
+        kwargs = dict(extra)
+        compression = kwargs.pop("compression", "auto")
+        if compression not in COMPRESSION_CHOICES:
+            raise ConfigError(f"compression must be 'deflate', None or 'auto', got {compression!r}")
+        if compression != "auto":
+            kwargs["compression"] = compression
+        self._kwargs = kwargs
+
+    async def connect(
+        self, url: str, headers: Mapping[str, str] | None, options: DialOptions
+    ) -> WebsocketsTransport:
+        """Open one transport (websockets' own keepalive off: :func:`keepalive` is ours)."""
+        ws = await connect(
+            url,
+            additional_headers=headers,
+            open_timeout=options.open_timeout,
+            ping_interval=None,
+            ping_timeout=None,
+            close_timeout=options.close_timeout,
+            max_size=options.max_size,
+            max_queue=options.max_queue,
+            create_connection=WebsocketsTransport,
+            **self._kwargs,
+        )
+        assert isinstance(ws, WebsocketsTransport)
+        return ws
+
+
+ADAPTER = WebsocketsAdapter
+"""The adapter class :func:`~resilient_conn.adapters.base.get_adapter` builds for this module."""
+
+if TYPE_CHECKING:  # mypy proves the adapter and its transport satisfy the protocols
+    _FACTORY: AdapterFactory = WebsocketsAdapter
+
+_DEFAULT = WebsocketsAdapter({})
+
+
+async def dial(url: UrlSource, headers: HeadersSource | None, options: DialOptions) -> Transport:
+    """Evaluate the URL and header sources, then open one transport with ``options.adapter``.
 
     Raises:
         ConfigError: The URL source returned something that is not a ws(s) URL.
-        Exception: Whatever ``websockets`` raised (classified by the supervisor).
+        Exception: Whatever the adapter raised (classified by the supervisor).
     """
     target = check_ws_url(await evaluate(url))
     extra_headers = None if headers is None else dict(await evaluate(headers))
-    extra = dict(options.extra)
-    extra.setdefault("create_connection", _Transport)
-    return await connect(
-        target,
-        additional_headers=extra_headers,
-        open_timeout=options.open_timeout,
-        ping_interval=None,
-        ping_timeout=None,
-        close_timeout=options.close_timeout,
-        max_size=options.max_size,
-        max_queue=options.max_queue,
-        **extra,
-    )
+    adapter = options.adapter
+    if adapter is None:
+        adapter = _DEFAULT if not options.extra else WebsocketsAdapter(options.extra)
+    return await adapter.connect(target, extra_headers, options)
 
 
 async def keepalive(
-    ws: ClientConnection,
+    ws: Transport,
     interval: float,
     timeout: float,
     *,
@@ -171,67 +252,3 @@ async def keepalive(
         except (ConnectionClosed, ConcurrencyError):
             return
         on_alive(rtt)
-
-
-async def send(ws: ClientConnection, message: str | bytes, timeout: float) -> None:
-    """Write one message, waiting at most ``timeout`` seconds for the peer to take it.
-
-    Raises:
-        TimeoutError: The peer did not read it in time (the caller declares the peer dead;
-            the frame may have reached the socket's buffer, so it may still arrive).
-        ConnectionClosed: The transport closed.
-    """
-    with anyio.fail_after(timeout):
-        await ws.send(message)
-
-
-async def serve(ws: ClientConnection, close_timeout: float) -> None:
-    """Return once ``ws`` is closed, or its closing handshake is stuck, with it aborted then.
-
-    A protocol error (say a close code 999) makes websockets answer with close 1002 and wait
-    for the peer to close the TCP connection; a silent peer never does. That transport is
-    dead at once: it is aborted. A close the peer started gets ``close_timeout`` to finish.
-    """
-    leaving = getattr(ws, "leaving", None)
-    if not isinstance(leaving, asyncio.Event):  # a connection class of the user's own
-        await ws.wait_closed()
-        return
-    closed = asyncio.ensure_future(ws.wait_closed())
-    try:
-        waiter = asyncio.ensure_future(leaving.wait())
-        try:
-            await asyncio.wait({closed, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiter.cancel()
-        if closed.done():
-            return
-        if ws.protocol.close_rcvd is None:  # we closed it: a protocol error, not the peer
-            ws.transport.abort()
-        else:
-            with anyio.move_on_after(close_timeout):
-                await asyncio.shield(closed)
-            ws.transport.abort()
-        await asyncio.shield(closed)
-    finally:
-        closed.cancel()
-
-
-async def close(ws: ClientConnection, code: int, reason: str, timeout: float) -> bool:
-    """Close with ``code``: the closing handshake gets ``timeout`` seconds, then an abort.
-
-    The bound covers writing the close frame too (websockets drains with no limit, so a peer
-    that stopped reading would hold the close forever). Returns once the transport is closed.
-
-    Returns:
-        True if the handshake finished in time, False if the transport had to be aborted.
-    """
-    clean = False
-    with anyio.move_on_after(timeout):
-        with contextlib.suppress(ConnectionClosed):
-            await ws.close(code, reason)
-        clean = True
-    if not clean:
-        ws.transport.abort()
-    with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
-        await ws.wait_closed()  # connection_lost follows an abort at once
-    return clean

@@ -24,15 +24,23 @@ import contextvars
 from typing import Any
 
 import anyio
-from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConcurrencyError, ConnectionClosed
 
 from .._core.hooks import IN_HOOK
-from ..adapters.websocket import close
+from ..adapters.base import Transport
+from ..adapters.deadlines import close_within
 from ._supervisor import ON_OPEN, SUPERVISOR, Supervising, describe
 from .buffer import DeadLetterReason
 
-__all__ = ["Closing"]
+__all__ = ["Closing", "in_supervisor"]
+
+
+def in_supervisor(conn: Supervising) -> bool:
+    """True in the supervisor of ``conn`` and the tasks it runs (``on_open``, keepalive).
+
+    Such a task is stopped by the connection's close, so it must not wait for that close.
+    """
+    return SUPERVISOR.get() == id(conn)
 
 
 def _fresh_context() -> contextvars.Context:
@@ -83,7 +91,7 @@ class Closing(Supervising):
             if waited is not closer:
                 waited.cancel()
 
-    async def _close_transport(self, ws: ClientConnection) -> None:
+    async def _close_transport(self, ws: Transport) -> None:
         """Close with 1000 within ``close_timeout`` (then abort), discarding unread frames.
 
         A consumer that stopped reading leaves frames queued; past ``max_queue`` websockets
@@ -102,7 +110,7 @@ class Closing(Supervising):
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(discard)
-            clean = await close(ws, 1000, "client closing", self.options.close_timeout)
+            clean = await close_within(ws, 1000, "client closing", self.options.close_timeout)
             tg.cancel_scope.cancel()
         if unread:
             self._log.info("resilient_conn.unread_at_close", messages=unread)
@@ -127,7 +135,7 @@ class Closing(Supervising):
         if not task.done():
             ws = self._ws
             if ws is not None:
-                ws.transport.abort()
+                ws.abort()
             with anyio.move_on_after(self.options.close_timeout):
                 await asyncio.wait({task})
         if not task.done():  # an on_open that ignores cancellation: do not wait for it
@@ -179,7 +187,7 @@ class Closing(Supervising):
         ws, self._ws = self._ws, None
         self._live = False
         if ws is not None:
-            ws.transport.abort()
+            ws.abort()
         task, self._supervisor = self._supervisor, None
         if task is not None:
             task.cancel()

@@ -1,11 +1,15 @@
 """The supervisor: the loop that carries out a connection's decisions.
 
 :class:`Supervising` is the part of :class:`~resilient_conn.ResilientConnection` that owns its
-life: admit a dial through the breaker, dial, serve the transport (keepalive, stable timer,
-``on_open`` and the buffer flush beside the watch on the socket), ask :mod:`.decide` what the
-ending means, set the state, pause, and go round again; and, when the user closes, drain and
-close. The one place a state changes is :meth:`Supervising._set_state` (the table in
-:mod:`.events`).
+life: admit a dial through the breaker (and a shared coordinator's gate, if any), dial, serve
+the transport, ask :mod:`.decide` what the ending means, set the state, pause, and go round
+again; the closer (:mod:`._closing`) drains and closes. The one place a state changes is
+:meth:`Supervising._set_state` (the table in :mod:`.events`).
+
+It speaks the :class:`~resilient_conn.adapters.base.Transport` protocol only, and holds one
+task per idle connection: keepalive is a loop timer (:class:`~resilient_conn.adapters.keepalive.
+Keepalive`), so is the flap guard's stable timer on the system clock, and ``on_open`` plus the
+buffer flush (or a probe's round trip) are tasks only while they run.
 """
 
 from __future__ import annotations
@@ -17,24 +21,25 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
-from websockets.asyncio.client import ClientConnection
 
-from .._core.clock import Clock
-from .._core.errors import BufferFullError, CircuitOpenError, ConnectionFailedError
-from .._core.hooks import HookSet
-from .._core.log import redact_text
-from .._core.notify import Notifier
-from ..adapters.websocket import (
-    DialOptions,
-    HeadersSource,
-    UrlSource,
-    dial,
-    keepalive,
-    serve,
+from .._core.clock import SYSTEM_CLOCK, Clock, is_testing
+from .._core.errors import (
+    BufferFullError,
+    CircuitOpenError,
+    ConnectionClosedError,
+    ConnectionFailedError,
 )
+from .._core.hooks import HookSet
+from .._core.log import debug_enabled, redact_text
+from .._core.notify import Notifier
+from ..adapters.base import Transport
+from ..adapters.keepalive import Keepalive
+from ..adapters.websocket import DialOptions, HeadersSource, UrlSource, dial
+from ..coordination import RecoveryCoordinator
 from ..resilience.backoff import Backoff
 from ..resilience.breaker import BreakerLease, CircuitBreaker
 from ..resilience.classify import Action, Classifier, Verdict
+from ._gate import Gate, gate, needs_probe, pause, probe_round_trip
 from .buffer import DeadLetterReason
 from .decide import Decisions, Step
 from .events import TRANSITIONS, ConnectionState, IllegalTransition, StateChange
@@ -73,6 +78,7 @@ class Supervising:
     name: str
     backoff: Backoff
     breaker: CircuitBreaker
+    coordinator: RecoveryCoordinator | None
     options: ConnectionOptions
     stats: ConnectionStats
     generation: int
@@ -87,7 +93,7 @@ class Supervising:
     _state_hooks: HookSet[StateChange]
     _state: ConnectionState
     _decisions: Decisions
-    _ws: ClientConnection | None
+    _ws: Transport | None
     _opened: bool
     _live: bool
     _last_error: BaseException | None
@@ -98,6 +104,7 @@ class Supervising:
     _connected_wall: float | None
     _disconnected_at: float | None
     _lease: BreakerLease | None
+    _permit: Gate | None
     _stable: bool
     _changed: Notifier
     _supervisor: asyncio.Task[None] | None
@@ -113,7 +120,18 @@ class Supervising:
         raise NotImplementedError
 
     def _raise_if_over(self) -> None:
-        raise NotImplementedError
+        if self._fatal is not None:
+            raise self._fatal
+        if self._closing or self._state is _S.CLOSED:
+            raise ConnectionClosedError(f"{self.name} is closed")
+
+    async def _wait_for_transport(self, old: Transport | None) -> None:
+        while True:
+            self._raise_if_over()
+            ws = self._ws
+            if ws is not None and ws is not old:
+                return
+            await self._changed.wait()
 
     def _set_state(
         self, new: ConnectionState, reason: str, error: BaseException | None = None
@@ -172,7 +190,7 @@ class Supervising:
         if ws is None or self._abort is not None or not self._decisions.peer_dead():
             return
         self._abort = (reason, error)
-        ws.transport.abort()
+        ws.abort()
 
     async def _supervise(self) -> None:
         SUPERVISOR.set(id(self))  # inherited by on_open, keepalive and flush tasks
@@ -191,6 +209,13 @@ class Supervising:
         if step.state is not None:
             self._set_state(step.state, step.reason, error)
 
+    def _waiting(self, reason: str, *, ramp: bool) -> None:
+        """A shared coordinator holds the next dial: show it as the decisions say."""
+        for step in self._decisions.waiting(reason, ramp=ramp):
+            if step.state is _S.CIRCUIT_OPEN and self._state is not _S.CIRCUIT_OPEN:
+                self.stats.circuit_opens += 1
+            self._apply(step)
+
     async def _dial_loop(self) -> None:
         """Admit, dial, serve, decide, pause: until a fatal error or the user closes.
 
@@ -198,15 +223,21 @@ class Supervising:
         answers is ``stop`` and the loop returns without touching the state.
         """
         while True:
-            lease = await self._admit()
-            if lease is None:
-                return
-            ended = await self._dial_and_serve(lease)
-            if ended is None:
-                return
-            verdict, error, stable = ended
-            if not stable:
-                lease.failure(error)
+            async with gate(self) as permit:  # the shared coordinator's admission, if any
+                self._permit = permit
+                try:
+                    lease = await self._admit()
+                    if lease is None:
+                        return
+                    ended = await self._dial_and_serve(lease)
+                    if ended is None:
+                        return
+                    verdict, error, stable = ended
+                    if not stable:
+                        lease.failure(error)
+                        await permit.failed(error)
+                finally:
+                    self._permit = None
             self.stats.count_failure(verdict.kind)
             if error is not None:
                 self._last_error = error
@@ -230,12 +261,13 @@ class Supervising:
                 self.stats.circuit_opens += 1
             self._apply(step, self._last_error)
             if step.state is _S.BACKOFF or step.sleep:
-                await self._clock.sleep(step.sleep)
+                await self._clock.sleep(pause(self, step.sleep, verdict))
 
     async def _admit(self) -> BreakerLease | None:
         """Wait until the breaker admits a dial (no polling while it is open).
 
-        The one place a dial is gated. Returns None when the user closed meanwhile.
+        The one place a dial is gated (inside a shared coordinator's permit, if any). Returns
+        None when the user closed meanwhile.
         """
         while True:
             try:
@@ -282,7 +314,7 @@ class Supervising:
             raise
 
     async def _run_transport(
-        self, ws: ClientConnection, lease: BreakerLease, step: Step
+        self, ws: Transport, lease: BreakerLease, step: Step
     ) -> tuple[Verdict, BaseException | None, bool]:
         """Serve one transport until it ends; return how it ended and if it was stable."""
         now = self._clock.now()
@@ -298,17 +330,54 @@ class Supervising:
         self.generation += 1
         self._ws, self._opened = ws, True
         self._apply(step)
+        # No task group per transport: keepalive and (on the system clock) the stable timer
+        # are loop timers; on_open + flush, and a probe's round trip, are tasks only while
+        # they run, beside the watch on the transport (if the transport dies while on_open is
+        # stuck, the supervisor still moves on).
+        opts = self.options
+        loop = asyncio.get_running_loop()
+        alive = None
+        if opts.ping_interval > 0:
+            alive = Keepalive(
+                ws,
+                opts.ping_interval,
+                opts.ping_timeout,
+                on_alive=self.report_alive,
+                on_dead=self.fail_current,
+            )
+            alive.start()
+        timer = self._start_stable_timer(lease)
+        helpers: list[asyncio.Task[None]] = []
+        if isinstance(timer, asyncio.Task):
+            helpers.append(timer)
+        opener = None
+        opener_scope = None
+        if self._on_open is not None or self._outbox.buffer:
+            # stopped through a cancel scope, not Task.cancel(): a buffered write in flight is
+            # shielded (bounded) and must finish, or the message would be sent twice
+            opener_scope = anyio.CancelScope()
+            opener = loop.create_task(self._open_and_flush(ws, opener_scope))
+            helpers.append(opener)
+        else:
+            self._live = True
+            self._wake()
+        permit = self._permit
+        if needs_probe(permit):
+            helpers.append(loop.create_task(probe_round_trip(ws, permit, opts.ping_timeout)))
         try:
-            async with anyio.create_task_group() as tg:
-                if self.options.ping_interval > 0:
-                    tg.start_soon(self._keepalive, ws)
-                tg.start_soon(self._stable_timer, lease)
-                # on_open + flush run beside the watch on the transport: if the transport dies
-                # while on_open is stuck, the supervisor still moves on.
-                tg.start_soon(self._open_and_flush, ws)
-                await serve(ws, self.options.close_timeout)
-                tg.cancel_scope.cancel()
+            await ws.serve()
         finally:
+            timer.cancel()
+            if opener_scope is not None:
+                opener_scope.cancel()
+            for task in helpers:
+                if task is not opener:
+                    task.cancel()
+            with anyio.CancelScope(shield=True):  # a shielded flush write ends first (bounded)
+                if alive is not None:
+                    await alive.aclose()
+                if helpers:
+                    await asyncio.gather(*helpers, return_exceptions=True)
             stable, self._stable = self._stable, False
             self._live = False
             if not self._closing:  # aclose() takes the transport over to drain and close it
@@ -321,15 +390,21 @@ class Supervising:
         if abort is not None:
             kind, error = abort
             return Verdict(Action.RETRY, kind), error or ConnectionError(kind), stable
-        exc = ws.protocol.close_exc
+        if opener is not None and not opener.cancelled() and opener.exception() is not None:
+            raise opener.exception()  # type: ignore[misc]  # a bug must not pass silently
+        exc = ws.close_exc
         return self._classify(exc), exc, stable
 
     def _take_abort(self) -> tuple[str, BaseException | None] | None:
         abort, self._abort = self._abort, None
         return abort
 
-    async def _open_and_flush(self, ws: ClientConnection) -> None:
+    async def _open_and_flush(self, ws: Transport, scope: anyio.CancelScope) -> None:
         """Run on_open, flush the buffer, then let sends go straight to the transport."""
+        with scope:
+            await self._open_and_flush_now(ws)
+
+    async def _open_and_flush_now(self, ws: Transport) -> None:
         if self._on_open is not None:
             token = ON_OPEN.set((id(self), self.generation))
             try:
@@ -344,22 +419,30 @@ class Supervising:
             self._live = True
             self._wake()
 
+    def _start_stable_timer(self, lease: BreakerLease) -> asyncio.TimerHandle | asyncio.Task[None]:
+        """Start the flap guard's timer: a loop timer, or a sleeping task where one is needed.
+
+        Only ``clock.sleep`` advances a FakeClock or the testing switch, and a shared
+        coordinator is told of a stable connection by an await: those keep a task.
+        """
+        loop = asyncio.get_running_loop()
+        if self._clock is SYSTEM_CLOCK and not is_testing() and self.coordinator is None:
+            return loop.call_later(self.options.stable_after, self._mark_stable, lease)
+        return loop.create_task(self._stable_timer(lease))
+
     async def _stable_timer(self, lease: BreakerLease) -> None:
         await self._clock.sleep(self.options.stable_after)
+        self._mark_stable(lease)
+        if self._permit is not None:
+            await self._permit.succeeded()
+
+    def _mark_stable(self, lease: BreakerLease) -> None:
         self._stable = True
         self._decisions.proved_stable()
         lease.success()
-        self._log.debug("resilient_conn.stable", after=self.options.stable_after)
-
-    async def _keepalive(self, ws: ClientConnection) -> None:
-        opts = self.options
-        await keepalive(
-            ws,
-            opts.ping_interval,
-            opts.ping_timeout,
-            on_alive=self.report_alive,
-            on_dead=self.fail_current,
-        )
+        self._wake()  # health (attempts, stability) changed
+        if debug_enabled(self._log):
+            self._log.debug("resilient_conn.stable", after=self.options.stable_after)
 
     def _enter_failed(
         self, step: Step, verdict: Verdict, error: BaseException | None

@@ -1,6 +1,7 @@
 """ResilientConnection: one logical WebSocket connection that survives its transports.
 
-A supervisor task owns the connection's life: it dials through websockets, watches the
+A supervisor task owns the connection's life: it dials through an adapter (websockets by
+default, picows with ``transport="picows"``), watches the
 transport (close, error, silent peer), classifies what went wrong, waits with jittered backoff
 gated by a circuit breaker, and dials again. The application keeps one object::
 
@@ -16,15 +17,14 @@ directly, and only when that transport ends does it wait for the next one.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
 
 import anyio
-from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
-from websockets.protocol import State
 
 from .._core.clock import SYSTEM_CLOCK, Clock
 from .._core.errors import (
@@ -36,19 +36,21 @@ from .._core.errors import (
 from .._core.hooks import HookSet, Unsubscribe
 from .._core.log import get_logger, redact_url
 from .._core.notify import Notifier
+from ..adapters.base import Transport, get_adapter
+from ..adapters.deadlines import send_within
 from ..adapters.websocket import (
     DialOptions,
     HeadersSource,
     UrlSource,
     check_ws_url,
 )
-from ..adapters.websocket import send as transport_send
+from ..coordination import RecoveryCoordinator
 from ..resilience.backoff import Backoff
 from ..resilience.breaker import BreakerLease, CircuitBreaker
 from ..resilience.classify import Classifier, default_classify
-from ._closing import Closing
+from ._closing import Closing, in_supervisor
 from ._observe import Observing
-from ._supervisor import ON_OPEN, SUPERVISOR, Message
+from ._supervisor import ON_OPEN, Message
 from .buffer import DeadLetter
 from .decide import Decisions
 from .events import ConnectionState, StateChange
@@ -72,6 +74,11 @@ class ResilientConnection(Observing, Closing):
         backoff: Delay schedule between dials (default ``Backoff()``: full jitter, 1 s to 60 s).
         breaker: Circuit breaker gating every dial (default ``CircuitBreaker()``: opens after 5
             failures, probes after 60 s, closes after 2 successes).
+        coordinator: A :class:`~resilient_conn.RecoveryCoordinator` shared with other
+            connections to the same upstream: one circuit, one probe and a reconnect ramp for
+            all of them (see ``docs/recovery.md``). It gates every dial; unless ``breaker`` is
+            also given, the private breaker is disabled and the backoff only paces a first
+            short jittered pause. Default ``None``.
         open_timeout: Dial + handshake timeout in seconds (default 10).
         ping_interval: Seconds between keepalive pings; 0 turns keepalive off (default 20).
         ping_timeout: Seconds to wait for a pong before the transport is declared dead and
@@ -107,8 +114,16 @@ class ResilientConnection(Observing, Closing):
         unhealthy_after: Disconnected this long makes health UNHEALTHY (default 30 s).
         rtt_limit: A round trip slower than this makes health DEGRADED (default: no limit).
         buffer_high_water: Buffer fill ratio that makes health DEGRADED (default 0.8).
-        **connect_kwargs: Passed to ``websockets.asyncio.client.connect`` (e.g. ``ssl``,
-            ``subprotocols``, ``compression``).
+        transport: ``"websockets"`` (default) or ``"picows"`` (the ``resilient-conn[picows]``
+            extra: up to ~4x the messages per second when the client is the bottleneck; no
+            compression). See docs/performance.md.
+        compression: ``"deflate"`` (permessage-deflate), ``None`` (off) or ``"auto"`` (default:
+            websockets' default, deflate, on ``transport="websockets"``; off on picows, which
+            cannot compress: ``"deflate"`` there is a ``ConfigError``). Deflate costs CPU per
+            message and about 46 KB of zlib state per connection; see docs/performance.md.
+        **connect_kwargs: Passed to the transport's connect (``ssl``, ``subprotocols``,
+            ``origin``, ``user_agent_header``; any ``websockets.asyncio.client.connect``
+            argument on websockets).
 
     Raises:
         ConfigError: A bad argument (a ``ValueError``) naming the parameter.
@@ -120,6 +135,7 @@ class ResilientConnection(Observing, Closing):
         *,
         backoff: Backoff | None = None,
         breaker: CircuitBreaker | None = None,
+        coordinator: RecoveryCoordinator | None = None,
         open_timeout: float | None = None,
         ping_interval: float | None = None,
         ping_timeout: float | None = None,
@@ -145,6 +161,8 @@ class ResilientConnection(Observing, Closing):
         unhealthy_after: float | None = None,
         rtt_limit: float | None = None,
         buffer_high_water: float = 0.8,
+        transport: str = "websockets",
+        compression: str | None = "auto",
         **connect_kwargs: Any,
     ) -> None:
         if callable(url):
@@ -160,6 +178,14 @@ class ResilientConnection(Observing, Closing):
         """The connection's name in logs, hooks, health and metrics."""
         self.backoff = backoff if backoff is not None else Backoff()
         self.breaker = breaker if breaker is not None else CircuitBreaker(name=self.name)
+        if coordinator is not None and not isinstance(coordinator, RecoveryCoordinator):
+            raise ConfigError(
+                f"coordinator must be a RecoveryCoordinator, got {type(coordinator).__name__}"
+            )
+        self.coordinator = coordinator
+        """The shared recovery coordinator gating every dial, or ``None``."""
+        if coordinator is not None and breaker is None:
+            self.breaker.disable()  # the shared circuit replaces the private one
         if not isinstance(self.backoff, Backoff):
             raise ConfigError(f"backoff must be a Backoff, got {type(backoff).__name__}")
         if not isinstance(self.breaker, CircuitBreaker):
@@ -194,12 +220,16 @@ class ResilientConnection(Observing, Closing):
         self._classify: Classifier = classify or default_classify
         self._probe = probe
         self._clock: Clock = clock or SYSTEM_CLOCK
+        connect_kwargs["compression"] = compression
+        self.transport = transport
+        """The transport adapter's name (``"websockets"`` or ``"picows"``)."""
         self._dial_options = DialOptions(
             options.open_timeout,
             options.close_timeout,
             options.max_size,
             options.max_queue,
             connect_kwargs,
+            get_adapter(transport, connect_kwargs),
         )
         self._log = get_logger(connection=self.name)
 
@@ -219,14 +249,12 @@ class ResilientConnection(Observing, Closing):
             on_change=self._wake,
             log=self._log,
         )
-        self.dead_letters = self._outbox.dead_letters
-        """The most recent dead letters (bounded by ``dead_letter_capacity``)."""
         if on_dead_letter is not None:
             self._outbox.subscribe(on_dead_letter)
         self._state_hooks: HookSet[StateChange] = HookSet("state_change", options.hook_timeout)
 
         self._state = _S.IDLE
-        self._ws: ClientConnection | None = None
+        self._ws: Transport | None = None
         self._opened = False  # the transport in _ws reached CONNECTED (the closer drains it)
         self._live = False  # transport open, on_open done, buffer flushed: sends go direct
         self.generation = 0
@@ -240,6 +268,7 @@ class ResilientConnection(Observing, Closing):
         self._connected_wall: float | None = None
         self._disconnected_at: float | None = None
         self._lease: BreakerLease | None = None
+        self._permit = None
         self._stable = False
         self._changed = Notifier()  # notified on every transport/state/buffer change
         self._supervisor: asyncio.Task[None] | None = None
@@ -262,9 +291,20 @@ class ResilientConnection(Observing, Closing):
         return self._ws is not None
 
     @property
+    def subprotocol(self) -> str | None:
+        """The subprotocol the server chose on the current transport (None if none or down)."""
+        ws = self._ws
+        return None if ws is None else ws.subprotocol
+
+    @property
     def buffered(self) -> int:
         """Messages waiting in the outbound buffer."""
         return len(self._outbox.buffer)
+
+    @property
+    def dead_letters(self) -> deque[DeadLetter]:
+        """The most recent dead letters, oldest first (bounded by ``dead_letter_capacity``)."""
+        return self._outbox.dead_letters
 
     @property
     def last_error(self) -> BaseException | None:
@@ -323,7 +363,7 @@ class ResilientConnection(Observing, Closing):
             ConnectionClosedError: The connection was closed.
         """
         async with asyncio.timeout(timeout):
-            while not (self._live and (ws := self._ws) is not None and ws.state is State.OPEN):
+            while not (self._live and (ws := self._ws) is not None and ws.is_open):
                 self._raise_if_over()
                 await self._changed.wait()
 
@@ -344,7 +384,7 @@ class ResilientConnection(Observing, Closing):
         ws = self._ws
         if ws is not None and (self._live or ON_OPEN.get() == (id(self), self.generation)):
             try:
-                await transport_send(ws, message, self.options.send_timeout)
+                await send_within(ws, message, self.options.send_timeout)
             except (ConnectionClosed, TimeoutError) as exc:
                 # The transport died under us, or its peer stopped reading for send_timeout
                 # (a dead peer: abort it). Buffer the message for the next transport, and stop
@@ -391,6 +431,19 @@ class ResilientConnection(Observing, Closing):
         return self
 
     async def __anext__(self) -> Message:
+        # Fast path: straight to the open transport's recv (one coroutine less per message
+        # than going through recv()); anything unusual takes the full path below.
+        ws = self._ws
+        if ws is not None and not self._closing:
+            try:
+                message = await ws.recv()
+            except ConnectionClosed:
+                pass
+            else:
+                stats = self.stats
+                stats.messages_in += 1
+                stats.bytes_in += len(message)
+                return message
         try:
             return await self.recv()
         except ConnectionClosedError:
@@ -411,27 +464,3 @@ class ResilientConnection(Observing, Closing):
         is cancelled with the supervisor, so nothing after the ``await`` runs there.
         """
         await self._aclose()
-
-    # ------------------------------------------------------------------ internals: state
-
-    def _raise_if_over(self) -> None:
-        if self._fatal is not None:
-            raise self._fatal
-        if self._closing or self._state is _S.CLOSED:
-            raise ConnectionClosedError(f"{self.name} is closed")
-
-    async def _wait_for_transport(self, old: ClientConnection | None) -> None:
-        while True:
-            self._raise_if_over()
-            ws = self._ws
-            if ws is not None and ws is not old:
-                return
-            await self._changed.wait()
-
-
-def in_supervisor(conn: ResilientConnection) -> bool:
-    """True in the supervisor of ``conn`` and the tasks it runs (``on_open``, keepalive).
-
-    Such a task is stopped by the connection's close, so it must not wait for that close.
-    """
-    return SUPERVISOR.get() == id(conn)
