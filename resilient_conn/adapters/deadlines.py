@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Coroutine, Generator
+from typing import Any
 
 import anyio
 from websockets.exceptions import ConnectionClosed
@@ -37,8 +39,48 @@ async def send_within(ws: Transport, message: Message, timeout: float) -> None:
             (the frame may have reached the socket's buffer, so it may still arrive).
         websockets.exceptions.ConnectionClosed: The transport closed.
     """
-    async with asyncio.timeout(timeout):  # cheaper than a cancel scope on the message path
-        await ws.send(message)
+    # A timer per message would cost more than the write itself (a few us a send), so the
+    # send runs bare up to its first suspension: most writes finish there, with no timer.
+    # Only a send that has to wait (the peer is not reading, another frame is in the way)
+    # goes on under the deadline.
+    send = ws.send(message)
+    try:
+        first = send.send(None)
+    except StopIteration:
+        return
+    async with asyncio.timeout(timeout):
+        await _Resumed(send, first)
+
+
+class _Resumed:
+    """Await a coroutine that already ran to its first suspension (which yielded ``first``)."""
+
+    __slots__ = ("_coro", "_first")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], first: Any) -> None:
+        self._coro = coro
+        self._first = first
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        coro = self._coro
+        yielded = self._first
+        self._first = None
+        while True:
+            try:
+                value = yield yielded
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # a cancellation (the deadline): handed on
+                try:
+                    yielded = coro.throw(exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    yielded = coro.send(value)
+                except StopIteration:
+                    return
 
 
 async def close_within(ws: Transport, code: int, reason: str, timeout: float) -> bool:
