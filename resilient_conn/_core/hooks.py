@@ -15,7 +15,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
-from .log import get_logger
+from .log import get_logger, redact_text
 
 __all__ = ["HookSet", "Unsubscribe"]
 
@@ -69,7 +69,7 @@ class HookSet(Generic[E]):
                     "resilient_conn.hook_failed",
                     hook=self._kind,
                     callback=_name(callback),
-                    error=repr(exc),
+                    error=redact_text(repr(exc)),
                 )
                 continue
             if inspect.isawaitable(result):
@@ -111,7 +111,7 @@ class HookSet(Generic[E]):
                 "resilient_conn.hook_failed",
                 hook=self._kind,
                 callback=_name(callback),
-                error=repr(exc),
+                error=redact_text(repr(exc)),
             )
 
     @property

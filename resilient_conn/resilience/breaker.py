@@ -38,6 +38,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 from .._core.clock import SYSTEM_CLOCK, Clock
 from .._core.errors import CircuitOpenError, ConfigError
+from .._core.log import redact_text
 from .._core.hooks import HookSet, Unsubscribe
 from .._core.log import get_logger
 from . import config
@@ -130,7 +131,7 @@ class BreakerMetrics:
         recovery_timeout: The open time in force (grows with ``recovery_multiplier``).
         times_opened: How often the circuit opened (including re-opens from HALF_OPEN).
         transitions: How many state changes happened.
-        last_failure: ``repr`` of the last counted failure's exception, if any.
+        last_failure: ``repr`` of the last counted failure's exception (redacted), if any.
     """
 
     name: str | None
@@ -642,7 +643,7 @@ class CircuitBreaker:
             _log.warning(
                 "resilient_conn.breaker_predicate_failed",
                 breaker=self._name,
-                error=repr(predicate_error),
+                error=redact_text(repr(predicate_error)),
             )
             return False
 
@@ -684,7 +685,7 @@ class CircuitBreaker:
         self._failures += 1
         self._consecutive_failures += 1
         if exc is not None:
-            self._last_failure = repr(exc)[:200]
+            self._last_failure = redact_text(repr(exc))[:200]
         if self._state is _HALF_OPEN:
             self._current_timeout = min(
                 self._max_recovery_timeout, self._current_timeout * self._recovery_multiplier
