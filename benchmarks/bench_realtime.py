@@ -263,7 +263,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     me = str(HERE)
     server = await Proc.start(sys.executable, me, "serve", "--port", "0")
     port = int((await server.expect("port"))[0])
-    url = f"ws://127.0.0.1:{port}/socket/websocket"
+    url = f"ws://127.0.0.1:{port}/realtime/v1/websocket"
     impls = {
         "resilient_conn v1": [sys.executable, me, "client", "--impl", "ours", "--vsn", "1.0.0"],
         "resilient_conn v2": [sys.executable, me, "client", "--impl", "ours", "--vsn", "2.0.0"],

@@ -107,9 +107,7 @@ def redact_url(url: str) -> str:
     query = parts.query
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode(
-            [(k, REDACTED if is_secret_name(k) else v) for k, v in pairs], safe="*"
-        )
+        query = urlencode([(k, REDACTED if is_secret_name(k) else v) for k, v in pairs], safe="*")
     fragment = redact_text(parts.fragment) if parts.fragment else ""
     return redact_text(urlunsplit((parts.scheme, netloc, parts.path, query, fragment)))
 
@@ -124,13 +122,12 @@ def redact_text(text: str) -> str:
     >>> redact_text("refused: wss://h/ws?client_secret=X&vsn=2 {'auth': 'Y'}")
     "refused: wss://h/ws?client_secret=***&vsn=2 {'auth': '***'}"
     """
-    if not isinstance(text, str):
-        text = str(text)
     text = _USERINFO.sub(lambda m: f"{m.group(1)}://{REDACTED}@", text)
     text = _TEXT_PAIR.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
     text = _QUOTED_PAIR.sub(
-        lambda m: f"{m.group(1)}{m.group(2)}{m.group(1)}{m.group(3)}{m.group(4)}{REDACTED}"
-        f"{m.group(4)}",
+        lambda m: (
+            f"{m.group(1)}{m.group(2)}{m.group(1)}{m.group(3)}{m.group(4)}{REDACTED}{m.group(4)}"
+        ),
         text,
     )
     text = _HEADER_LINE.sub(lambda m: f"{m.group(1) or ''}{m.group(2)}{m.group(3)}{REDACTED}", text)

@@ -1,12 +1,28 @@
-"""The client's URLs, without I/O: normalising what the user gave, building each dial's URL."""
+"""The client's URLs and arguments, without I/O.
+
+Checking and normalising what the user gave, building each dial's URL, the topic prefix.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .._core.errors import ConfigError
+from ..resilience.backoff import Backoff
 
-__all__ = ["build_dial_url", "normalise_url"]
+__all__ = [
+    "SUPABASE_PREFIX",
+    "build_dial_url",
+    "check_client_args",
+    "full_topic",
+    "normalise_url",
+    "topic_prefix_for",
+]
+
+SUPABASE_PREFIX = "realtime:"
+"""What Supabase Realtime puts before every channel name (it routes only ``realtime:*``)."""
 
 
 def normalise_url(url: object) -> str:
@@ -33,3 +49,66 @@ def build_dial_url(base: str, apikey: str | None, vsn: str) -> str:
         query.append(("apikey", apikey))
     query.append(("vsn", vsn))
     return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
+
+
+def topic_prefix_for(url: str, topic_prefix: object = None) -> str:
+    """The prefix channel topics get on ``url``: ``topic_prefix`` if given, else Supabase's.
+
+    Supabase is recognised by its path (``/realtime/v1/...``) or a ``*.supabase.co`` host;
+    any other Phoenix endpoint gets topics exactly as given (prefix ``""``).
+
+    Raises:
+        ConfigError: ``topic_prefix`` is neither None nor a string.
+    """
+    if topic_prefix is not None:
+        if not isinstance(topic_prefix, str):
+            raise ConfigError(f"topic_prefix must be a string or None, got {topic_prefix!r}")
+        return topic_prefix
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    supabase = "/realtime/v1" in parts.path or host.endswith((".supabase.co", ".supabase.in"))
+    return SUPABASE_PREFIX if supabase else ""
+
+
+def full_topic(prefix: str, topic: object) -> str:
+    """``topic`` with ``prefix`` added unless it already starts with it.
+
+    Raises:
+        ConfigError: ``topic`` is not a string, or is empty once the prefix is removed.
+    """
+    if not isinstance(topic, str) or not topic.removeprefix(prefix):
+        raise ConfigError(f"topic must be a non-empty string, got {topic!r}")
+    full = topic if topic.startswith(prefix) else prefix + topic
+    if full == "phoenix":
+        raise ConfigError("topic 'phoenix' is reserved for heartbeats")
+    return full
+
+
+_RESERVED = ("on_open", "probe")
+
+
+def check_client_args(
+    vsn: object,
+    push_buffer_size: object,
+    rejoin_backoff: object,
+    access_token: object,
+    conn_options: Mapping[str, Any],
+) -> None:
+    """Check :class:`RealtimeClient`'s own arguments.
+
+    Raises:
+        ConfigError: A bad argument, naming the parameter.
+    """
+    if vsn not in ("1.0.0", "2.0.0"):
+        raise ConfigError(f"vsn must be '1.0.0' or '2.0.0', got {vsn!r}")
+    if isinstance(push_buffer_size, bool) or not isinstance(push_buffer_size, int):
+        raise ConfigError(f"push_buffer_size must be an int, got {push_buffer_size!r}")
+    if push_buffer_size < 1:
+        raise ConfigError(f"push_buffer_size must be >= 1, got {push_buffer_size!r}")
+    if rejoin_backoff is not None and not isinstance(rejoin_backoff, Backoff):
+        raise ConfigError(f"rejoin_backoff must be a Backoff, got {rejoin_backoff!r}")
+    if access_token is not None and not (isinstance(access_token, str) or callable(access_token)):
+        raise ConfigError("access_token must be a string or a callable returning one")
+    for key in _RESERVED:
+        if key in conn_options:
+            raise ConfigError(f"{key} is set by RealtimeClient; it cannot be passed")

@@ -38,9 +38,8 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 from .._core.clock import SYSTEM_CLOCK, Clock
 from .._core.errors import CircuitOpenError, ConfigError
-from .._core.log import redact_text
 from .._core.hooks import HookSet, Unsubscribe
-from .._core.log import get_logger
+from .._core.log import get_logger, redact_text
 from . import config
 
 __all__ = [

@@ -130,6 +130,10 @@ class PhoenixServer:
         idle_timeout: Close a socket that sends nothing for this long (``None``: never).
         max_records: How many joins and pushes the records keep (oldest dropped first).
         clock: Clock for the delays.
+        topics: The router: topic patterns the server has channels for, as Phoenix's
+            ``channel "rooms:*"`` (a trailing ``*`` matches any rest). A join of any other
+            topic is answered ``{"reason": "unmatched topic"}``, as Phoenix does. Default
+            ``("realtime:*",)``: Supabase's router.
     """
 
     def __init__(
@@ -141,8 +145,11 @@ class PhoenixServer:
         idle_timeout: float | None = 60.0,
         max_records: int = 100_000,
         clock: Clock = SYSTEM_CLOCK,
+        topics: tuple[str, ...] = ("realtime:*",),
     ) -> None:
         self.port = port
+        self.topics = tuple(topics)
+        """The topic patterns joins are routed to (see the ``topics`` argument)."""
         self.join_error_delay = join_error_delay
         self.handshake_delay = handshake_delay
         self.idle_timeout = idle_timeout
@@ -251,7 +258,7 @@ class PhoenixServer:
     async def broadcast(self, topic: str, event: str, payload: Any) -> int:
         """Broadcast as another client would; return how many subscribers got it."""
         body = {"type": BROADCAST, "event": event, "payload": payload}
-        return await self._fan_out(_full(topic), BROADCAST, body)
+        return await self._fan_out(self._full(topic), BROADCAST, body)
 
     async def inject_postgres_change(
         self,
@@ -279,33 +286,33 @@ class PhoenixServer:
             data["old_record"] = old_record
         sent = 0
         for conn in list(self._conns):
-            sub = conn.subs.get(_full(topic))
+            sub = conn.subs.get(self._full(topic))
             if sub is None:
                 continue
             ids = [e["id"] for e in sub.pg if _pg_matches(e, schema, table, type)]
             if ids:
-                msg = Message(_full(topic), "postgres_changes", {"ids": ids, "data": data})
+                msg = Message(self._full(topic), "postgres_changes", {"ids": ids, "data": data})
                 sent += await self._send(conn, msg)
         return sent
 
     async def presence_track(self, topic: str, key: str, meta: dict[str, Any]) -> None:
         """Track presence ``key`` with ``meta`` as another client would (sends a diff)."""
-        await self._track(_full(topic), key, dict(meta))
+        await self._track(self._full(topic), key, dict(meta))
 
     async def presence_untrack(self, topic: str, key: str) -> None:
         """Untrack presence ``key`` (sends a diff with the leave)."""
-        await self._untrack(_full(topic), key)
+        await self._untrack(self._full(topic), key)
 
     def presence_state(self, topic: str) -> dict[str, Any]:
         """The current presence state of ``topic`` as ``presence_state`` would carry it."""
-        return {k: {"metas": list(v)} for k, v in self._presence.get(_full(topic), {}).items()}
+        return {k: {"metas": list(v)} for k, v in self._presence.get(self._full(topic), {}).items()}
 
     async def system_error(self, topic: str, message: str) -> int:
         """Send a fatal system error then ``phx_close`` to every subscriber of ``topic``."""
         sent = 0
         for conn in list(self._conns):
-            if _full(topic) in conn.subs:
-                await self._kill_channel(conn, _full(topic), message)
+            if self._full(topic) in conn.subs:
+                await self._kill_channel(conn, self._full(topic), message)
                 sent += 1
         return sent
 
@@ -313,10 +320,10 @@ class PhoenixServer:
         """Send ``phx_error`` (channel crashed) to every subscriber and drop their channel."""
         sent = 0
         for conn in list(self._conns):
-            sub = conn.subs.pop(_full(topic), None)
+            sub = conn.subs.pop(self._full(topic), None)
             if sub is not None:
                 j = sub.join_ref
-                sent += await self._send(conn, Message(_full(topic), PHX_ERROR, {}, j, j))
+                sent += await self._send(conn, Message(self._full(topic), PHX_ERROR, {}, j, j))
         return sent
 
     async def push(
@@ -329,7 +336,7 @@ class PhoenixServer:
         join_ref: str | None = None,
     ) -> int:
         """Send an arbitrary message to every subscriber of ``topic`` (e.g. a stale close)."""
-        msg = Message(_full(topic), event, payload, ref, join_ref)
+        msg = Message(self._full(topic), event, payload, ref, join_ref)
         sent = 0
         for conn in list(self._conns):
             if msg.topic in conn.subs:
@@ -353,7 +360,7 @@ class PhoenixServer:
 
     async def wait_for_join(self, topic: str, n: int = 1, *, accepted: bool | None = None) -> None:
         """Wait until ``topic`` has been joined ``n`` times (optionally only accepted ones)."""
-        full = _full(topic)
+        full = self._full(topic)
 
         def done() -> bool:
             hits = [j for j in self.joins if j.topic == full]
@@ -365,7 +372,7 @@ class PhoenixServer:
 
     async def wait_for_push(self, event: str, n: int = 1, *, topic: str | None = None) -> None:
         """Wait until ``n`` pushes of ``event`` (on ``topic`` if given) have arrived."""
-        full = None if topic is None else _full(topic)
+        full = None if topic is None else self._full(topic)
 
         def done() -> bool:
             hits = [p for p in self.pushes if p.event == event and full in (None, p.topic)]
@@ -383,7 +390,7 @@ class PhoenixServer:
 
     def joins_of(self, topic: str) -> list[JoinRecord]:
         """The recorded joins of ``topic`` (either form), oldest first."""
-        return [j for j in self.joins if j.topic == _full(topic)]
+        return [j for j in self.joins if j.topic == self._full(topic)]
 
     def _notify(self) -> None:
         self._changed.notify()
@@ -499,11 +506,12 @@ class PhoenixServer:
         assert isinstance(config, dict)
         token = payload.get("access_token")
         token = token if isinstance(token, str) else None
-        reason = self._rejection(msg.topic, token)
+        routed = self._routed(msg.topic)
+        reason = self._rejection(msg.topic, token) if routed else "unmatched topic"
         self.joins.append(
             JoinRecord(msg.topic, msg.join_ref, token, config, conn.id, reason is None)
         )
-        if not msg.topic.startswith("realtime:"):
+        if not routed:  # Phoenix's own answer to a topic its router does not match
             await self._reply(conn, msg, "error", {"reason": "unmatched topic"}, join_ref=None)
             return
         if reason is not None:
@@ -532,6 +540,13 @@ class PhoenixServer:
         if presence.get("enabled"):
             state = self.presence_state(msg.topic)
             await self._send(conn, Message(msg.topic, "presence_state", state, None, msg.join_ref))
+
+    def _routed(self, topic: str) -> bool:
+        return any(topic.startswith(p[:-1]) if p.endswith("*") else topic == p for p in self.topics)
+
+    def _full(self, topic: str) -> str:
+        """A control's topic: as given if routed, else Supabase's ``realtime:<topic>``."""
+        return topic if self._routed(topic) else f"realtime:{topic}"
 
     def _rejection(self, topic: str, token: str | None) -> str | None:
         if token is not None and token in self.revoked_tokens:
@@ -621,10 +636,6 @@ class PhoenixServer:
         await self._send(conn, Message(topic, "system", system, None, j))
         await self._send(conn, Message(topic, PHX_CLOSE, {}, j, j))
         await self._untrack(topic, sub.presence_key)
-
-
-def _full(topic: str) -> str:
-    return topic if topic.startswith("realtime:") else f"realtime:{topic}"
 
 
 def _pg_matches(entry: dict[str, Any], schema: str, table: str, type_: str) -> bool:
