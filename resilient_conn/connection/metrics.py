@@ -17,6 +17,10 @@ if TYPE_CHECKING:
 __all__ = ["ConnectionSnapshot", "ConnectionStats"]
 
 
+MAX_FAILURE_KINDS = 32
+"""Most distinct failure kinds one connection's counters (and metric labels) hold."""
+
+
 @dataclass(slots=True)
 class ConnectionStats:
     """Mutable counters of one logical connection (owned and updated by the supervisor).
@@ -49,7 +53,13 @@ class ConnectionStats:
     disconnected_seconds: float = 0.0
 
     def count_failure(self, kind: str) -> None:
-        """Add one failure of ``kind``."""
+        """Add one failure of ``kind``.
+
+        Kinds become metric labels, so at most :data:`MAX_FAILURE_KINDS` distinct ones are
+        kept; later new kinds (a custom classifier's, say) are counted as ``"other"``.
+        """
+        if kind not in self.failures and len(self.failures) >= MAX_FAILURE_KINDS:
+            kind = "other"
         self.failures[kind] = self.failures.get(kind, 0) + 1
 
     def count_dead_letter(self, reason: str) -> None:
