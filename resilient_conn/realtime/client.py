@@ -12,9 +12,8 @@ health; the client speaks Phoenix on top of it:
   is rejoined with the CURRENT access token (a token callable is called again), without
   waiting for the replies; a failed rejoin is retried with ``rejoin_backoff``;
 * replies are matched to pushes by ref; ``phx_close``/``phx_error`` for an old join ref are
-  ignored; a frame that fails to decode OR to dispatch (whatever it raises) is counted in
-  ``stats["malformed"]``, logged once per kind (rate-limited) and skipped: no frame can kill
-  the reader.
+  ignored; a frame that fails to decode or to dispatch (whatever it raises) is counted in
+  ``stats["malformed"]``, logged once per kind (rate-limited) and skipped.
 
 Timing: heartbeats and push/join timeouts are network timeouts and run in real time (like the
 connection's keepalive); rejoin backoff waits go through the injected clock.
@@ -407,11 +406,8 @@ class RealtimeClient:
                     await self._dispatch(msg)
                 except Exception as exc:  # no frame may kill the reader: count, log, skip
                     self.stats["malformed"] += 1
-                    self._malformed.warn(
-                        f"{stage}:{type(exc).__name__}",
-                        anyio.current_time(),
-                        error=redact_text(str(exc))[:300],
-                    )
+                    kind, error = f"{stage}:{type(exc).__name__}", redact_text(str(exc))[:300]
+                    self._malformed.warn(kind, anyio.current_time(), error=error)
         except ConnectionFailedError as exc:
             for ch in list(self._channels.values()):
                 self._driver.apply(ch, ch.machine.abort(f"connection failed: {exc}"))
