@@ -16,7 +16,7 @@ directly, and only when that transport ends does it wait for the next one.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
@@ -36,6 +36,7 @@ from .._core.errors import (
 from .._core.hooks import HookSet, Unsubscribe
 from .._core.log import get_logger, redact_url
 from .._core.notify import Notifier
+from ..adapters.checks import check_connect_kwargs, check_headers
 from ..adapters.websocket import (
     DialOptions,
     HeadersSource,
@@ -57,7 +58,7 @@ from .outbox import Outbox
 
 __all__ = ["ResilientConnection"]
 
-OnOpen = Callable[["ResilientConnection"], Awaitable[None]]
+OnOpen = Callable[["ResilientConnection"], Awaitable[None] | None]
 Probe = Callable[["ResilientConnection"], Awaitable[float]]
 
 _S = ConnectionState
@@ -95,10 +96,12 @@ class ResilientConnection(Observing):
         max_queue: Inbound frames websockets queues before it stops reading (default 16).
         on_dead_letter: Callback (sync or async) receiving each :class:`DeadLetter`.
         dead_letter_capacity: How many recent dead letters :attr:`dead_letters` keeps.
-        on_open: Async callback run after every (re)connect, before buffered messages are
-            flushed; its sends go first (re-subscribe here).
+        on_open: Callback (sync or async) run after every (re)connect, before buffered
+            messages are flushed; its sends go first (re-subscribe here).
         headers: Extra handshake headers, or a callable (sync or async) returning them,
-            evaluated before every dial (fresh tokens).
+            evaluated before every dial (fresh tokens). Names must be HTTP tokens, values
+            free of CR/LF/NUL; the handshake's own headers (``Sec-WebSocket-*``, ``Host``)
+            are refused. A callable's bad headers make the connection FAILED.
         name: Name used in logs, hooks, health and metrics (default: host of the URL).
         classify: Failure classifier (default :func:`~resilient_conn.classify.default_classify`).
         probe: Async callable measuring a round trip for :meth:`check` (default: WebSocket ping).
@@ -107,8 +110,10 @@ class ResilientConnection(Observing):
         unhealthy_after: Disconnected this long makes health UNHEALTHY (default 30 s).
         rtt_limit: A round trip slower than this makes health DEGRADED (default: no limit).
         buffer_high_water: Buffer fill ratio that makes health DEGRADED (default 0.8).
-        **connect_kwargs: Passed to ``websockets.asyncio.client.connect`` (e.g. ``ssl``,
-            ``subprotocols``, ``compression``).
+        **connect_kwargs: Passed to ``websockets.asyncio.client.connect``: only the names in
+            :data:`~resilient_conn.adapters.checks.CONNECT_KWARGS` (``ssl``,
+            ``subprotocols``, ``compression``, ``origin``, ``proxy``...); anything else
+            (a typo, ``additional_headers``) is a ConfigError listing the accepted names.
 
     Raises:
         ConfigError: A bad argument (a ``ValueError``) naming the parameter.
@@ -194,10 +199,19 @@ class ResilientConnection(Observing):
             dead_letter_capacity=dead_letter_capacity,
         )
         """The effective settings (arguments > environment > defaults)."""
-        if on_open is not None and not callable(on_open):
-            raise ConfigError("on_open must be an async callable")
-        if headers is not None and not (callable(headers) or isinstance(headers, Mapping)):
-            raise ConfigError("headers must be a mapping or a callable returning one")
+        for param, value in (
+            ("on_open", on_open),
+            ("on_dead_letter", on_dead_letter),
+            ("classify", classify),
+            ("probe", probe),
+        ):
+            if value is not None and not callable(value):
+                raise ConfigError(f"{param} must be a callable, got {type(value).__name__}")
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise ConfigError(f"name must be a non-empty string, got {name!r}")
+        if headers is not None and not callable(headers):
+            headers = check_headers(headers)  # a callable's headers are checked at each dial
+        connect_kwargs = check_connect_kwargs(connect_kwargs)
         self._on_open = on_open
         self._headers_source = headers
         self._classify: Classifier = classify or default_classify

@@ -7,6 +7,8 @@ What happened                                           Verdict
 ======================================================  =========================================
 HTTP 401, 403, 404 (also 400, 405, 410, 426)            FATAL (state FAILED, no more dials)
 invalid URL, TLS certificate failure, ``ConfigError``   FATAL
+HTTP 2xx (answered without upgrading)                   FATAL, kind ``not_websocket``
+a redirect loop (> 10), to ``ws://``, or unfollowable   FATAL, kind ``redirect``
 HTTP 429 / 503 with ``Retry-After``                     RETRY_AFTER that many seconds (at least)
 HTTP 429 / 503 without it, other 4xx, 5xx               RETRY with backoff
 close 1013 (try again later)                            RETRY_AFTER a number found in the close
@@ -41,6 +43,7 @@ from websockets.exceptions import (
     InvalidHandshake,
     InvalidStatus,
     InvalidURI,
+    SecurityError,
 )
 
 from .._core.errors import ConfigError
@@ -184,6 +187,10 @@ def _status_verdict(exc: InvalidStatus, fatal_statuses: Collection[int]) -> Verd
     kind = f"http_{status}" if status in _HTTP_STATUSES else "http_other"
     if status in fatal_statuses:
         return Verdict(Action.FATAL, kind, status=status)
+    if 200 <= status < 300:  # answered, but not upgraded: not a WebSocket endpoint
+        return Verdict(Action.FATAL, "not_websocket", status=status)
+    if 300 <= status < 400:  # a redirect websockets could not follow (no Location, ...)
+        return Verdict(Action.FATAL, "redirect", status=status)
     if status in (429, 503):
         delay = parse_retry_after(response.headers.get("Retry-After"))
         if delay is not None:
@@ -221,8 +228,12 @@ def default_classify(
         return _status_verdict(exc, fatal_statuses)
     if isinstance(exc, ConnectionClosed):
         return _close_verdict(exc)
-    if isinstance(exc, (InvalidURI, ConfigError)):
+    if isinstance(exc, InvalidURI) or (isinstance(exc, ConfigError) and str(exc)[:3] == "url"):
         return Verdict(Action.FATAL, "invalid_url")
+    if isinstance(exc, ConfigError):  # e.g. a headers callable returned a CR/LF value
+        return Verdict(Action.FATAL, "invalid_config")
+    if isinstance(exc, SecurityError):  # a redirect loop, or a redirect to plain ws://
+        return Verdict(Action.FATAL, "redirect")
     if isinstance(exc, OSError):  # includes TimeoutError, refused, reset, DNS (gaierror)
         return _os_verdict(exc)
     if isinstance(exc, InvalidHandshake):
