@@ -8,6 +8,7 @@ import os
 import socket
 import sys
 
+import anyio
 import pytest
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosedError
@@ -150,3 +151,36 @@ async def test_fifty_private_close_codes_make_one_failure_label() -> None:
             await server.wait_for_connection(51, timeout=T)
         assert conn.stats.failures["close_4xxx"] == 50
         assert [k for k in conn.stats.failures if k.startswith("close_4")] == ["close_4xxx"]
+
+
+@pytest.mark.anyio
+async def test_bytes_are_counted_the_same_on_every_path_and_bad_types_always_raise() -> None:
+    """``bytes_out`` counts UTF-8 bytes whether a message went straight out or through the
+    buffer, ``bytes_in`` likewise; ``send(list)`` raises TypeError connected or not.
+
+    Reproduction: characters on one path, bytes on the other; a list was sent fragmented while
+    connected but raised TypeError while buffered."""
+    text = "héllo wörld €"  # 13 characters, 17 UTF-8 bytes
+    size = len(text.encode())
+    port = _closed_port()
+    offline = ResilientConnection(f"ws://127.0.0.1:{port}/", ping_interval=0, drain_timeout=0.01)
+    with pytest.raises(TypeError, match="str or bytes"):
+        await offline.send(["a", "b"])  # type: ignore[arg-type]
+    await offline.aclose()
+    async with ScriptedServer() as server:
+        conn = ResilientConnection(server.url, ping_interval=0)
+        await conn.send(text)  # buffered: not connected yet
+        async with conn:
+            with anyio.fail_after(T):
+                assert await conn.recv() == text
+                await conn.wait_connected()
+            await conn.send(text)  # straight to the transport
+            await conn.send(bytearray(b"\x00\x01"))
+            with anyio.fail_after(T):
+                assert await conn.recv() == text
+                assert await conn.recv() == b"\x00\x01"
+            with pytest.raises(TypeError, match="str or bytes"):
+                await conn.send(["a", "b"])  # type: ignore[arg-type]
+        assert conn.stats.bytes_out == 2 * size + 2
+        assert conn.stats.bytes_in == 2 * size + 2
+        assert conn.stats.messages_out == 3

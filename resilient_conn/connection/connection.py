@@ -49,7 +49,7 @@ from ..resilience.breaker import BreakerLease, CircuitBreaker
 from ..resilience.classify import Classifier, default_classify
 from ._observe import Observing
 from ._supervisor import ON_OPEN, SUPERVISOR, Message
-from .buffer import DeadLetter
+from .buffer import DeadLetter, message_size
 from .decide import Decisions
 from .events import ConnectionState, StateChange
 from .metrics import ConnectionStats
@@ -353,7 +353,8 @@ class ResilientConnection(Observing):
         """Send a message; while disconnected, buffer it (bounded) for after the reconnect.
 
         Args:
-            message: Text (``str``) or binary (``bytes``) message.
+            message: Text (``str``) or binary (``bytes``; a ``bytearray`` or ``memoryview`` is
+                copied to ``bytes``) message. Anything else is a TypeError, connected or not.
             buffer: False to raise :class:`NotConnectedError` instead of buffering.
 
         Raises:
@@ -363,6 +364,11 @@ class ResilientConnection(Observing):
             ConnectionFailedError: The connection failed.
             ConnectionClosedError: The connection was closed by its user.
         """
+        raw: object = message  # users pass anything: one rule on every path
+        if not isinstance(raw, (str, bytes)):
+            if not isinstance(raw, (bytearray, memoryview)):
+                raise TypeError(f"message must be str or bytes, got {type(raw).__name__}")
+            message = bytes(raw)
         ws = self._ws
         if ws is not None and (self._live or ON_OPEN.get() == (id(self), self.generation)):
             try:
@@ -375,10 +381,8 @@ class ResilientConnection(Observing):
             else:
                 stats = self.stats
                 stats.messages_out += 1
-                stats.bytes_out += len(message)
+                stats.bytes_out += message_size(message)
                 return
-        if not isinstance(message, (str, bytes)):
-            raise TypeError(f"message must be str or bytes, got {type(message).__name__}")
         self._raise_if_over()
         if not buffer:
             raise NotConnectedError(f"{self.name}: no transport is open")
@@ -402,7 +406,7 @@ class ResilientConnection(Observing):
                     continue
                 stats = self.stats
                 stats.messages_in += 1
-                stats.bytes_in += len(message)
+                stats.bytes_in += message_size(message)
                 return message
             await self._wait_for_transport(ws)
 

@@ -33,8 +33,8 @@ class ConnectionStats:
             ``"heartbeat_timeout"``, ...).
         messages_in: Messages received.
         messages_out: Messages handed to a transport.
-        bytes_in: Payload bytes received (str counted as UTF-8 length upper bound: len()).
-        bytes_out: Payload bytes sent.
+        bytes_in: Payload bytes received (text counted as its UTF-8 length).
+        bytes_out: Payload bytes sent (text counted as its UTF-8 length, on every path).
         dead_letters: Messages dead-lettered, by reason.
         circuit_opens: Times the supervisor found the breaker open.
         disconnected_seconds: Total time spent not connected after the first connect.
