@@ -348,6 +348,14 @@ async def _connect(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: Te
                 except (ConnectionFailedError, ConnectionClosedError) as exc:
                     failure.append(exc)
                     break
+            if conn.buffered and not failure:
+                # EOF before the lines went out (e.g. `echo x | connect URL`): give the
+                # connection up to drain_timeout to come up and flush them.
+                with (
+                    anyio.move_on_after(conn.options.drain_timeout),
+                    contextlib.suppress(ConnectionFailedError, ConnectionClosedError),
+                ):
+                    await conn.wait_connected()
             if args.linger and not failure:
                 await anyio.sleep(args.linger)
         tg.cancel_scope.cancel()
