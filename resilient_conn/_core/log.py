@@ -62,16 +62,16 @@ SECRET_HEADERS = frozenset(
 )
 """Examples of header names that are redacted (the pattern :data:`SECRET_WORDS` decides)."""
 
-_NAME = rf"[\w.\-\[\]]*(?:{_WORDS})[\w.\-\[\]]*"
+# Linear-time patterns: a candidate name is matched by a plain character class, and
+# whether it looks like a credential is decided in Python (no nested backtracking).
+_NAME_CHARS = r"[\w.\-\[\]]"
 # key=value in a query string or free text
-_TEXT_PAIR = re.compile(rf"(?i)(?<![\w.\-\[\]])({_NAME})=([^&\s'\",;)\]}}>]+)")
+_TEXT_PAIR = re.compile(rf"(?<!{_NAME_CHARS})({_NAME_CHARS}+)=([^&\s'\",;)\]}}>]+)")
 # 'key': 'value' / "key": "value" (reprs of dicts, JSON)
-_QUOTED_PAIR = re.compile(rf"(?i)(['\"])({_NAME})\1(\s*:\s*)(['\"])((?:\\.|(?!\4).)*)\4")
+_QUOTED_PAIR = re.compile(r"(['\"])([\w.\-]+)\1(\s*:\s*)(['\"])((?:\\.|(?!\4)[^\\])*)\4")
 # a header line: "Authorization: ...", "> apikey: ..." (not "KeyError: ...")
-_HEADER_LINE = re.compile(
-    rf"(?im)^([<>]\s+)?(?![\w-]*(?:Error|Exception|Warning)\b)([\w-]*(?:{_WORDS})[\w-]*)"
-    r"(:[ \t]*)(\S[^\r\n]*)$"
-)
+_HEADER_LINE = re.compile(r"(?m)^([<>][ \t]+)?([\w-]+)(:[ \t]*)(\S[^\r\n]*)$")
+_NOT_A_HEADER = re.compile(r"(?:Error|Exception|Warning)$")
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*)://[^/@\s'\"?#]+@")
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=\-]+")
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*")
@@ -123,16 +123,29 @@ def redact_text(text: str) -> str:
     "refused: wss://h/ws?client_secret=***&vsn=2 {'auth': '***'}"
     """
     text = _USERINFO.sub(lambda m: f"{m.group(1)}://{REDACTED}@", text)
-    text = _TEXT_PAIR.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
-    text = _QUOTED_PAIR.sub(
-        lambda m: (
-            f"{m.group(1)}{m.group(2)}{m.group(1)}{m.group(3)}{m.group(4)}{REDACTED}{m.group(4)}"
-        ),
-        text,
-    )
-    text = _HEADER_LINE.sub(lambda m: f"{m.group(1) or ''}{m.group(2)}{m.group(3)}{REDACTED}", text)
+    text = _TEXT_PAIR.sub(_pair, text)
+    text = _QUOTED_PAIR.sub(_quoted, text)
+    text = _HEADER_LINE.sub(_header_line, text)
     text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
     return _JWT.sub(REDACTED, text)
+
+
+def _pair(m: re.Match[str]) -> str:
+    return f"{m.group(1)}={REDACTED}" if is_secret_name(m.group(1)) else m.group(0)
+
+
+def _quoted(m: re.Match[str]) -> str:
+    if not is_secret_name(m.group(2)):
+        return m.group(0)
+    q, v = m.group(1), m.group(4)
+    return f"{q}{m.group(2)}{q}{m.group(3)}{v}{REDACTED}{v}"
+
+
+def _header_line(m: re.Match[str]) -> str:
+    name = m.group(2)
+    if not is_secret_name(name) or _NOT_A_HEADER.search(name):
+        return m.group(0)
+    return f"{m.group(1) or ''}{name}{m.group(3)}{REDACTED}"
 
 
 def redact_headers(
