@@ -92,3 +92,24 @@ def test_the_prefix_is_chosen_from_the_url_and_bad_topics_are_refused() -> None:
             client.channel(bad)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="topic_prefix"):
         RealtimeClient("ws://h/socket/websocket", topic_prefix=1)  # type: ignore[arg-type]
+
+
+def test_phoenix_example_runs_against_its_local_server() -> None:
+    """examples/phoenix_channels.py joins ``rooms:lobby`` as is, gets ``unmatched topic`` for
+    ``lobby``, and its slow async handler drops (bounded) while a sync one sees everything."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "phoenix_channels.py"
+    done = subprocess.run(
+        [sys.executable, str(example)], capture_output=True, text=True, timeout=50, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    for expected in (
+        "topic prefix for ws://127.0.0.1",
+        "join 'lobby' refused: unmatched topic",
+        "joined rooms:lobby",
+        "sync handler saw 501 messages",
+    ):
+        assert expected in done.stdout
