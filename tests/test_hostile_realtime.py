@@ -242,6 +242,52 @@ async def test_overflow_policies_keep_the_newest_or_the_oldest_calls() -> None:
         assert handlers.dropped == stats["handler_dropped"] == 7
 
 
+async def test_handler_concurrency_bounds_the_calls_running_at_once() -> None:
+    """With ``handler_concurrency=3`` at most three calls of one handler run at once, never
+    more tasks than that, and every queued call runs."""
+    from collections import Counter
+
+    from resilient_conn.realtime._handlers import HandlerSet
+
+    release = anyio.Event()
+    three = anyio.Event()
+    running = 0
+    most = 0
+    finished: list[int] = []
+
+    async def handler(message: int) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        if running == 3:
+            three.set()
+        await release.wait()
+        running -= 1
+        finished.append(message)
+
+    async with anyio.create_task_group() as tg:
+        handlers = HandlerSet(
+            "t",
+            queue_size=100,
+            overflow="drop_oldest",
+            timeout=None,
+            task_group=lambda: tg,
+            log=_NullLog(),
+            stats=Counter(),
+            concurrency=3,
+        )
+        handlers.add(handler)
+        for i in range(10):
+            handlers.emit(i)
+        with anyio.fail_after(T):
+            await three.wait()
+        assert handlers.pending == 10
+        assert len([t for t in asyncio.all_tasks() if t.get_name().startswith("handler[")]) == 3
+        release.set()
+    assert most == 3
+    assert sorted(finished) == list(range(10))
+
+
 async def test_a_handler_that_raises_or_overruns_is_counted_and_the_next_message_arrives() -> None:
     """A raising sync handler, a raising async one and one cut by ``handler_timeout`` are
     counted in ``errors``; each still gets the following message."""

@@ -2,7 +2,8 @@
 
 A flood of inbound messages must cost bounded memory, and a slow handler must slow only
 itself. So an async handler never gets a task per message: each handler has its own queue of
-pending calls (``queue_size`` long) and at most ONE worker task that awaits them in order.
+pending calls (``queue_size`` long) and at most ``concurrency`` worker tasks (default ONE,
+which awaits them in order).
 When a handler's queue is full the ``overflow`` policy drops a call (``drop_oldest``, the
 default, keeps the freshest messages; ``drop_newest`` keeps the backlog) and counts it; the
 reader, the other handlers and the other channels never wait for it. A sync handler runs
@@ -42,7 +43,7 @@ class _Handler:
         self.callback = callback
         self.name = getattr(callback, "__qualname__", None) or repr(callback)
         self.queue: deque[Awaitable[Any]] = deque()
-        self.running = False
+        self.running = 0  # workers
         self.dropped = 0
 
 
@@ -54,6 +55,7 @@ class HandlerSet:
         queue_size: Bound of each async handler's queue of pending calls (>= 1).
         overflow: ``"drop_oldest"`` or ``"drop_newest"``.
         timeout: Longest one async call may run before it is cancelled (None: no limit).
+        concurrency: Workers per async handler (1 keeps its calls in arrival order).
         task_group: Returns the task group workers run in (None when the client is not
             running: async calls are then dropped and counted).
         log: The client's structlog logger.
@@ -71,6 +73,7 @@ class HandlerSet:
         overflow: str,
         timeout: float | None,
         task_group: Callable[[], anyio.abc.TaskGroup | None],
+        concurrency: int = 1,
         log: Any,
         stats: Any,
     ) -> None:
@@ -80,6 +83,8 @@ class HandlerSet:
             raise ConfigError(
                 f"handler_overflow must be one of {', '.join(HANDLER_OVERFLOW)}, got {overflow!r}"
             )
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ConfigError(f"handler_concurrency must be an int >= 1, got {concurrency!r}")
         if timeout is not None and (
             isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
         ):
@@ -88,6 +93,7 @@ class HandlerSet:
         self.queue_size = queue_size
         self.overflow = overflow
         self.timeout = timeout
+        self.concurrency = concurrency
         self._task_group = task_group
         self._stats = stats
         self._handlers: list[_Handler] = []
@@ -138,14 +144,14 @@ class HandlerSet:
                 return
             self._drop(handler, handler.queue.popleft(), "queue full")
         handler.queue.append(call)
-        if handler.running:
+        if handler.running >= self.concurrency:
             return
         tg = self._task_group()
         if tg is None:
             while handler.queue:
                 self._drop(handler, handler.queue.popleft(), "client not running")
             return
-        handler.running = True
+        handler.running += 1
         self._active.add(handler)
         tg.start_soon(self._worker, handler, name=f"handler[{self._topic}]:{handler.name}")
 
@@ -164,8 +170,8 @@ class HandlerSet:
                 except Exception as exc:
                     self._failed(handler, exc)
         finally:
-            handler.running = False
-            if not handler.queue:
+            handler.running -= 1
+            if not handler.queue and not handler.running:
                 self._active.discard(handler)
 
     def _drop(self, handler: _Handler, call: Awaitable[Any], why: str) -> None:
@@ -207,7 +213,7 @@ class HandlerSet:
                 call = handler.queue.popleft()
                 if inspect.iscoroutine(call):
                     call.close()
-            handler.running = False
+            handler.running = 0
         self._active.clear()
 
 

@@ -103,6 +103,7 @@ class Channel:
         handler_queue_size: int = 100,
         handler_overflow: str = "drop_oldest",
         handler_timeout: float | None = None,
+        handler_concurrency: int = 1,
     ) -> None:
         self._client = client
         self.topic = topic
@@ -130,6 +131,7 @@ class Channel:
             overflow=handler_overflow,
             timeout=handler_timeout,
             task_group=lambda: client._tg,
+            concurrency=handler_concurrency,
             log=client._log,
             stats=client.stats,
         )

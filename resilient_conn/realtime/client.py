@@ -18,10 +18,8 @@ health; the client speaks Phoenix on top of it:
 Timing: heartbeats and push/join timeouts are network timeouts and run in real time (like the
 connection's keepalive); rejoin backoff waits go through the injected clock.
 
-This module holds the public surface, the channel registry and the inbound dispatch; the
-client's parts live next to it: ``_heartbeat`` (liveness), ``_outbox`` (refs, replies, sending
-and re-sending pushes), ``_driver`` (carrying out the channel machine's actions: frames,
-timers, waiters) and ``_machine`` (the pure channel state machine).
+Here: the public surface, the channel registry, the inbound dispatch. Next to it: ``_heartbeat``,
+``_outbox`` (pushes, replies), ``_driver`` (the machine's actions), ``_machine`` (pure).
 """
 
 from __future__ import annotations
@@ -258,6 +256,7 @@ class RealtimeClient:
         handler_queue_size: int = 100,
         handler_overflow: str = "drop_oldest",
         handler_timeout: float | None = None,
+        handler_concurrency: int = 1,
     ) -> Channel:
         """Return the channel for ``topic`` (not joined yet: call ``subscribe()``).
 
@@ -271,9 +270,9 @@ class RealtimeClient:
             private: Join as a private (RLS-authorised) channel.
             queue_size: Bound of the ``async for`` queue (0 disables it; oldest dropped).
             handler_queue_size: Bound of each async ``on()`` handler's queue of pending calls.
-            handler_overflow: ``"drop_oldest"`` (default) or ``"drop_newest"``: which call a
-                full handler queue drops (counted in ``channel.handler_dropped``).
+            handler_overflow: What a full one drops: ``"drop_oldest"`` or ``"drop_newest"``.
             handler_timeout: Longest one async handler call may run (None: no limit).
+            handler_concurrency: Calls of one async handler run at once (1: in order).
         """
         full = full_topic(self.topic_prefix, topic)
         if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 0:
@@ -295,6 +294,7 @@ class RealtimeClient:
             handler_queue_size=handler_queue_size,
             handler_overflow=handler_overflow,
             handler_timeout=handler_timeout,
+            handler_concurrency=handler_concurrency,
         )
         self._channels[full] = ch
         return ch
