@@ -184,3 +184,16 @@ async def test_a_cross_origin_redirect_drops_every_credential_header() -> None:
         assert sent.get("X-Trace") == "keep-me"
         for name in ("Authorization", "apikey", "X-Api-Key", "X-Session-Id"):
             assert name not in sent, name
+
+
+def test_realtime_client_refuses_unknown_options_with_a_suggestion() -> None:
+    """A typo on RealtimeClient is refused at construction with the closest name, whether it
+    was meant for the client or for its connection."""
+    from resilient_conn.realtime import RealtimeClient
+
+    with pytest.raises(ConfigError, match="did you mean 'access_token'"):
+        RealtimeClient("ws://127.0.0.1:9/socket/websocket", acess_token="t")  # type: ignore[call-arg]
+    with pytest.raises(ConfigError, match="did you mean 'ping_interval'"):
+        RealtimeClient("ws://127.0.0.1:9/socket/websocket", pingg_interval=3)
+    client = RealtimeClient("ws://127.0.0.1:9/socket/websocket", stable_after=1.0, ssl=None)
+    assert client.connection.options.stable_after == 1.0

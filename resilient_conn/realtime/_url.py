@@ -5,11 +5,15 @@ Checking and normalising what the user gave, building each dial's URL, the topic
 
 from __future__ import annotations
 
+import difflib
+import inspect
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .._core.errors import ConfigError
+from ..adapters.checks import CONNECT_KWARGS
+from ..connection.connection import ResilientConnection
 from ..resilience.backoff import Backoff
 
 __all__ = [
@@ -112,3 +116,30 @@ def check_client_args(
     for key in _RESERVED:
         if key in conn_options:
             raise ConfigError(f"{key} is set by RealtimeClient; it cannot be passed")
+    accepted = _connection_options()
+    for key in conn_options:
+        if key not in accepted:
+            close = difflib.get_close_matches(key, [*_OWN, *accepted], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(
+                f"unknown option {key!r}{hint}; RealtimeClient accepts {', '.join(_OWN)}, and "
+                f"passes these to ResilientConnection: {', '.join(sorted(accepted))}"
+            )
+
+
+_OWN = (
+    "apikey",
+    "access_token",
+    "vsn",
+    "heartbeat_interval",
+    "push_timeout",
+    "rejoin_backoff",
+    "push_buffer_size",
+    "topic_prefix",
+)
+
+
+def _connection_options() -> frozenset[str]:
+    params = inspect.signature(ResilientConnection.__init__).parameters
+    named = {n for n, p in params.items() if p.kind is p.KEYWORD_ONLY} - set(_RESERVED)
+    return frozenset(named | CONNECT_KWARGS)
