@@ -110,7 +110,7 @@ def demo_excerpt(demo: str) -> str:
         elif after_fault and kind == "state" and " -> " in line:
             keep.append(line)
             after_fault = False
-        elif kind == "breaker" or "rejoined" in line:
+        elif kind == "breaker" or "rejoined" in line or "-> circuit_open" in line:
             keep.append(line)
         elif line.startswith("SUMMARY"):
             keep.append("...")
