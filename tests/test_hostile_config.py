@@ -7,10 +7,13 @@ then looped in BACKOFF (``ValueError``, ``TypeError``, ``handshake``) or in ``on
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import anyio
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from resilient_conn import ConfigError, ConnectionFailedError, ConnectionState, ResilientConnection
 from resilient_conn.adapters.checks import CONNECT_KWARGS
@@ -197,3 +200,53 @@ def test_realtime_client_refuses_unknown_options_with_a_suggestion() -> None:
         RealtimeClient("ws://127.0.0.1:9/socket/websocket", pingg_interval=3)
     client = RealtimeClient("ws://127.0.0.1:9/socket/websocket", stable_after=1.0, ssl=None)
     assert client.connection.options.stable_after == 1.0
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    url=st.one_of(
+        st.text(max_size=60),
+        st.builds(
+            lambda scheme, host, port, rest: f"{scheme}://{host}:{port}{rest}",
+            st.sampled_from(["ws", "wss", "http", "", "WS"]),
+            st.text(max_size=15),
+            st.text(max_size=8),
+            st.text(max_size=15),
+        ),
+    )
+)
+def test_any_url_is_accepted_or_refused_with_config_error(url: str) -> None:
+    """Whatever string is passed as a URL, construction either succeeds with a dialable URL
+    (port 1-65535) or raises ConfigError, never anything else."""
+    from urllib.parse import urlsplit
+
+    try:
+        ResilientConnection(url)
+    except ConfigError:
+        return
+    port = urlsplit(url).port
+    assert port is None or 1 <= port <= 65535
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    headers=st.dictionaries(
+        st.text(max_size=12) | st.integers(), st.text(max_size=20) | st.none(), max_size=4
+    ),
+    kwargs=st.dictionaries(st.text(max_size=12), st.none() | st.text(max_size=5), max_size=3),
+)
+def test_any_headers_and_kwargs_are_accepted_or_refused_with_config_error(
+    headers: dict[Any, Any], kwargs: dict[str, Any]
+) -> None:
+    """Arbitrary header maps and keyword arguments: ConfigError or a valid connection whose
+    headers have no CR/LF, never another exception."""
+    from resilient_conn.adapters.checks import check_connect_kwargs, check_headers
+
+    try:
+        checked = check_headers(headers)
+    except ConfigError:
+        pass
+    else:
+        assert all("\r" not in v and "\n" not in v for v in checked.values())
+    with contextlib.suppress(ConfigError):
+        check_connect_kwargs(kwargs)

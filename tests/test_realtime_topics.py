@@ -11,6 +11,8 @@ from typing import Any
 
 import anyio
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from resilient_conn._core.errors import ChannelJoinError, ConfigError
 from resilient_conn.realtime import ChannelState, RealtimeClient
@@ -113,3 +115,19 @@ def test_phoenix_example_runs_against_its_local_server() -> None:
         "sync handler saw 501 messages",
     ):
         assert expected in done.stdout
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    url=st.text(max_size=40) | st.from_regex(r"(https?|wss?)://[^/]{0,12}(:[0-9a-z]{0,6})?/.{0,10}")
+)
+def test_any_realtime_url_is_accepted_or_refused_with_config_error(url: str) -> None:
+    """RealtimeClient checks its URL at construction like ResilientConnection: ConfigError,
+    or a URL whose every dial URL is valid (e.g. ``ws://h:99999/`` used to be accepted)."""
+    from resilient_conn.adapters.websocket import check_ws_url
+
+    try:
+        client = RealtimeClient(url)
+    except ConfigError:
+        return
+    assert check_ws_url(client._dial_url())

@@ -82,8 +82,8 @@ def check_ws_url(url: object, param: str = "url") -> str:
         )
     try:
         parse_uri(url)
-    except InvalidURI as exc:
-        raise ConfigError(f"{param} is not a valid URL: {redact_url(url)!r}") from exc
+    except (InvalidURI, ValueError) as exc:  # UnicodeError: a host IDNA cannot encode
+        raise ConfigError(f"{param} is not a valid URL: {redact_url(url)!r} ({exc})") from exc
     return url
 
 

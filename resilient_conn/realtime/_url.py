@@ -12,7 +12,9 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .._core.errors import ConfigError
+from .._core.log import redact_url
 from ..adapters.checks import CONNECT_KWARGS
+from ..adapters.websocket import check_ws_url
 from ..connection.connection import ResilientConnection
 from ..resilience.backoff import Backoff
 
@@ -33,16 +35,22 @@ def normalise_url(url: object) -> str:
     """Return ``url`` as ``ws(s)://...`` with a path (a bare host gets ``/realtime/v1/websocket``).
 
     Raises:
-        ConfigError: ``url`` is not a ws, wss, http or https URL with a host.
+        ConfigError: ``url`` is not a ws, wss, http or https URL with a host and a port from 1
+            to 65535 (checked as ``ResilientConnection`` checks its URL).
     """
     if not isinstance(url, str):
         raise ConfigError(f"url must be a string, got {type(url).__name__}")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ConfigError(f"url is not a valid URL: {redact_url(url)!r} ({exc})") from None
     scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
     if scheme not in ("ws", "wss") or not parts.netloc:
-        raise ConfigError(f"url must be a ws://, wss://, http:// or https:// URL, got {url!r}")
+        raise ConfigError(
+            f"url must be a ws://, wss://, http:// or https:// URL, got {redact_url(url)!r}"
+        )
     path = parts.path if parts.path not in ("", "/") else "/realtime/v1/websocket"
-    return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
+    return check_ws_url(urlunsplit((scheme, parts.netloc, path, parts.query, "")))
 
 
 def build_dial_url(base: str, apikey: str | None, vsn: str) -> str:
