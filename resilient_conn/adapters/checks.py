@@ -46,7 +46,6 @@ CONNECT_KWARGS: frozenset[str] = frozenset(
         # passed on by websockets to loop.create_connection
         "ssl",
         "server_hostname",
-        "sock",
         "family",
         "local_addr",
         "happy_eyeballs_delay",
@@ -66,6 +65,7 @@ MANAGED: Mapping[str, str] = {
     "process_exception": "use classify= to decide what is retried",
     "reconnect_delays": "use backoff=",
     "create_connection": "not supported: the connection owns its transport",
+    "sock": "not supported: every reconnect needs a new socket",
     "host": "put the host in the URL",
     "port": "put the port in the URL",
 }
@@ -102,6 +102,7 @@ _OWN_OPTIONS = (
 )
 
 _HANDSHAKE_HEADERS = {
+    "sock": "not supported: every reconnect needs a new socket",
     "host": "put the host in the URL",
     "upgrade": "set by the handshake",
     "connection": "set by the handshake",
