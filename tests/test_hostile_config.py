@@ -250,3 +250,16 @@ def test_any_headers_and_kwargs_are_accepted_or_refused_with_config_error(
         assert all("\r" not in v and "\n" not in v for v in checked.values())
     with contextlib.suppress(ConfigError):
         check_connect_kwargs(kwargs)
+
+
+def test_the_option_lists_in_errors_match_the_constructor() -> None:
+    """The names an unknown-option error lists are exactly ResilientConnection's keyword
+    options, and none of them is also passed on to websockets."""
+    import inspect
+
+    from resilient_conn.adapters.checks import MANAGED, OWN_OPTIONS
+
+    params = inspect.signature(ResilientConnection.__init__).parameters
+    keyword_only = [n for n, p in params.items() if p.kind is p.KEYWORD_ONLY]
+    assert sorted(OWN_OPTIONS) == sorted(keyword_only)
+    assert not set(OWN_OPTIONS) & (CONNECT_KWARGS | set(MANAGED))

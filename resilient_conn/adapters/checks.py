@@ -27,6 +27,7 @@ from .._core.log import is_secret_name, redact_text
 __all__ = [
     "CONNECT_KWARGS",
     "MANAGED",
+    "OWN_OPTIONS",
     "check_connect_kwargs",
     "check_headers",
     "is_token",
@@ -71,7 +72,7 @@ MANAGED: Mapping[str, str] = {
 }
 """websockets arguments the connection sets itself, and what to use instead."""
 
-_OWN_OPTIONS = (
+OWN_OPTIONS = (
     "backoff",
     "breaker",
     "open_timeout",
@@ -100,9 +101,9 @@ _OWN_OPTIONS = (
     "rtt_limit",
     "buffer_high_water",
 )
+"""``ResilientConnection``'s own keyword options (named in the error for an unknown one)."""
 
 _HANDSHAKE_HEADERS = {
-    "sock": "not supported: every reconnect needs a new socket",
     "host": "put the host in the URL",
     "upgrade": "set by the handshake",
     "connection": "set by the handshake",
@@ -131,12 +132,12 @@ def check_connect_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
         if key in MANAGED:
             raise ConfigError(f"{key} is managed by ResilientConnection: {MANAGED[key]}")
         if key not in CONNECT_KWARGS:
-            known = sorted(CONNECT_KWARGS | set(_OWN_OPTIONS))
+            known = sorted(CONNECT_KWARGS | set(OWN_OPTIONS))
             close = difflib.get_close_matches(key, known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(
                 f"unknown option {key!r}{hint}; ResilientConnection accepts its own options "
-                f"({', '.join(_OWN_OPTIONS)}) and these websockets options: "
+                f"({', '.join(OWN_OPTIONS)}) and these websockets options: "
                 f"{', '.join(sorted(CONNECT_KWARGS))}"
             )
         _check_value(key, value)
