@@ -16,6 +16,7 @@ from websockets.frames import Close
 
 from resilient_conn import CircuitBreaker, ResilientConnection
 from resilient_conn.cli import commands as cli
+from resilient_conn.cli._session import describe
 from resilient_conn.connection.metrics import MAX_FAILURE_KINDS, ConnectionStats
 from resilient_conn.resilience.backoff import Backoff
 from resilient_conn.resilience.classify import close_kind, default_classify
@@ -97,7 +98,7 @@ def test_message_too_big_is_its_own_kind_with_a_clear_message() -> None:
     theirs = ConnectionClosedError(Close(1009, "too big"), Close(1009, "too big"), True)
     assert default_classify(ours).kind == "message_too_big"
     assert default_classify(theirs).kind == "message_too_big"
-    assert "max_size" in cli._describe(ours)
+    assert "max_size" in describe(ours)
 
 
 @pytest.mark.anyio

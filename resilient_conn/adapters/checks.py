@@ -100,6 +100,7 @@ OWN_OPTIONS = (
     "unhealthy_after",
     "rtt_limit",
     "buffer_high_water",
+    "coordinator",
 )
 """``ResilientConnection``'s own keyword options (named in the error for an unknown one)."""
 

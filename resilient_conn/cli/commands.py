@@ -36,11 +36,10 @@ import anyio
 import structlog
 
 from .._core.errors import ConfigError, ConnectionClosedError, ConnectionFailedError
-from .._core.log import redact_text
 from ..connection.connection import ResilientConnection
 from ..connection.events import ConnectionState, StateChange
 from ..connection.report import HealthReport, HealthStatus
-from ..resilience.classify import default_classify
+from ._session import describe, dial_kwargs, subprotocol, undelivered
 from .demo import MAX_DURATION, MIN_DURATION, DemoOptions, run_demo
 
 __all__ = ["build_parser", "main"]
@@ -67,13 +66,6 @@ def _header(text: str) -> tuple[str, str]:
     if not sep or not name.strip():
         raise argparse.ArgumentTypeError(f"a header must look like 'Name: value', got {text!r}")
     return name.strip(), value.strip()
-
-
-def _subprotocol(text: str) -> str:
-    # RFC 6455: a subprotocol is an HTTP token (no separators, spaces or controls).
-    if not text or any(c in '()<>@,;:\\"/[]?={} \t' or not 32 < ord(c) < 127 for c in text):
-        raise argparse.ArgumentTypeError(f"a subprotocol must be an HTTP token, got {text!r}")
-    return text
 
 
 def _number(low: float, *, inclusive: bool) -> Any:
@@ -202,16 +194,12 @@ def _add_headers(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--subprotocol",
-        type=_subprotocol,
+        type=subprotocol,
         action="append",
         default=[],
         metavar="NAME",
         help="offer this WebSocket subprotocol (repeatable, in order of preference)",
     )
-
-
-def _dial_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    return {"subprotocols": list(args.subprotocol)} if args.subprotocol else {}
 
 
 # --------------------------------------------------------------------------- logging
@@ -315,11 +303,11 @@ async def _connect(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: Te
         headers=headers,
         ping_interval=args.ping_interval,
         ping_timeout=args.ping_timeout,
-        **_dial_kwargs(args),
+        **dial_kwargs(args),
     )
 
     def report(change: StateChange) -> None:
-        why = "" if change.error is None else f" ({_describe(change.error)})"
+        why = "" if change.error is None else f" ({describe(change.error)})"
         err.write(f"* {change.new.value}: {change.reason}{why}\n")
         err.flush()
 
@@ -362,28 +350,13 @@ async def _connect(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: Te
     code = 0
     if failure or conn.state is _S.FAILED:
         error = failure[0] if failure else conn.last_error
-        err.write(f"resilient-conn connect: connection failed: {_describe(error)}\n")
+        err.write(f"resilient-conn connect: connection failed: {describe(error)}\n")
         code = 1
-    lost = conn.stats.dead_letters
+    lost = undelivered(conn)
     if lost:
-        reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(lost.items()))
-        total = sum(lost.values())
-        err.write(
-            f"resilient-conn connect: {total} message(s) not delivered (dead-lettered: "
-            f"{reasons})\n"
-        )
+        err.write(f"resilient-conn connect: {lost}\n")
         code = 1
     return code
-
-
-def _describe(error: BaseException | None) -> str:
-    """One redacted line for an error; a message too big says which limit to raise."""
-    if error is None:
-        return "unknown error"
-    text = redact_text(f"{type(error).__name__}: {error}")
-    if default_classify(error).kind == "message_too_big":
-        text += " - a message exceeded a size limit (ours: max_size, default 1 MiB)"
-    return text
 
 
 async def _cancel_when_failed(conn: ResilientConnection, scope: anyio.CancelScope) -> None:
@@ -407,7 +380,7 @@ async def _check(args: argparse.Namespace, out: TextIO) -> int:
         headers=dict(args.header) or None,
         open_timeout=timeout,
         ping_interval=0,
-        **_dial_kwargs(args),
+        **dial_kwargs(args),
     )
     # Dial once: the first outcome (open, fatal, or a failure the supervisor would retry)
     # settles it; closing the connection then stops any further dial.
