@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import structlog
+from .logroute import LIBRARY_LOGGER, RoutedLogger
 
 __all__ = [
     "SECRET_HEADERS",
@@ -87,8 +87,13 @@ def is_secret_name(name: str) -> bool:
 
 
 def get_logger(**context: Any) -> Any:
-    """Return a structlog logger with ``context`` bound (e.g. ``connection="feed"``)."""
-    return structlog.get_logger("resilient_conn").bind(**context)
+    """Return the library's logger with ``context`` bound (e.g. ``connection="feed"``).
+
+    Events go through the application's structlog set-up when it has one, else to the stdlib
+    logger ``resilient_conn`` (silent until the application configures logging); see
+    :mod:`resilient_conn._core.logroute`.
+    """
+    return RoutedLogger(LIBRARY_LOGGER, context)
 
 
 def redact_url(url: str) -> str:

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import logging
 import math
 import os
 import sys
@@ -36,6 +37,7 @@ import anyio
 import structlog
 
 from .._core.errors import ConfigError, ConnectionClosedError, ConnectionFailedError
+from .._core.logroute import LIBRARY_LOGGER
 from ..connection.connection import ResilientConnection
 from ..connection.events import ConnectionState, StateChange
 from ..connection.report import HealthReport, HealthStatus
@@ -205,21 +207,54 @@ def _add_headers(parser: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------- logging
 @contextlib.contextmanager
 def _library_logs(verbose: bool, quiet: bool, stream: TextIO) -> Iterator[None]:
-    """Keep the library's structlog events off stdout while a command runs.
+    """Keep the library's log events off stdout while a command runs.
 
-    A command owns its output (``--json`` must print JSON only), so a filter is put at the
-    front of structlog's current default processor chain (the list every logger built from it
-    shares, including loggers bound before now): warnings and errors (unless ``quiet``; and
-    info with ``verbose``) are written to ``stream`` as one line each; the rest is dropped.
-    The chain is restored afterwards.
+    A command owns its output (``--json`` must print JSON only). Warnings and errors (unless
+    ``quiet``; and info with ``verbose``) are written to ``stream`` as one line each; the rest
+    is dropped. Both routes of the library's events are covered: the stdlib logger
+    ``resilient_conn`` (structlog unconfigured) gets a handler, and a filter is put at the
+    front of structlog's current processor chain (the list every logger built from it shares).
+    Both are restored afterwards.
     """
-    chain = structlog.get_config()["processors"]
-    if not isinstance(chain, list):  # a chain we cannot extend: leave logging as configured
-        yield
-        return
     shown = set() if quiet else {"warning", "warn", "error", "critical", "exception", "fatal"}
     if verbose:
         shown |= {"warning", "warn", "error", "critical", "exception", "fatal", "info", "msg"}
+    with _stdlib_library_logs(shown, stream):  # the route while structlog is unconfigured
+        chain = structlog.get_config()["processors"]
+        if not isinstance(chain, list):  # a chain we cannot extend: leave it as configured
+            yield
+            return
+        with _structlog_library_logs(chain, shown, stream):
+            yield
+
+
+@contextlib.contextmanager
+def _stdlib_library_logs(shown: set[str], stream: TextIO) -> Iterator[None]:
+    """Send the library's stdlib log records at the ``shown`` levels to ``stream`` only."""
+    logger = logging.getLogger(LIBRARY_LOGGER)
+
+    class ToStream(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.levelname.lower() in shown:
+                stream.write(f"{record.levelname.lower()}: {record.getMessage()}\n")
+                stream.flush()
+
+    saved = (logger.level, logger.propagate)
+    handler = ToStream()
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO if "info" in shown else logging.WARNING)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+
+
+@contextlib.contextmanager
+def _structlog_library_logs(chain: list[Any], shown: set[str], stream: TextIO) -> Iterator[None]:
+    """Filter at the front of structlog's processor chain (for a configured structlog)."""
 
     def to_stream(logger: Any, method: str, event: Any) -> Any:
         if method in shown:

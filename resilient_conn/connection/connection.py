@@ -284,6 +284,12 @@ class ResilientConnection(Observing):
         return self._ws is not None
 
     @property
+    def subprotocol(self) -> str | None:
+        """The subprotocol the server chose on the current transport (None if none or down)."""
+        ws = self._ws
+        return None if ws is None else ws.subprotocol
+
+    @property
     def buffered(self) -> int:
         """Messages waiting in the outbound buffer."""
         return len(self._outbox.buffer)

@@ -10,7 +10,7 @@ import anyio
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from ._endpoint import LinkDown
+from ._transport import LinkDown
 from .envelope import EnvelopeError
 
 __all__ = [

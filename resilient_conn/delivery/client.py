@@ -26,20 +26,16 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from functools import partial
 from typing import Any
 
 import anyio
 
-from .._core.errors import (
-    ConnectionClosedError,
-    ConnectionFailedError,
-    NotConnectedError,
-    ResilientConnError,
-)
+from .._core.errors import ConnectionClosedError, ConnectionFailedError, ResilientConnError
 from ..connection.buffer import DeadLetterReason, Overflow
 from ..connection.connection import ResilientConnection
+from ._conn_link import ConnLink
 from ._endpoint import Attachment, Endpoint, LinkDown, Signal, closed_error
+from ._epoch import new_epoch
 from ._options import (
     DEFAULT_ACK_DELAY,
     DEFAULT_ACK_EVERY,
@@ -59,37 +55,6 @@ from .state import GapNotice, OutboundWindow, StreamState
 __all__ = ["AckedStream", "connect_acked"]
 
 OnOpen = Callable[["AckedStream"], Awaitable[None]]
-
-
-def new_epoch() -> str:
-    """A fresh random epoch (16 hex digits)."""
-    return secrets.token_hex(8)
-
-
-_DOWN = (LinkDown, NotConnectedError, ConnectionClosedError, ConnectionFailedError)
-
-
-class _ConnLink:
-    """Writes frames through the connection, never into its buffer."""
-
-    __slots__ = ("conn",)
-
-    def __init__(self, conn: ResilientConnection) -> None:
-        self.conn = conn
-
-    async def send(self, frame: str | bytes) -> None:
-        try:
-            await self.conn.send(frame, buffer=False)
-        except (NotConnectedError, ConnectionClosedError, ConnectionFailedError):
-            raise LinkDown from None
-
-    def fail(self, reason: str) -> None:
-        self.conn.fail_current("delivery_protocol_error", ConnectionError(reason))
-
-    def fast_send(
-        self,
-    ) -> tuple[Callable[[str | bytes], Awaitable[None]], tuple[type[Exception], ...]]:
-        return partial(self.conn.send, buffer=False), _DOWN
 
 
 class AckedStream:
@@ -185,7 +150,7 @@ class AckedStream:
         if on_dead_letter is not None:
             self._ep.add_dead_letter_hook(on_dead_letter)
         self._conn: ResilientConnection | None = None
-        self._link: _ConnLink | None = None
+        self._link: ConnLink | None = None
         self._running = False
         self._used = False
         self._opened = Signal()
@@ -389,14 +354,14 @@ class AckedStream:
                 window.restore(entry)
             old = self._ep
             self._ep = self._endpoint(restored.session, restored.epoch, window)
-            for hook in old._gap_hooks:
+            for hook in old.hooks.gap:
                 self._ep.add_gap_hook(hook)
-            for dead in old._dead_hooks:
+            for dead in old.hooks.dead:
                 self._ep.add_dead_letter_hook(dead)
             self._outbox.bind(self._ep.committed, self._ep.store_failed)
         ep = self._ep
         self._conn = conn
-        self._link = _ConnLink(conn)
+        self._link = ConnLink(conn)
         failure: list[BaseException] = []
         try:
             async with anyio.create_task_group() as tg:

@@ -31,15 +31,23 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
 
-from .._core.errors import ConfigError, ResilientConnError
-from ..connection.buffer import DeadLetterReason
+from .._core.errors import ConfigError
+from ._outbox_file import OutboxError, connect, decode_payload, encode_payload
+from ._outbox_file import lock as lock_file
+from ._outbox_offline import (
+    OutboxSummary,
+    StoredDeadLetter,
+    read_dead_letters,
+    read_summary,
+    requeue_dead_letters,
+)
 from .envelope import encode_data
 from .records import DeliveryDeadLetter
 from .state import Pending, payload_size
@@ -55,26 +63,10 @@ __all__ = [
     "requeue_dead_letters",
 ]
 
-FORMAT = "1"
-"""The file format this version writes (``meta.format``)."""
 DEFAULT_MAX_DEAD_LETTERS = 100_000
 """Most dead letters a file keeps (the oldest go first)."""
 
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS outbox (
-    seq INTEGER PRIMARY KEY, is_binary INTEGER NOT NULL, payload BLOB NOT NULL,
-    enqueued_at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS dead_letters (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, seq INTEGER NOT NULL, is_binary INTEGER NOT NULL,
-    payload BLOB NOT NULL, reason TEXT NOT NULL, enqueued_at REAL, at REAL NOT NULL,
-    error TEXT);
-"""
-
-
-class OutboxError(ResilientConnError):
-    """A durable outbox cannot be used (locked by another process, wrong session, bad file)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,104 +84,6 @@ class Restored:
     epoch: str
     next_seq: int
     entries: list[Pending]
-
-
-@dataclass(frozen=True, slots=True)
-class StoredDeadLetter:
-    """A dead letter as kept in an outbox file.
-
-    Attributes:
-        id: Row id (what ``requeue_dead_letters`` takes).
-        seq: Sequence number it had (0 if it never got one).
-        message: The message.
-        reason: Why it was given up (a :class:`~resilient_conn.DeadLetterReason` value).
-        at: Wall-clock time (``time.time()``) when it was given up.
-        error: The error behind it, if any.
-    """
-
-    id: int
-    seq: int
-    message: str | bytes
-    reason: str
-    at: float
-    error: str | None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form (binary messages as hex)."""
-        binary = isinstance(self.message, bytes)
-        return {
-            "id": self.id,
-            "seq": self.seq,
-            "binary": binary,
-            "message": self.message.hex() if isinstance(self.message, bytes) else self.message,
-            "reason": self.reason,
-            "at": self.at,
-            "error": self.error,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxSummary:
-    """What an outbox file holds.
-
-    Attributes:
-        session: Session identity (None for a file never opened by a stream).
-        epoch: Stream epoch.
-        next_seq: Next sequence number.
-        pending: Unacknowledged messages waiting to be (re-)sent.
-        dead_letters: Dead letters kept.
-    """
-
-    session: str | None
-    epoch: str | None
-    next_seq: int
-    pending: int
-    dead_letters: int
-
-
-def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
-    try:
-        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute(f"PRAGMA synchronous={synchronous.upper()}")
-        db.execute("PRAGMA busy_timeout=5000")
-        db.executescript(_SCHEMA)
-        stored = db.execute("SELECT value FROM meta WHERE key='format'").fetchone()
-    except sqlite3.DatabaseError as exc:
-        raise OutboxError(f"{path}: not a usable outbox file ({exc})") from exc
-    if stored is None:
-        db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (FORMAT,))
-    elif stored[0] != FORMAT:
-        db.close()
-        raise OutboxError(f"{path}: outbox format {stored[0]!r}, this version reads {FORMAT!r}")
-    return db
-
-
-def _lock(path: Path) -> Any:
-    """Take the file's exclusive lock (a sidecar ``.lock``), or raise OutboxError."""
-    handle = open(f"{path}.lock", "a+")  # noqa: SIM115 - held until close
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX: no cross-process lock
-        return handle
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
-        raise OutboxError(
-            f"{path} is in use by another process (one writer per outbox file)"
-        ) from None
-    return handle
-
-
-def _decode_payload(is_binary: int, payload: bytes | str) -> str | bytes:
-    if is_binary:
-        return payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
-    return payload.decode("utf-8") if isinstance(payload, bytes) else payload
-
-
-def _encode_payload(message: str | bytes) -> tuple[int, bytes | str]:
-    return (1, message) if isinstance(message, bytes) else (0, message)
 
 
 class DurableOutbox:
@@ -352,14 +246,14 @@ class DurableOutbox:
     def _run(self, opened: asyncio.Future[Restored], session: str | None, epoch: str) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            lock = _lock(self.path)
+            lock = lock_file(self.path)
         except (OSError, OutboxError) as exc:
             error = exc if isinstance(exc, OutboxError) else OutboxError(f"{self.path}: {exc}")
             self._resolve(opened, None, error)
             return
         db: sqlite3.Connection | None = None
         try:
-            db = _connect(self.path, self.synchronous)
+            db = connect(self.path, self.synchronous)
             restored = self._load(db, session, epoch)
         except Exception as exc:
             if db is not None:
@@ -396,7 +290,7 @@ class DurableOutbox:
         now_wall, now_mono = time.time(), time.monotonic()
         entries = []
         for seq, is_binary, payload, enqueued_at in rows:
-            message = _decode_payload(is_binary, payload)
+            message = decode_payload(is_binary, payload)
             mono = now_mono - max(0.0, now_wall - enqueued_at)
             entries.append(
                 Pending(seq, encode_data(seq, message), payload_size(message), mono, True)
@@ -455,7 +349,7 @@ class DurableOutbox:
             kind = op[0]
             if kind == "append":
                 entry, wall, future = op[1], op[2], op[3]
-                is_binary, payload = _encode_payload(entry.payload)
+                is_binary, payload = encode_payload(entry.payload)
                 rows.append((entry.seq, is_binary, payload, wall))
                 appended.append(entry)
                 futures.append(future)
@@ -468,7 +362,7 @@ class DurableOutbox:
                 elif kind == "dead":
                     dead = True
                     for letter in op[1]:
-                        is_binary, payload = _encode_payload(letter.message)
+                        is_binary, payload = encode_payload(letter.message)
                         if letter.seq:
                             db.execute("DELETE FROM outbox WHERE seq = ?", (letter.seq,))
                         db.execute(
@@ -491,116 +385,3 @@ class DurableOutbox:
             )
         db.execute("COMMIT")
         self.commits += 1
-
-
-# ---------------------------------------------------------------------- inspection, replay
-def _open_existing(path: str | os.PathLike[str]) -> sqlite3.Connection:
-    p = Path(path)
-    if not p.is_file():
-        raise OutboxError(f"{p}: no such outbox file")
-    return _connect(p, "normal")
-
-
-def read_summary(path: str | os.PathLike[str]) -> OutboxSummary:
-    """What the outbox file at ``path`` holds (it may be in use by a stream).
-
-    Raises:
-        OutboxError: No such file, or not an outbox.
-    """
-    db = _open_existing(path)
-    try:
-        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-        pending = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
-        dead = db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
-    finally:
-        db.close()
-    return OutboxSummary(
-        meta.get("session"), meta.get("epoch"), int(meta.get("next_seq", "1")), pending, dead
-    )
-
-
-def read_dead_letters(
-    path: str | os.PathLike[str], *, limit: int | None = None
-) -> list[StoredDeadLetter]:
-    """The dead letters in the outbox file at ``path``, oldest first.
-
-    Raises:
-        OutboxError: No such file, or not an outbox.
-    """
-    db = _open_existing(path)
-    try:
-        query = (
-            "SELECT id, seq, is_binary, payload, reason, at, error FROM dead_letters ORDER BY id"
-        )
-        params: tuple[int, ...] = ()
-        if limit is not None:
-            query += " LIMIT ?"
-            params = (limit,)
-        rows = db.execute(query, params).fetchall()
-    finally:
-        db.close()
-    return [
-        StoredDeadLetter(row[0], row[1], _decode_payload(row[2], row[3]), row[4], row[5], row[6])
-        for row in rows
-    ]
-
-
-def requeue_dead_letters(path: str | os.PathLike[str], ids: Iterable[int] | None = None) -> int:
-    """Move dead letters back into the outbox, so the next run of the stream sends them.
-
-    They get new sequence numbers after every pending message (in their original order).
-    The file must not be in use (stop the process that streams from it first).
-
-    Args:
-        path: The outbox file.
-        ids: Which dead letters (their ``id``); None: all of them.
-
-    Returns:
-        How many were requeued.
-
-    Raises:
-        OutboxError: No such file, not an outbox, in use by a process, or an unknown id.
-    """
-    p = Path(path)
-    db = _open_existing(p)
-    lock = None
-    try:
-        lock = _lock(p)
-        wanted = None if ids is None else sorted(set(ids))
-        rows = db.execute("SELECT id, is_binary, payload FROM dead_letters ORDER BY id").fetchall()
-        if wanted is not None:
-            known = {row[0] for row in rows}
-            missing = [i for i in wanted if i not in known]
-            if missing:
-                raise OutboxError(f"{p}: no dead letter with id {missing[0]}")
-            rows = [row for row in rows if row[0] in set(wanted)]
-        if not rows:
-            return 0
-        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-        if "session" not in meta:
-            raise OutboxError(f"{p}: the outbox has no session yet")
-        top = db.execute("SELECT MAX(seq) FROM outbox").fetchone()[0] or 0
-        next_seq = max(int(meta.get("next_seq", "1")), top + 1)
-        now = time.time()
-        db.execute("BEGIN IMMEDIATE")
-        for offset, (row_id, is_binary, payload) in enumerate(rows):
-            db.execute(
-                "INSERT INTO outbox VALUES (?, ?, ?, ?)",
-                (next_seq + offset, is_binary, payload, now),
-            )
-            db.execute("DELETE FROM dead_letters WHERE id = ?", (row_id,))
-        db.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (str(next_seq + len(rows)),))
-        db.execute("COMMIT")
-        return len(rows)
-    finally:
-        db.close()
-        if lock is not None:
-            lock.close()
-
-
-def reason_of(value: str) -> DeadLetterReason | None:
-    """The :class:`~resilient_conn.DeadLetterReason` named ``value``, if any."""
-    try:
-        return DeadLetterReason(value)
-    except ValueError:
-        return None
