@@ -1,29 +1,53 @@
-"""Echo throughput and round-trip latency: ResilientConnection vs a raw websockets client.
+"""Echo throughput and round trips: our two adapters vs raw websockets vs raw picows.
 
-Both clients talk to the same echo server, which runs in a separate process on 127.0.0.1,
-in one run, alternating rounds so drift hits both alike. Targets (issue: supervisor):
-throughput >= 0.97x raw, median RTT <= 1.05x raw.
+Clients, all in this process, all connected to the same echo server:
 
-Run: .venv/bin/python benchmarks/bench_connection.py [--messages 20000] [--rounds 7]
+- ``raw websockets``: ``websockets.asyncio.client.connect``; ``send`` / ``recv``;
+- ``raw picows`` (if installed): picows' native style, a ``WSListener`` whose callback counts
+  and decodes frames, ``transport.send`` called directly (the ceiling for picows);
+- ``ours websockets``: ``ResilientConnection`` (keepalive off), ``send`` / ``async for``;
+- ``ours picows``: the same with ``transport="picows"``.
+
+Servers, each in its own process on 127.0.0.1: a websockets echo server (``websockets-bound``:
+the server is the bottleneck, so clients look alike) and, when picows is installed, a picows
+echo server (``client-bound``: the server is several times faster than any client here, so
+the client's own cost shows). Payloads: 64 B and 16 KiB; compression off, and on
+(permessage-deflate, websockets server and websockets clients only: picows cannot compress).
+
+Each scenario runs ``--rounds`` interleaved rounds (the order of the clients alternates), each
+client doing one pipelined throughput run (a producer task sends N while the consumer reads N)
+and ``--rtts`` sequential round trips. The machine is shared, so we report medians: msgs/s,
+the ratio of medians to raw websockets (and to raw picows for picows), the median of the
+per-round ratios, and p50 round trip.
+
+Targets (issue 15): ours websockets >= 0.99x raw websockets throughput client-bound, p50 RTT
+<= 1.02x; ours picows >= 1.8x raw websockets (64 B, client-bound) and >= 0.97x raw picows.
+
+Run: .venv/bin/python benchmarks/bench_connection.py [--messages 20000] [--rounds 5]
+     [--rtts 500] [--only client-bound]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from websockets.asyncio.client import connect
 
 from resilient_conn import ResilientConnection
 
-SERVER = """
-import asyncio, sys
+HAS_PICOWS = importlib.util.find_spec("picows") is not None
+
+WEBSOCKETS_SERVER = """
+import asyncio
 from websockets.asyncio.server import serve
 
 async def echo(ws):
@@ -31,17 +55,47 @@ async def echo(ws):
         await ws.send(message)
 
 async def main():
-    async with serve(echo, "127.0.0.1", 0, ping_interval=None, max_queue=64) as server:
+    async with serve(echo, "127.0.0.1", 0, ping_interval=None, max_queue=64,
+                     compression=%(compression)r, max_size=2**24) as server:
         print(server.sockets[0].getsockname()[1], flush=True)
         await asyncio.Future()
 
 asyncio.run(main())
 """
 
+PICOWS_SERVER = """
+import asyncio
+import picows
 
-async def throughput(
-    send: Callable[[Any], Awaitable[None]], recv: Callable[[], Awaitable[Any]], n: int, payload: str
-) -> float:
+class Echo(picows.WSListener):
+    def pause_writing(self):
+        pass
+
+    def resume_writing(self):
+        pass
+
+    def on_ws_frame(self, transport, frame):
+        kind = frame.msg_type
+        if kind is picows.WSMsgType.CLOSE:
+            transport.send_close(frame.get_close_code(), frame.get_close_message())
+            transport.disconnect()
+        elif kind is picows.WSMsgType.TEXT or kind is picows.WSMsgType.BINARY:
+            transport.send(kind, frame.get_payload_as_memoryview())
+
+async def main():
+    server = await picows.ws_create_server(lambda request: Echo(), "127.0.0.1", 0,
+                                           max_frame_size=2**24)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    await asyncio.Future()
+
+asyncio.run(main())
+"""
+
+Send = Callable[[str], Awaitable[None]]
+Recv = Callable[[], Awaitable[Any]]
+
+
+async def throughput(send: Send, recv: Recv, n: int, payload: str) -> float:
     async def producer() -> None:
         for _ in range(n):
             await send(payload)
@@ -54,9 +108,7 @@ async def throughput(
     return n / (time.perf_counter() - start)
 
 
-async def rtts(
-    send: Callable[[Any], Awaitable[None]], recv: Callable[[], Awaitable[Any]], n: int, payload: str
-) -> list[float]:
+async def rtts(send: Send, recv: Recv, n: int, payload: str) -> list[float]:
     out = []
     for _ in range(n):
         start = time.perf_counter()
@@ -66,67 +118,177 @@ async def rtts(
     return out
 
 
-async def run(url: str, messages: int, rounds: int, rtt_count: int) -> None:
-    payload = "x" * 64
-    tput: dict[str, list[float]] = {"raw websockets": [], "ResilientConnection": []}
-    lat: dict[str, list[float]] = {"raw websockets": [], "ResilientConnection": []}
-    async with (
-        connect(url, ping_interval=None, max_queue=16) as raw,
-        ResilientConnection(url, ping_interval=0, max_queue=16) as conn,
-    ):
-        await conn.wait_connected(10)
-        clients = {
-            "raw websockets": (raw.send, raw.recv),
-            "ResilientConnection": (conn.send, conn.recv),
-        }
-        for send, recv in clients.values():  # warm-up
-            await throughput(send, recv, 1000, payload)
-        for i in range(rounds):
-            order = list(clients.items())
-            if i % 2:
-                order.reverse()  # alternate who goes first
-            for name, (send, recv) in order:
-                tput[name].append(await throughput(send, recv, messages, payload))
-                lat[name].extend(await rtts(send, recv, rtt_count, payload))
-    raw_t = max(tput["raw websockets"])
-    raw_l = statistics.median(lat["raw websockets"])
-    print(
-        f"echo of {messages} x 64-byte messages, best of {rounds} rounds; "
-        f"{rounds * rtt_count} sequential round trips each"
+class RawPicows:
+    """picows used natively: the frame callback decodes and counts; sends are plain calls."""
+
+    def __init__(self) -> None:
+        self.transport: Any = None
+        self._want = 0
+        self._done: asyncio.Future[None] | None = None
+
+    async def open(self, url: str) -> None:
+        import picows
+
+        class Listener(picows.WSListener):  # type: ignore[misc]
+            def pause_writing(inner) -> None:
+                pass  # native style: no flow control, like the callback-only examples
+
+            def resume_writing(inner) -> None:
+                pass
+
+            def on_ws_frame(inner, transport: Any, frame: Any) -> None:
+                if frame.msg_type is picows.WSMsgType.TEXT:
+                    frame.get_payload_as_utf8_text()  # a user would decode it
+                    self._want -= 1
+                    if self._want == 0 and self._done is not None:
+                        self._done.set_result(None)
+
+        self._text = picows.WSMsgType.TEXT
+        self.transport, _ = await picows.ws_connect(Listener, url, max_frame_size=2**24)
+
+    async def throughput(self, n: int, payload: str) -> float:
+        loop = asyncio.get_running_loop()
+        self._want, self._done = n, loop.create_future()
+        send, text = self.transport.send, self._text
+        start = time.perf_counter()
+        for _ in range(n):  # like the producer task of the others: picows' send never blocks
+            send(text, payload)
+        await self._done
+        return n / (time.perf_counter() - start)
+
+    async def rtts(self, n: int, payload: str) -> list[float]:
+        loop = asyncio.get_running_loop()
+        out = []
+        for _ in range(n):
+            self._want, self._done = 1, loop.create_future()
+            start = time.perf_counter()
+            self.transport.send(self._text, payload)
+            await self._done
+            out.append(time.perf_counter() - start)
+        return out
+
+    async def close(self) -> None:
+        import picows
+
+        self.transport.send_close(picows.WSCloseCode.OK)
+        self.transport.disconnect()
+        await self.transport.wait_disconnected()
+
+
+@dataclass
+class Client:
+    name: str
+    tput: Callable[[int, str], Awaitable[float]]
+    rtt: Callable[[int, str], Awaitable[list[float]]]
+
+
+def pair(send: Send, recv: Recv) -> tuple[Any, Any]:
+    return (
+        lambda n, p: throughput(send, recv, n, p),
+        lambda n, p: rtts(send, recv, n, p),
     )
-    columns = (
-        ("msgs/s (best)", 15),
-        ("ratio", 8),
-        ("(median)", 10),
-        ("median RTT us", 16),
-        ("p99 us", 10),
-    )
-    print(f"{'client':<22}" + "".join(f"{t:>{w}}" for t, w in columns) + f"{'ratio':>8}")
-    for name in tput:
-        best = max(tput[name])
-        mid = statistics.median(tput[name])
-        med = statistics.median(lat[name])
-        p99 = statistics.quantiles(lat[name], n=100)[98]
-        print(
-            f"{name:<22}{best:>15,.0f}{best / raw_t:>8.3f}{mid:>10,.0f}"
-            f"{med * 1e6:>16.1f}{p99 * 1e6:>10.1f}{med / raw_l:>8.3f}"
-        )
+
+
+async def scenario(
+    title: str, url: str, size: int, compression: str | None, args: argparse.Namespace
+) -> None:
+    payload = "x" * size
+    n = args.messages if size <= 1024 else max(500, args.messages // 8)
+    clients: list[Client] = []
+    closers: list[Callable[[], Awaitable[None]]] = []
+    raw = await connect(url, ping_interval=None, max_queue=16, compression=compression,
+                        max_size=2**24)
+    closers.append(raw.close)
+    clients.append(Client("raw websockets", *pair(raw.send, raw.recv)))
+    ours = ResilientConnection(url, ping_interval=0, max_queue=16, compression=compression,
+                               max_size=2**24)
+    await ours.__aenter__()
+    await ours.wait_connected(10)
+    closers.append(ours.aclose)
+    clients.append(Client("ours websockets", *pair(ours.send, ours.__anext__)))
+    if HAS_PICOWS and compression is None:
+        rp = RawPicows()
+        await rp.open(url)
+        closers.append(rp.close)
+        clients.append(Client("raw picows", rp.throughput, rp.rtts))
+        op = ResilientConnection(url, ping_interval=0, max_queue=16, transport="picows",
+                                 compression=None, max_size=2**24)
+        await op.__aenter__()
+        await op.wait_connected(10)
+        closers.append(op.aclose)
+        clients.append(Client("ours picows", *pair(op.send, op.__anext__)))
+    tput: dict[str, list[float]] = {c.name: [] for c in clients}
+    lat: dict[str, list[float]] = {c.name: [] for c in clients}
+    for c in clients:  # warm-up
+        await c.tput(min(n, 1000), payload)
+    for i in range(args.rounds):
+        order = clients if i % 2 == 0 else clients[::-1]
+        for c in order:
+            tput[c.name].append(await c.tput(n, payload))
+            lat[c.name].extend(await c.rtt(args.rtts, payload))
+    for close in closers:
+        await close()
+    report(title, n, size, args, tput, lat)
+
+
+def report(title: str, n: int, size: int, args: argparse.Namespace,
+           tput: dict[str, list[float]], lat: dict[str, list[float]]) -> None:
+    print(f"\n## {title}: {size} B, {n} messages x {args.rounds} interleaved rounds, "
+          f"{args.rtts} round trips per round; medians")
+    print(f"{'client':<17}{'msgs/s':>10}{'/raw ws':>9}{'per-round':>10}{'/raw picows':>12}"
+          f"{'p50 RTT us':>11}{'/raw ws':>9}")
+    ws_t = tput["raw websockets"]
+    ws_l = statistics.median(lat["raw websockets"])
+    pic_t = tput.get("raw picows")
+    for name, values in tput.items():
+        med = statistics.median(values)
+        per_round = statistics.median(v / b for v, b in zip(values, ws_t, strict=True))
+        vs_picows = f"{med / statistics.median(pic_t):>12.3f}" if pic_t else f"{'':>12}"
+        p50 = statistics.median(lat[name])
+        print(f"{name:<17}{med:>10,.0f}{med / statistics.median(ws_t):>9.3f}{per_round:>10.3f}"
+              f"{vs_picows}{p50 * 1e6:>11.1f}{p50 / ws_l:>9.3f}")
+
+
+def start(code: str) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    return proc, int(proc.stdout.readline())
+
+
+async def run(args: argparse.Namespace) -> None:
+    procs = []
+    try:
+        ws_plain, ws_port = start(WEBSOCKETS_SERVER % {"compression": None})
+        ws_deflate, wsd_port = start(WEBSOCKETS_SERVER % {"compression": "deflate"})
+        procs += [ws_plain, ws_deflate]
+        servers = [("websockets-bound", f"ws://127.0.0.1:{ws_port}/")]
+        if HAS_PICOWS:
+            pic, pic_port = start(PICOWS_SERVER)
+            procs.append(pic)
+            servers.insert(0, ("client-bound", f"ws://127.0.0.1:{pic_port}/"))
+        for bound, url in servers:
+            if args.only and args.only != bound:
+                continue
+            for size in (64, 16384):
+                await scenario(f"{bound}, no compression", url, size, None, args)
+        if args.only in (None, "websockets-bound"):
+            for size in (64, 16384):
+                await scenario("websockets-bound, permessage-deflate",
+                               f"ws://127.0.0.1:{wsd_port}/", size, "deflate", args)
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(5)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--messages", type=int, default=20000)
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--rtts", type=int, default=1000)
+    parser.add_argument("--messages", type=int, default=20000, help="per round, 64 B")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rtts", type=int, default=500)
+    parser.add_argument("--only", choices=("client-bound", "websockets-bound"), default=None)
     args = parser.parse_args()
-    server = subprocess.Popen([sys.executable, "-c", SERVER], stdout=subprocess.PIPE, text=True)
-    try:
-        assert server.stdout is not None
-        port = int(server.stdout.readline())
-        asyncio.run(run(f"ws://127.0.0.1:{port}/", args.messages, args.rounds, args.rtts))
-    finally:
-        server.terminate()
-        server.wait(5)
+    asyncio.run(run(args))
 
 
 if __name__ == "__main__":

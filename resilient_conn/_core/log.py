@@ -21,6 +21,7 @@ __all__ = [
     "SECRET_WORDS",
     "WEBSOCKETS_LOGGERS",
     "RedactingFilter",
+    "debug_enabled",
     "get_logger",
     "install_websockets_redaction",
     "is_secret_name",
@@ -84,6 +85,17 @@ def is_secret_name(name: str) -> bool:
     (True, True, False)
     """
     return _SECRET_NAME.search(name) is not None
+
+
+def debug_enabled(log: Any) -> bool:
+    """Return whether ``log`` would emit a debug event (True when it cannot tell).
+
+    Guard per-connection debug events with it (``if debug_enabled(log): log.debug(...)``) so
+    that, with debug off, building the event's arguments costs nothing either. Works with
+    structlog's filtering loggers (``is_enabled_for``) and stdlib-backed ones (``isEnabledFor``).
+    """
+    check = getattr(log, "is_enabled_for", None) or getattr(log, "isEnabledFor", None)
+    return True if check is None else bool(check(logging.DEBUG))
 
 
 def get_logger(**context: Any) -> Any:

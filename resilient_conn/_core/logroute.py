@@ -85,6 +85,16 @@ class RoutedLogger:
         """Return a logger without ``keys`` in its context."""
         return RoutedLogger(self._name, {k: v for k, v in self._context.items() if k not in keys})
 
+    def is_enabled_for(self, level: int) -> bool:
+        """Whether an event at ``level`` would be emitted where events go now."""
+        if structlog.is_configured():
+            bound = structlog.get_logger(self._name)
+            check = getattr(bound, "is_enabled_for", None)
+            if check is None:  # a lazy proxy: ask the logger it builds
+                check = getattr(bound.bind(), "is_enabled_for", None)
+            return True if check is None else bool(check(level))
+        return self._stdlib.isEnabledFor(level)
+
     def _log(self, method: str, event: str, kw: dict[str, Any]) -> None:
         if structlog.is_configured():
             bound = structlog.get_logger(self._name).bind(**self._context)

@@ -39,7 +39,6 @@ CONNECT_KWARGS: frozenset[str] = frozenset(
         "origin",
         "extensions",
         "subprotocols",
-        "compression",
         "user_agent_header",
         "proxy",
         "write_limit",
@@ -101,6 +100,8 @@ OWN_OPTIONS = (
     "rtt_limit",
     "buffer_high_water",
     "coordinator",
+    "transport",
+    "compression",
 )
 """``ResilientConnection``'s own keyword options (named in the error for an unknown one)."""
 
@@ -151,9 +152,6 @@ def _check_value(key: str, value: Any) -> None:
             raise ConfigError(
                 f"subprotocols must be a list of HTTP tokens such as ['chat.v2'], got {value!r}"
             )
-    elif key == "compression":
-        if value not in (None, "deflate"):
-            raise ConfigError(f"compression must be 'deflate' or None, got {value!r}")
     elif key == "ssl":
         if not isinstance(value, (bool, ssl.SSLContext)) and value is not None:
             raise ConfigError(f"ssl must be an ssl.SSLContext, True or None, got {value!r}")

@@ -1,38 +1,46 @@
-"""The plain WebSocket adapter: dial one transport, keep it alive, notice when it dies.
+"""The websockets adapter: dial one transport, keep it alive, notice when it dies.
 
 Dialing evaluates the URL and header sources afresh (so a token provider is asked before
 every dial), checks what they returned (:mod:`.checks`: a bad value is a fatal ConfigError,
-not a retry) and hands the rest to ``websockets.asyncio.client.connect``. Redirects are
-followed as websockets does (at most 10; more is a redirect loop, fatal), except that every
-credential-looking header (``Authorization``, ``apikey``, ``X-Api-Key``, cookies...) is dropped
-on a redirect to another origin. Keepalive is ours,
-not websockets': when a ping goes unanswered for ``ping_timeout`` the transport is declared
-dead at once, instead of waiting ``close_timeout`` for a closing handshake that a dead peer
-never sends.
+not a retry) and hands the rest to the adapter in :attr:`DialOptions.adapter` (websockets'
+``connect`` by default). Redirects are followed as websockets does (at most 10; more is a
+redirect loop, fatal), except that every credential-looking header (``Authorization``,
+``apikey``, ``X-Api-Key``, cookies...) is dropped on a redirect to another origin.
+
+The transport is websockets' own ``ClientConnection``, subclassed to add what
+:class:`~resilient_conn.adapters.base.Transport` asks for (``abort``, ``is_open``): ``send``
+and ``recv`` are websockets' methods, untouched, so the message path costs nothing extra.
+Keepalive is ours, not websockets': when a ping goes unanswered for ``ping_timeout`` the
+transport is declared dead at once, instead of waiting ``close_timeout`` for a closing
+handshake that a dead peer never sends.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidURI
+from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from .._core.errors import ConfigError
 from .._core.log import is_secret_name, redact_url
+from .base import AdapterFactory, DialOptions, Transport
 from .checks import check_headers
 
 __all__ = [
+    "ADAPTER",
     "DialOptions",
     "HeadersSource",
     "UrlSource",
+    "WebsocketsAdapter",
+    "WebsocketsTransport",
     "check_ws_url",
     "dial",
     "evaluate",
@@ -87,47 +95,111 @@ def check_ws_url(url: object, param: str = "url") -> str:
     return url
 
 
-@dataclass(frozen=True, slots=True)
-class DialOptions:
-    """What ``websockets`` needs to open one transport.
+class WebsocketsTransport(ClientConnection):
+    """websockets' ``ClientConnection`` plus the two members the Transport protocol adds.
 
-    Attributes:
-        open_timeout: Dial + handshake timeout (seconds).
-        close_timeout: Closing handshake timeout (seconds).
-        max_size: Largest inbound message (bytes).
-        max_queue: Inbound frames queued before websockets stops reading.
-        extra: Other keyword arguments for ``websockets.asyncio.client.connect``.
+    Inherits ``send``, ``recv``, ``ping``, ``close``, ``wait_closed``, ``close_code``,
+    ``close_reason`` and ``subprotocol`` unchanged.
     """
 
-    open_timeout: float
-    close_timeout: float
-    max_size: int
-    max_queue: int
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    def abort(self) -> None:
+        """Drop the TCP connection at once, without a closing handshake."""
+        self.transport.abort()
+
+    @property
+    def close_exc(self) -> ConnectionClosed:
+        """How the transport ended (valid once closed).
+
+        Read from the protocol: websockets 17.0's connection has no ``close_exc`` of its own.
+        """
+        return self.protocol.close_exc
+
+    @property
+    def is_open(self) -> bool:
+        """True while the WebSocket is OPEN (no close frame sent or received yet)."""
+        return self.protocol.state is State.OPEN
 
 
-async def dial(
-    url: UrlSource, headers: HeadersSource | None, options: DialOptions
-) -> ClientConnection:
-    """Open one WebSocket transport (websockets' own keepalive off: :func:`keepalive` is ours).
+COMPRESSION_CHOICES = ("auto", "deflate", None)
+"""Accepted ``compression`` values: ``"auto"`` is the transport's default."""
+
+
+class WebsocketsAdapter:
+    """Opens :class:`WebsocketsTransport` with ``websockets.asyncio.client.connect``.
+
+    Args:
+        extra: Keyword arguments for ``connect`` (``ssl``, ``subprotocols``, ``compression``,
+            ``origin``, ``user_agent_header``, ``proxy``, ...). ``compression="auto"`` keeps
+            websockets' default, permessage-deflate.
+
+    Raises:
+        ConfigError: An argument that the adapter sets itself (``ping_interval``, ...) or an
+            unknown ``compression``.
+    """
+
+    name = "websockets"
+    _RESERVED = frozenset(
+        {"additional_headers", "open_timeout", "ping_interval", "ping_timeout", "close_timeout",
+         "max_size", "max_queue", "create_connection", "uri"}
+    )
+
+    def __init__(self, extra: Mapping[str, Any]) -> None:
+        reserved = sorted(self._RESERVED.intersection(extra))
+        if reserved:
+            raise ConfigError(
+                f"{', '.join(reserved)} cannot be passed through to websockets: use the "
+                "ResilientConnection argument of the same name (headers= for headers)"
+            )
+        kwargs = dict(extra)
+        compression = kwargs.pop("compression", "auto")
+        if compression not in COMPRESSION_CHOICES:
+            raise ConfigError(f"compression must be 'deflate', None or 'auto', got {compression!r}")
+        if compression != "auto":
+            kwargs["compression"] = compression
+        self._kwargs = kwargs
+
+    async def connect(
+        self, url: str, headers: Mapping[str, str] | None, options: DialOptions
+    ) -> WebsocketsTransport:
+        """Open one transport (websockets' own keepalive off: :func:`keepalive` is ours)."""
+        ws = await _Connect(
+            url,
+            additional_headers=headers,
+            open_timeout=options.open_timeout,
+            ping_interval=None,
+            ping_timeout=None,
+            close_timeout=options.close_timeout,
+            max_size=options.max_size,
+            max_queue=options.max_queue,
+            create_connection=WebsocketsTransport,
+            **self._kwargs,
+        )
+        assert isinstance(ws, WebsocketsTransport)
+        return ws
+
+
+ADAPTER = WebsocketsAdapter
+"""The adapter class :func:`~resilient_conn.adapters.base.get_adapter` builds for this module."""
+
+if TYPE_CHECKING:  # mypy proves the adapter and its transport satisfy the protocols
+    _FACTORY: AdapterFactory = WebsocketsAdapter
+
+_DEFAULT = WebsocketsAdapter({})
+
+
+async def dial(url: UrlSource, headers: HeadersSource | None, options: DialOptions) -> Transport:
+    """Evaluate the URL and header sources, then open one transport with ``options.adapter``.
 
     Raises:
         ConfigError: The URL source returned something that is not a ws(s) URL.
-        Exception: Whatever ``websockets`` raised (classified by the supervisor).
+        Exception: Whatever the adapter raised (classified by the supervisor).
     """
     target = check_ws_url(await evaluate(url))
     extra_headers = None if headers is None else check_headers(await evaluate(headers))
-    return await _Connect(
-        target,
-        additional_headers=extra_headers,
-        open_timeout=options.open_timeout,
-        ping_interval=None,
-        ping_timeout=None,
-        close_timeout=options.close_timeout,
-        max_size=options.max_size,
-        max_queue=options.max_queue,
-        **options.extra,
-    )
+    adapter = options.adapter
+    if adapter is None:
+        adapter = _DEFAULT if not options.extra else WebsocketsAdapter(options.extra)
+    return await adapter.connect(target, extra_headers, options)
 
 
 class _Connect(connect):
@@ -152,7 +224,7 @@ class _Connect(connect):
 
 
 async def keepalive(
-    ws: ClientConnection,
+    ws: Transport,
     interval: float,
     timeout: float,
     *,

@@ -126,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--quiet", action="store_true", help="print only the summary")
     demo.add_argument(
+        "--transport",
+        choices=("websockets", "picows"),
+        default="websockets",
+        help="transport adapter (picows needs the resilient-conn[picows] extra)",
+    )
+    demo.add_argument(
         "--json", action="store_true", help="print the summary as JSON (events go to stderr)"
     )
     demo.add_argument(
@@ -281,6 +287,7 @@ async def _demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         json=args.json,
         dashboard=args.dashboard,
         dashboard_port=args.dashboard_port,
+        transport=args.transport,
     )
     events = err if args.json else out
     color = _use_color(events)

@@ -80,6 +80,7 @@ class DemoOptions:
         json: Print the summary as JSON (event lines then go to stderr).
         dashboard: Print the live dashboard's URL (even with ``quiet``) and refresh it faster.
         dashboard_port: Port of the health/dashboard server (0 picks a free one).
+        transport: The connection's transport adapter (``"websockets"`` or ``"picows"``).
     """
 
     duration: float = 60.0
@@ -89,6 +90,7 @@ class DemoOptions:
     json: bool = False
     dashboard: bool = False
     dashboard_port: int = 0
+    transport: str = "websockets"
 
     def __post_init__(self) -> None:
         port = self.dashboard_port
@@ -291,13 +293,14 @@ class _Demo:
                 unhealthy_after=5.0,
                 on_open=self.sender.on_open,
                 on_dead_letter=self.sender.on_dead_letter,
+                transport=self.o.transport,
             )
             conn.on_state_change(self._on_state)
             conn.on_dead_letter(self._on_dead_letter)
             r.line(
                 "demo",
                 f"server {server.url} <- chaos proxy {proxy.url_for('/')} <- client "
-                f"(seed {self.seed}, {MESSAGE_RATE:g} msg/s, {o.duration:g} s)",
+                f"(seed {self.seed}, {MESSAGE_RATE:g} msg/s, {o.duration:g} s, {o.transport})",
             )
             await self._serve_health(stack, conn)
             await stack.enter_async_context(conn)

@@ -20,9 +20,9 @@ from types import TracebackType
 from typing import Protocol
 
 import anyio
-from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConcurrencyError, ConnectionClosed
 
+from ..adapters.base import Transport
 from ..coordination import REASON_RAMP, DialKind, Permit, RecoveryCoordinator
 from ..resilience.backoff import Backoff
 from ..resilience.classify import Action, Verdict
@@ -116,7 +116,7 @@ def pause(conn: Gated, sleep: float, verdict: Verdict) -> float:
     return min(sleep, max(conn.backoff.delay(0), hint))
 
 
-async def probe_round_trip(ws: ClientConnection, permit: Gate | None, timeout: float) -> None:
+async def probe_round_trip(ws: Transport, permit: Gate | None, timeout: float) -> None:
     """On a probe dial, one ping right after the handshake; its pong closes the circuit."""
     if permit is None or permit.kind is not DialKind.PROBE:
         return

@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
-from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConcurrencyError, ConnectionClosed
 
 from .._core.clock import Clock
@@ -27,6 +26,7 @@ from .._core.errors import BufferFullError, CircuitOpenError, ConnectionFailedEr
 from .._core.hooks import HookSet
 from .._core.log import redact_text
 from .._core.notify import Notifier
+from ..adapters.base import Transport
 from ..adapters.websocket import DialOptions, HeadersSource, UrlSource, dial, keepalive
 from ..coordination import RecoveryCoordinator
 from ..resilience.backoff import Backoff
@@ -86,7 +86,7 @@ class Supervising:
     _state_hooks: HookSet[StateChange]
     _state: ConnectionState
     _decisions: Decisions
-    _ws: ClientConnection | None
+    _ws: Transport | None
     _live: bool
     _last_error: BaseException | None
     _fatal: ConnectionFailedError | None
@@ -171,7 +171,7 @@ class Supervising:
         if ws is None or self._abort is not None:
             return
         self._abort = (reason, error)
-        ws.transport.abort()
+        ws.abort()
 
     async def _supervise(self) -> None:
         SUPERVISOR.set(id(self))  # inherited by on_open, keepalive and flush tasks
@@ -247,7 +247,7 @@ class Supervising:
             raise
 
     async def _run_transport(
-        self, ws: ClientConnection, lease: BreakerLease
+        self, ws: Transport, lease: BreakerLease
     ) -> tuple[Verdict, BaseException | None, bool]:
         """Serve one transport until it ends; return how it ended and if it was stable."""
         now = self._clock.now()
@@ -287,14 +287,14 @@ class Supervising:
         if abort is not None:
             kind, error = abort
             return Verdict(Action.RETRY, kind), error or ConnectionError(kind), stable
-        exc = ws.protocol.close_exc
+        exc = ws.close_exc
         return self._classify(exc), exc, stable
 
     def _take_abort(self) -> tuple[str, BaseException | None] | None:
         abort, self._abort = self._abort, None
         return abort
 
-    async def _open_and_flush(self, ws: ClientConnection) -> None:
+    async def _open_and_flush(self, ws: Transport) -> None:
         """Run on_open, flush the buffer, then let sends go straight to the transport."""
         if self._on_open is not None:
             token = ON_OPEN.set((id(self), self.generation))
@@ -321,7 +321,7 @@ class Supervising:
             await self._permit.succeeded()
         self._log.debug("resilient_conn.stable", after=self.options.stable_after)
 
-    async def _keepalive(self, ws: ClientConnection) -> None:
+    async def _keepalive(self, ws: Transport) -> None:
         opts = self.options
         await keepalive(
             ws,
@@ -342,7 +342,7 @@ class Supervising:
         self._set_state(_S.FAILED, verdict.kind, error)
         self._outbox.dead_letter_all(DeadLetterReason.FAILED, failure)
 
-    async def _close_transport(self, ws: ClientConnection) -> None:
+    async def _close_transport(self, ws: Transport) -> None:
         """Close with 1000 while discarding unread inbound frames.
 
         A consumer that stopped reading leaves frames queued; past ``max_queue`` websockets

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["DeadLetter", "DeadLetterReason", "OutboundBuffer", "Overflow", "message_size"]
 
@@ -71,6 +72,9 @@ def message_size(message: str | bytes) -> int:
     return len(message)
 
 
+_EMPTY: Any = ()  # stands in for an empty deque until the first append
+
+
 class OutboundBuffer:
     """A FIFO of pending messages bounded by count and bytes.
 
@@ -88,7 +92,9 @@ class OutboundBuffer:
             raise ValueError(f"max_bytes must be >= 1, got {max_bytes!r}")
         self.max_messages = max_messages
         self.max_bytes = max_bytes
-        self._items: deque[tuple[str | bytes, int, float]] = deque()
+        # The deque is made on the first append: a connection that never buffers (most of
+        # them, most of the time) holds an empty tuple instead of an empty deque.
+        self._items: deque[tuple[str | bytes, int, float]] = _EMPTY
         self._bytes = 0
 
     def __len__(self) -> int:
@@ -96,6 +102,12 @@ class OutboundBuffer:
 
     def __bool__(self) -> bool:
         return bool(self._items)
+
+    def _deque(self) -> deque[tuple[str | bytes, int, float]]:
+        items = self._items
+        if items is _EMPTY:
+            items = self._items = deque()
+        return items
 
     @property
     def nbytes(self) -> int:
@@ -112,12 +124,12 @@ class OutboundBuffer:
 
     def append(self, message: str | bytes, size: int, now: float) -> None:
         """Add a message at the end (the caller checked :meth:`fits` or evicted first)."""
-        self._items.append((message, size, now))
+        self._deque().append((message, size, now))
         self._bytes += size
 
     def appendleft(self, message: str | bytes, size: int, enqueued_at: float) -> None:
         """Put a message back at the front (a flush that could not send it)."""
-        self._items.appendleft((message, size, enqueued_at))
+        self._deque().appendleft((message, size, enqueued_at))
         self._bytes += size
 
     def popleft(self) -> tuple[str | bytes, int, float]:
@@ -147,6 +159,6 @@ class OutboundBuffer:
     def drain(self) -> list[tuple[str | bytes, int, float]]:
         """Remove and return everything, oldest first."""
         items = list(self._items)
-        self._items.clear()
+        self._items = _EMPTY
         self._bytes = 0
         return items

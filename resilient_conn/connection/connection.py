@@ -1,6 +1,7 @@
 """ResilientConnection: one logical WebSocket connection that survives its transports.
 
-A supervisor task owns the connection's life: it dials through websockets, watches the
+A supervisor task owns the connection's life: it dials through an adapter (websockets by
+default, picows with ``transport="picows"``), watches the
 transport (close, error, silent peer), classifies what went wrong, waits with jittered backoff
 gated by a circuit breaker, and dials again. The application keeps one object::
 
@@ -16,15 +17,14 @@ directly, and only when that transport ends does it wait for the next one.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
 
 import anyio
-from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
-from websockets.protocol import State
 
 from .._core.clock import SYSTEM_CLOCK, Clock
 from .._core.errors import (
@@ -36,6 +36,7 @@ from .._core.errors import (
 from .._core.hooks import HookSet, Unsubscribe
 from .._core.log import get_logger, redact_url
 from .._core.notify import Notifier
+from ..adapters.base import Transport, get_adapter
 from ..adapters.checks import check_connect_kwargs, check_headers
 from ..adapters.websocket import (
     DialOptions,
@@ -110,10 +111,17 @@ class ResilientConnection(Observing):
         unhealthy_after: Disconnected this long makes health UNHEALTHY (default 30 s).
         rtt_limit: A round trip slower than this makes health DEGRADED (default: no limit).
         buffer_high_water: Buffer fill ratio that makes health DEGRADED (default 0.8).
-        **connect_kwargs: Passed to ``websockets.asyncio.client.connect``: only the names in
-            :data:`~resilient_conn.adapters.checks.CONNECT_KWARGS` (``ssl``,
-            ``subprotocols``, ``compression``, ``origin``, ``proxy``...); anything else
-            (a typo, ``additional_headers``) is a ConfigError listing the accepted names.
+        transport: ``"websockets"`` (default) or ``"picows"`` (the ``resilient-conn[picows]``
+            extra: up to ~4x the messages per second when the client is the bottleneck; no
+            compression). See docs/performance.md.
+        compression: ``"deflate"`` (permessage-deflate), ``None`` (off) or ``"auto"`` (default:
+            websockets' default, deflate, on ``transport="websockets"``; off on picows, which
+            cannot compress: ``"deflate"`` there is a ``ConfigError``). Deflate costs CPU per
+            message and about 46 KB of zlib state per connection; see docs/performance.md.
+        **connect_kwargs: Passed to the transport's connect (``ssl``, ``subprotocols``,
+            ``origin``, ``user_agent_header``; on websockets, the other names in
+            :data:`~resilient_conn.adapters.checks.CONNECT_KWARGS`). Anything else (a typo,
+            ``additional_headers``) is a ConfigError listing the accepted names.
 
     Raises:
         ConfigError: A bad argument (a ``ValueError``) naming the parameter.
@@ -151,6 +159,8 @@ class ResilientConnection(Observing):
         unhealthy_after: float | None = None,
         rtt_limit: float | None = None,
         buffer_high_water: float = 0.8,
+        transport: str = "websockets",
+        compression: str | None = "auto",
         **connect_kwargs: Any,
     ) -> None:
         if callable(url):
@@ -217,12 +227,16 @@ class ResilientConnection(Observing):
         self._classify: Classifier = classify or default_classify
         self._probe = probe
         self._clock: Clock = clock or SYSTEM_CLOCK
+        connect_kwargs["compression"] = compression
+        self.transport = transport
+        """The transport adapter's name (``"websockets"`` or ``"picows"``)."""
         self._dial_options = DialOptions(
             options.open_timeout,
             options.close_timeout,
             options.max_size,
             options.max_queue,
             connect_kwargs,
+            get_adapter(transport, connect_kwargs),
         )
         self._log = get_logger(connection=self.name)
 
@@ -242,14 +256,12 @@ class ResilientConnection(Observing):
             on_change=self._wake,
             log=self._log,
         )
-        self.dead_letters = self._outbox.dead_letters
-        """The most recent dead letters (bounded by ``dead_letter_capacity``)."""
         if on_dead_letter is not None:
             self._outbox.subscribe(on_dead_letter)
         self._state_hooks: HookSet[StateChange] = HookSet("state_change", options.hook_timeout)
 
         self._state = _S.IDLE
-        self._ws: ClientConnection | None = None
+        self._ws: Transport | None = None
         self._live = False  # transport open, on_open done, buffer flushed: sends go direct
         self.generation = 0
         """Increments each time a new transport opens."""
@@ -293,6 +305,11 @@ class ResilientConnection(Observing):
     def buffered(self) -> int:
         """Messages waiting in the outbound buffer."""
         return len(self._outbox.buffer)
+
+    @property
+    def dead_letters(self) -> deque[DeadLetter]:
+        """The most recent dead letters, oldest first (bounded by ``dead_letter_capacity``)."""
+        return self._outbox.dead_letters
 
     @property
     def last_error(self) -> BaseException | None:
@@ -351,7 +368,7 @@ class ResilientConnection(Observing):
             ConnectionClosedError: The connection was closed.
         """
         async with asyncio.timeout(timeout):
-            while not (self._live and (ws := self._ws) is not None and ws.state is State.OPEN):
+            while not (self._live and (ws := self._ws) is not None and ws.is_open):
                 self._raise_if_over()
                 await self._changed.wait()
 
@@ -420,6 +437,19 @@ class ResilientConnection(Observing):
         return self
 
     async def __anext__(self) -> Message:
+        # Fast path: straight to the open transport's recv (one coroutine less per message
+        # than going through recv()); anything unusual takes the full path below.
+        ws = self._ws
+        if ws is not None and not self._closing:
+            try:
+                message = await ws.recv()
+            except ConnectionClosed:
+                pass
+            else:
+                stats = self.stats
+                stats.messages_in += 1
+                stats.bytes_in += message_size(message)
+                return message
         try:
             return await self.recv()
         except ConnectionClosedError:
@@ -453,7 +483,7 @@ class ResilientConnection(Observing):
         if self._closing or self._state is _S.CLOSED:
             raise ConnectionClosedError(f"{self.name} is closed")
 
-    async def _wait_for_transport(self, old: ClientConnection | None) -> None:
+    async def _wait_for_transport(self, old: Transport | None) -> None:
         while True:
             self._raise_if_over()
             ws = self._ws

@@ -14,12 +14,12 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
-from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from .._core.clock import Clock
 from .._core.errors import BufferFullError
 from .._core.hooks import HookSet, Unsubscribe
+from ..adapters.base import Transport
 from .buffer import DeadLetter, DeadLetterReason, OutboundBuffer, Overflow, message_size
 from .metrics import ConnectionStats
 
@@ -65,7 +65,8 @@ class Outbox:
         self.name = name
         self.buffer = OutboundBuffer(capacity, capacity_bytes)
         self.overflow = overflow
-        self.dead_letters: deque[DeadLetter] = deque(maxlen=keep)
+        self._dead: deque[DeadLetter] | None = None  # made on first use (most never need it)
+        self._keep = keep
         self.hooks: HookSet[DeadLetter] = HookSet("dead_letter", hook_timeout)
         self._clock = clock
         self._stats = stats
@@ -73,6 +74,14 @@ class Outbox:
         self._write_timeout = write_timeout
         self._on_change = on_change
         self._log = log
+
+    @property
+    def dead_letters(self) -> deque[DeadLetter]:
+        """The most recent dead letters, oldest first (at most ``keep``)."""
+        dead = self._dead
+        if dead is None:
+            dead = self._dead = deque(maxlen=self._keep)
+        return dead
 
     def subscribe(self, callback: Callable[[DeadLetter], Any]) -> Unsubscribe:
         """Call ``callback(dead_letter)`` for every message that cannot be delivered."""
@@ -132,7 +141,7 @@ class Outbox:
         self.buffer.append(message, size, self._clock.now())
         return True
 
-    async def flush(self, ws: ClientConnection) -> bool:
+    async def flush(self, ws: Transport) -> bool:
         """Write buffered messages to ``ws`` in order; False if the transport died meanwhile."""
         buf = self.buffer
         ttl = self._ttl
@@ -153,7 +162,7 @@ class Outbox:
                 except ConnectionClosed:
                     return False
                 except TimeoutError:
-                    ws.transport.abort()
+                    ws.abort()
                     return False
                 buf.popleft()
             stats.messages_out += 1

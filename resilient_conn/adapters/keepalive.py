@@ -1,0 +1,110 @@
+"""Keepalive on a loop timer: no task while the connection is idle.
+
+:func:`~resilient_conn.adapters.websocket.keepalive` is a coroutine that sleeps between pings,
+so every open connection holds a task (and its stack and cancel scope) that does nothing
+most of the time. :class:`Keepalive` holds a ``loop.call_later`` handle instead; only for the
+round trip of each ping (microseconds on a healthy link, at most ``timeout`` on a dead one)
+does a short task exist. Same contract: ``on_alive(rtt)`` after each pong, ``on_dead(reason,
+error)`` once when a pong does not come within ``timeout`` (expected to abort the transport),
+nothing when the transport closes by itself.
+
+It measures the network, so it runs on the event loop's real clock, like the coroutine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from websockets.exceptions import ConnectionClosed
+
+from .base import Transport
+
+__all__ = ["Keepalive"]
+
+
+class Keepalive:
+    """Ping ``transport`` every ``interval`` seconds from a timer; report round trips or death.
+
+    Args:
+        transport: The transport to ping.
+        interval: Seconds between the end of one round trip and the next ping (> 0).
+        timeout: Seconds to wait for a pong (> 0).
+        on_alive: Called with the round trip in seconds after each pong.
+        on_dead: Called once as ``on_dead("ping_timeout", TimeoutError)`` when a pong is late.
+
+    Call :meth:`start` from the event loop, and :meth:`stop` when the transport is done with
+    (it may be called more than once, from a callback too); :meth:`aclose` also waits for a
+    ping in flight to finish cancelling, so nothing outlives it.
+    """
+
+    __slots__ = ("_handle", "_interval", "_on_alive", "_on_dead", "_task", "_timeout", "_ws")
+
+    def __init__(
+        self,
+        transport: Transport,
+        interval: float,
+        timeout: float,
+        *,
+        on_alive: Callable[[float], None],
+        on_dead: Callable[[str, BaseException], None],
+    ) -> None:
+        if not interval > 0 or not timeout > 0:
+            raise ValueError(f"interval and timeout must be > 0, got {interval!r}, {timeout!r}")
+        self._ws = transport
+        self._interval = interval
+        self._timeout = timeout
+        self._on_alive = on_alive
+        self._on_dead = on_dead
+        self._handle: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        """True from :meth:`start` until :meth:`stop` or the transport's end."""
+        return self._handle is not None or self._task is not None
+
+    def start(self) -> None:
+        """Schedule the first ping ``interval`` seconds from now (idempotent)."""
+        if not self.running:
+            loop = asyncio.get_running_loop()
+            self._handle = loop.call_later(self._interval, self._fire)
+
+    def stop(self) -> None:
+        """Cancel the next ping and any round trip in flight."""
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            handle.cancel()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+
+    async def aclose(self) -> None:
+        """Stop, and wait until a round trip in flight has finished cancelling."""
+        task = self._task
+        self.stop()
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+
+    def _fire(self) -> None:
+        self._handle = None
+        self._task = asyncio.get_running_loop().create_task(
+            self._round_trip(), name="resilient_conn.keepalive_ping"
+        )
+
+    async def _round_trip(self) -> None:
+        try:
+            pong = await self._ws.ping()
+            async with asyncio.timeout(self._timeout):
+                rtt = await pong
+        except ConnectionClosed:
+            self._task = None
+            return
+        except TimeoutError:
+            self._task = None
+            self._on_dead("ping_timeout", TimeoutError(f"no pong within {self._timeout}s"))
+            return
+        self._task = None
+        self._on_alive(rtt)
+        if self._ws.is_open:
+            self._handle = asyncio.get_running_loop().call_later(self._interval, self._fire)
