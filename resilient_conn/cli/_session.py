@@ -6,14 +6,25 @@ Kept apart from :mod:`.commands` (the parser and the commands) so each stays sho
 from __future__ import annotations
 
 import argparse
+import contextlib
 from typing import Any
 
+import anyio
+
+from .._core.errors import ConnectionClosedError, ConnectionFailedError
 from .._core.log import redact_text
 from ..adapters.checks import is_token
 from ..connection.connection import ResilientConnection
 from ..resilience.classify import default_classify
 
-__all__ = ["describe", "dial_kwargs", "subprotocol", "undelivered"]
+__all__ = [
+    "add_subprotocol",
+    "describe",
+    "dial_kwargs",
+    "flush_before_close",
+    "subprotocol",
+    "undelivered",
+]
 
 
 def subprotocol(text: str) -> str:
@@ -21,6 +32,33 @@ def subprotocol(text: str) -> str:
     if not is_token(text):
         raise argparse.ArgumentTypeError(f"a subprotocol must be an HTTP token, got {text!r}")
     return text
+
+
+def add_subprotocol(parser: argparse.ArgumentParser) -> None:
+    """Add ``--subprotocol NAME`` (repeatable) to a command's parser."""
+    parser.add_argument(
+        "--subprotocol",
+        type=subprotocol,
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="offer this WebSocket subprotocol (repeatable, in order of preference)",
+    )
+
+
+async def flush_before_close(conn: ResilientConnection) -> None:
+    """Give lines still buffered at EOF up to ``drain_timeout`` to go out.
+
+    ``echo x | connect URL`` reaches EOF before the connection is up; the connection gets
+    that long to come up and flush the buffer before it is closed.
+    """
+    if not conn.buffered:
+        return
+    with (
+        anyio.move_on_after(conn.options.drain_timeout),
+        contextlib.suppress(ConnectionFailedError, ConnectionClosedError),
+    ):
+        await conn.wait_connected()
 
 
 def dial_kwargs(args: argparse.Namespace) -> dict[str, Any]:

@@ -41,7 +41,7 @@ from .._core.logroute import LIBRARY_LOGGER
 from ..connection.connection import ResilientConnection
 from ..connection.events import ConnectionState, StateChange
 from ..connection.report import HealthReport, HealthStatus
-from ._session import describe, dial_kwargs, subprotocol, undelivered
+from ._session import add_subprotocol, describe, dial_kwargs, flush_before_close, undelivered
 from .demo import MAX_DURATION, MIN_DURATION, DemoOptions, run_demo
 
 __all__ = ["build_parser", "main"]
@@ -200,14 +200,7 @@ def _add_headers(parser: argparse.ArgumentParser) -> None:
         metavar="'NAME: VALUE'",
         help="extra handshake header (repeatable)",
     )
-    parser.add_argument(
-        "--subprotocol",
-        type=subprotocol,
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="offer this WebSocket subprotocol (repeatable, in order of preference)",
-    )
+    add_subprotocol(parser)
 
 
 # --------------------------------------------------------------------------- logging
@@ -378,14 +371,8 @@ async def _connect(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: Te
                 except (ConnectionFailedError, ConnectionClosedError) as exc:
                     failure.append(exc)
                     break
-            if conn.buffered and not failure:
-                # EOF before the lines went out (e.g. `echo x | connect URL`): give the
-                # connection up to drain_timeout to come up and flush them.
-                with (
-                    anyio.move_on_after(conn.options.drain_timeout),
-                    contextlib.suppress(ConnectionFailedError, ConnectionClosedError),
-                ):
-                    await conn.wait_connected()
+            if not failure:
+                await flush_before_close(conn)
             if args.linger and not failure:
                 await anyio.sleep(args.linger)
         tg.cancel_scope.cancel()
