@@ -44,6 +44,7 @@ from .resilience.breaker import (
     CircuitBreaker,
 )
 from .resilience.classify import Action, Verdict, classifier, default_classify
+from .resilience.connection_breaker import connection_breaker, recovery_cap
 from .resilience.policy import PolicyMetrics, PolicyRegistry, ResiliencePolicy
 from .resilience.retry import (
     RetryMetrics,
@@ -67,6 +68,8 @@ __all__ = [
     "BreakerState",
     "BreakerTransition",
     "CircuitBreaker",
+    "connection_breaker",
+    "recovery_cap",
     "JitterStrategy",
     "PolicyMetrics",
     "PolicyRegistry",

@@ -45,6 +45,7 @@ from ..adapters.websocket import (
 from ..resilience.backoff import Backoff
 from ..resilience.breaker import BreakerLease, CircuitBreaker
 from ..resilience.classify import Classifier, default_classify
+from ..resilience.connection_breaker import connection_breaker
 from ._observe import Observing
 from ._supervisor import ON_OPEN, SUPERVISOR, Message
 from .buffer import DeadLetter
@@ -68,8 +69,11 @@ class ResilientConnection(Observing):
         url: ``ws://`` or ``wss://`` URL, or a callable (sync or async) returning one, evaluated
             before every dial.
         backoff: Delay schedule between dials (default ``Backoff()``: full jitter, 1 s to 60 s).
-        breaker: Circuit breaker gating every dial (default ``CircuitBreaker()``: opens after 5
-            failures, probes after 60 s, closes after 2 successes).
+        breaker: Circuit breaker gating every dial (default
+            :func:`~resilient_conn.connection_breaker` on ``backoff``: opens after 4 failures,
+            stays open from ``initial_delay`` growing to :func:`~resilient_conn.recovery_cap`
+            (1 s to 8 s with the default backoff), one stable probe closes it; see
+            docs/recovery.md).
         open_timeout: Dial + handshake timeout in seconds (default 10).
         ping_interval: Seconds between keepalive pings; 0 turns keepalive off (default 20).
         ping_timeout: Seconds to wait for a pong before the transport is declared dead and
@@ -153,9 +157,13 @@ class ResilientConnection(Observing):
         self.name = name or default_name
         """The connection's name in logs, hooks, health and metrics."""
         self.backoff = backoff if backoff is not None else Backoff()
-        self.breaker = breaker if breaker is not None else CircuitBreaker(name=self.name)
         if not isinstance(self.backoff, Backoff):
             raise ConfigError(f"backoff must be a Backoff, got {type(backoff).__name__}")
+        self.breaker = (
+            breaker
+            if breaker is not None
+            else connection_breaker(self.backoff, name=self.name, clock=clock)
+        )
         if not isinstance(self.breaker, CircuitBreaker):
             raise ConfigError(f"breaker must be a CircuitBreaker, got {type(breaker).__name__}")
         self.options = options = ConnectionOptions.resolve(

@@ -8,6 +8,7 @@ from __future__ import annotations
 from .backoff import JITTER_STRATEGIES, Backoff, JitterStrategy
 from .breaker import BreakerLease, BreakerMetrics, BreakerState, BreakerTransition, CircuitBreaker
 from .classify import Action, Verdict, classifier, default_classify
+from .connection_breaker import connection_breaker, recovery_cap
 from .policy import PolicyMetrics, PolicyRegistry, ResiliencePolicy
 from .retry import retry, retrying
 
@@ -26,7 +27,9 @@ __all__ = [
     "ResiliencePolicy",
     "Verdict",
     "classifier",
+    "connection_breaker",
     "default_classify",
+    "recovery_cap",
     "retry",
     "retrying",
 ]
