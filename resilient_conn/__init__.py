@@ -44,7 +44,7 @@ from .resilience.breaker import (
     CircuitBreaker,
 )
 from .resilience.classify import Action, Verdict, classifier, default_classify
-from .resilience.connection_breaker import connection_breaker, recovery_cap
+from .resilience.recovery import connection_breaker, recovery_cap
 from .resilience.policy import PolicyMetrics, PolicyRegistry, ResiliencePolicy
 from .resilience.retry import (
     RetryMetrics,

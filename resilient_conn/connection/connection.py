@@ -45,7 +45,7 @@ from ..adapters.websocket import (
 from ..resilience.backoff import Backoff
 from ..resilience.breaker import BreakerLease, CircuitBreaker
 from ..resilience.classify import Classifier, default_classify
-from ..resilience.connection_breaker import connection_breaker
+from ..resilience.recovery import connection_breaker
 from ._observe import Observing
 from ._supervisor import ON_OPEN, SUPERVISOR, Message
 from .buffer import DeadLetter
@@ -70,9 +70,9 @@ class ResilientConnection(Observing):
             before every dial.
         backoff: Delay schedule between dials (default ``Backoff()``: full jitter, 1 s to 60 s).
         breaker: Circuit breaker gating every dial (default
-            :func:`~resilient_conn.connection_breaker` on ``backoff``: opens after 4 failures,
+            :func:`~resilient_conn.connection_breaker` on ``backoff``: opens after 3 failures,
             stays open from ``initial_delay`` growing to :func:`~resilient_conn.recovery_cap`
-            (1 s to 8 s with the default backoff), one stable probe closes it; see
+            (1 s to 4 s with the default backoff), one stable probe closes it; see
             docs/recovery.md).
         open_timeout: Dial + handshake timeout in seconds (default 10).
         ping_interval: Seconds between keepalive pings; 0 turns keepalive off (default 20).

@@ -8,12 +8,12 @@ growing past a documented cap and report ``CIRCUIT_OPEN``. So :func:`connection_
 derives every number from the connection's :class:`~resilient_conn.Backoff`:
 
 ==========================  =================================================================
-failure_threshold           :data:`CONNECTION_FAILURE_THRESHOLD` = 4 consecutive failures
+failure_threshold           :data:`CONNECTION_FAILURE_THRESHOLD` = 3 consecutive failures
 first open time             ``backoff.initial_delay`` (1 s with the default backoff)
 growth                      each re-open after a failed probe multiplies the open time by
                             ``backoff.multiplier`` (x2)
 cap                         :func:`recovery_cap`: ``backoff.exponential(failure_threshold - 1)``
-                            (8 s with the default backoff): the widest backoff range the
+                            (4 s with the default backoff): the widest backoff range the
                             connection drew before the circuit opened
 success_threshold           :data:`CONNECTION_SUCCESS_THRESHOLD` = 1: a probe connection that
                             stayed up ``stable_after`` (or answered a keepalive) closes the
@@ -41,7 +41,7 @@ __all__ = [
     "recovery_cap",
 ]
 
-CONNECTION_FAILURE_THRESHOLD = 4
+CONNECTION_FAILURE_THRESHOLD = 3
 """Consecutive failed dials (or connections lost before ``stable_after``) that open a
 connection's default breaker."""
 
@@ -56,7 +56,7 @@ def recovery_cap(
 
     It is the widest range the backoff draws from before the circuit opens,
     ``backoff.exponential(failure_threshold - 1)``, and the cap on the breaker's open time.
-    With the default ``Backoff()`` (1 s, x2, 60 s) and 4 failures: 8 s.
+    With the default ``Backoff()`` (1 s, x2, 60 s) and 3 failures: 4 s.
 
     Args:
         backoff: The connection's delay schedule.
@@ -87,7 +87,7 @@ def connection_breaker(
         name: The breaker's name (the connection's).
         clock: The clock it reads (the connection's).
         failure_threshold: Consecutive failures that open it
-            (default :data:`CONNECTION_FAILURE_THRESHOLD` = 4).
+            (default :data:`CONNECTION_FAILURE_THRESHOLD` = 3).
 
     Returns:
         A new :class:`~resilient_conn.CircuitBreaker`; pass it as ``breaker=`` to share it.
