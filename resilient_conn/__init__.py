@@ -44,8 +44,8 @@ from .resilience.breaker import (
     CircuitBreaker,
 )
 from .resilience.classify import Action, Verdict, classifier, default_classify
-from .resilience.recovery import connection_breaker, recovery_cap
 from .resilience.policy import PolicyMetrics, PolicyRegistry, ResiliencePolicy
+from .resilience.recovery import connection_breaker, recovery_cap
 from .resilience.retry import (
     RetryMetrics,
     RetryState,

@@ -76,7 +76,8 @@ def recover(
     )
     decisions = Decisions(backoff)
     soon = close_code in (1001, 1012)
-    verdict = Verdict(Action.RETRY, "lost" if close_code is None else f"close_{close_code}", soon=soon)
+    kind = "lost" if close_code is None else f"close_{close_code}"
+    verdict = Verdict(Action.RETRY, kind, soon=soon)
     stable = True
     dials = 0
     longest = 0.0

@@ -8,8 +8,8 @@ from __future__ import annotations
 from .backoff import JITTER_STRATEGIES, Backoff, JitterStrategy
 from .breaker import BreakerLease, BreakerMetrics, BreakerState, BreakerTransition, CircuitBreaker
 from .classify import Action, Verdict, classifier, default_classify
-from .recovery import connection_breaker, recovery_cap
 from .policy import PolicyMetrics, PolicyRegistry, ResiliencePolicy
+from .recovery import connection_breaker, recovery_cap
 from .retry import retry, retrying
 
 __all__ = [

@@ -54,9 +54,12 @@ def recovery_cap(
 ) -> float:
     """Return the longest a connection waits to dial once its server is back (seconds).
 
-    It is the widest range the backoff draws from before the circuit opens,
-    ``backoff.exponential(failure_threshold - 1)``, and the cap on the breaker's open time.
-    With the default ``Backoff()`` (1 s, x2, 60 s) and 3 failures: 4 s.
+    It is the widest range the backoff draws from before the circuit opens (attempts 0 to
+    ``failure_threshold - 1``), and the cap on the breaker's open time. With the default
+    ``Backoff()`` (1 s, x2, 60 s, full jitter) and 3 failures: ``exponential(2)`` = 4 s.
+    ``"proportional"`` jitter may draw up to ``(1 + jitter_ratio)`` times the exponential
+    delay, and ``"decorrelated"`` up to ``initial_delay * 3 ** (attempt + 1)``; the cap
+    covers those too, and never exceeds ``max_delay``.
 
     Args:
         backoff: The connection's delay schedule.
@@ -66,7 +69,15 @@ def recovery_cap(
         ConfigError: ``failure_threshold`` is not an int >= 1.
     """
     _check_threshold(failure_threshold)
-    return backoff.exponential(failure_threshold - 1)
+    last = failure_threshold - 1
+    if backoff.jitter == "decorrelated":
+        if backoff.initial_delay == 0.0:
+            return 0.0
+        return min(backoff.max_delay, backoff.with_(multiplier=3.0).exponential(last + 1))
+    widest = backoff.exponential(last)
+    if backoff.jitter == "proportional":
+        widest *= 1.0 + backoff.jitter_ratio
+    return min(backoff.max_delay, widest)
 
 
 def connection_breaker(
