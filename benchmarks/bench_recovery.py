@@ -70,7 +70,7 @@ KINDS = ("resilient_conn", "websockets")
 
 
 def _raise_fd_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
@@ -97,12 +97,26 @@ async def serve(port: int) -> None:
 # --------------------------------------------------------------------------- client processes
 
 
+class Tally:
+    """How many clients still wait for their first message since the last mark."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.pending = count
+        self.all_back = asyncio.Event()
+
+    def mark(self) -> None:
+        self.pending = self.count
+        self.all_back = asyncio.Event()
+
+
 class Record:
-    """Dial times and first-message times of one client since the last mark."""
+    """Dial times and first-message time of one client since the last mark."""
 
-    __slots__ = ("dials", "first")
+    __slots__ = ("dials", "first", "tally")
 
-    def __init__(self) -> None:
+    def __init__(self, tally: Tally) -> None:
+        self.tally = tally
         self.dials: list[float] = []
         self.first: float | None = None
 
@@ -112,6 +126,9 @@ class Record:
     def got(self) -> None:
         if self.first is None:
             self.first = time.monotonic()
+            self.tally.pending -= 1
+            if self.tally.pending == 0:
+                self.tally.all_back.set()
 
 
 async def run_ours(url: str, rec: Record, options: dict[str, Any]) -> None:
@@ -153,7 +170,8 @@ async def clients(kind: str, url: str, count: int, backoff: str | None, coord: b
         options["backoff"] = Backoff(initial, cap)
     if coord:
         options["coordinator"] = make_coordinator()
-    records = [Record() for _ in range(count)]
+    tally = Tally(count)
+    records = [Record(tally) for _ in range(count)]
     tasks = [
         asyncio.create_task(
             run_ours(url, rec, options) if kind == "resilient_conn" else run_websockets(url, rec)
@@ -165,18 +183,17 @@ async def clients(kind: str, url: str, count: int, backoff: str | None, coord: b
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     while line := (await reader.readline()).decode().strip():
         if line == "ready?":  # every client has its first message
-            while not all(rec.first is not None for rec in records):
-                await asyncio.sleep(0.05)
+            await tally.all_back.wait()
             print("ready", flush=True)
         elif line == "mark":  # start a round: forget what came before
+            tally.mark()
             for rec in records:
                 rec.dials.clear()
                 rec.first = None
             print("marked", flush=True)
         elif line.startswith("back?"):  # wait (bounded) until every client has a message
-            deadline = time.monotonic() + float(line.split()[1])
-            while time.monotonic() < deadline and not all(r.first for r in records):
-                await asyncio.sleep(0.05)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(tally.all_back.wait(), float(line.split()[1]))
             print(json.dumps([[r.dials, r.first] for r in records]), flush=True)
     for task in tasks:
         task.cancel()
