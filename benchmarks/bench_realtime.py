@@ -337,19 +337,20 @@ async def run_outage(
 
 
 def report(result: dict[str, Any], args: argparse.Namespace) -> None:
-    print(
-        f"\nbroadcast throughput, {args.messages} messages, {args.rounds} rounds "
-        "(median, min-max, msgs/s)"
-    )
-    for name, values in result["rates"].items():
+    if args.rounds:  # --rounds 0 measures only the outage
         print(
-            f"  {name:24s} {statistics.median(values):>10,.0f}   "
-            f"({min(values):,.0f} - {max(values):,.0f})"
+            f"\nbroadcast throughput, {args.messages} messages, {args.rounds} rounds "
+            "(median, min-max, msgs/s)"
         )
-    print(f"\nserver restart -> all {args.channels} channels rejoined (median, min-max, s)")
-    for name, values in result["rejoins"].items():
-        low, high = min(values), max(values)
-        print(f"  {name:24s} {statistics.median(values):>10.3f}   ({low:.3f} - {high:.3f})")
+        for name, values in result["rates"].items():
+            print(
+                f"  {name:24s} {statistics.median(values):>10,.0f}   "
+                f"({min(values):,.0f} - {max(values):,.0f})"
+            )
+        print(f"\nserver restart -> all {args.channels} channels rejoined (median, min-max, s)")
+        for name, values in result["rejoins"].items():
+            low, high = min(values), max(values)
+            print(f"  {name:24s} {statistics.median(values):>10.3f}   ({low:.3f} - {high:.3f})")
     if result["outages"]:
         print(
             f"\nserver DOWN {args.outage:g} s (dials refused), then up -> all {args.channels} "
