@@ -124,6 +124,11 @@ async def serve(port: int) -> None:
 
 
 async def client_ours(url: str, n: int, channels: int, vsn: str, backoff: float | None) -> None:
+    import structlog
+
+    # Logs must not go to stdout: it is the pipe the parent reads (and does not drain while it
+    # waits on the server), so a chatty client would block once the pipe buffer is full.
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     sys.path.insert(0, str(ROOT))
     from resilient_conn.realtime import ChannelState, RealtimeClient
     from resilient_conn.resilience.backoff import Backoff
