@@ -68,6 +68,14 @@ class _MovedFinder(importlib.abc.MetaPathFinder):
 
 
 def install() -> None:
-    """Put the finder on ``sys.meta_path`` once."""
+    """Register the old names of modules already imported, and put the finder on the path.
+
+    Registering up front matters: the import system binds a newly loaded submodule as an
+    attribute of its package, and ``resilient_conn.retry`` must stay the function, not become
+    the module, when someone imports the old path later.
+    """
+    for old, new in MOVED.items():
+        if new in sys.modules:
+            sys.modules.setdefault(old, sys.modules[new])
     if not any(isinstance(f, _MovedFinder) for f in sys.meta_path):
         sys.meta_path.append(_MovedFinder())

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import structlog
+from .logroute import LIBRARY_LOGGER, RoutedLogger
 
 __all__ = [
     "SECRET_HEADERS",
@@ -53,8 +53,13 @@ _BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]+")
 
 
 def get_logger(**context: Any) -> Any:
-    """Return a structlog logger with ``context`` bound (e.g. ``connection="feed"``)."""
-    return structlog.get_logger("resilient_conn").bind(**context)
+    """Return the library's logger with ``context`` bound (e.g. ``connection="feed"``).
+
+    Events go through the application's structlog set-up when it has one, else to the stdlib
+    logger ``resilient_conn`` (silent until the application configures logging); see
+    :mod:`resilient_conn._core.logroute`.
+    """
+    return RoutedLogger(LIBRARY_LOGGER, context)
 
 
 def redact_url(url: str) -> str:

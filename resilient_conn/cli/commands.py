@@ -8,6 +8,8 @@ Subcommands:
   changes reported on stderr; it stays connected across faults; EOF closes gracefully.
 * ``check URL``: dial once, print the health report as JSON, exit 0 healthy, 1 degraded,
   2 unhealthy (usable as an exec probe).
+* ``dead-letters PATH``: list or replay a durable outbox's dead letters (see
+  :mod:`resilient_conn.delivery.cli`).
 
 Exit codes: 0 success, 1 failure (demo lost messages, connection failed, degraded check),
 2 bad usage or an unhealthy check, 130 interrupted.
@@ -20,6 +22,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import logging
 import math
 import os
 import sys
@@ -32,6 +35,7 @@ import anyio
 import structlog
 
 from .._core.errors import ConfigError, ConnectionClosedError, ConnectionFailedError
+from .._core.logroute import LIBRARY_LOGGER
 from ..connection.connection import ResilientConnection
 from ..connection.events import ConnectionState, StateChange
 from ..connection.report import HealthReport, HealthStatus
@@ -78,6 +82,16 @@ def _number(low: float, *, inclusive: bool) -> Any:
     return parse
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port must be in [0, 65535], got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the ``resilient-conn`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -110,6 +124,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true", help="print only the summary")
     demo.add_argument(
         "--json", action="store_true", help="print the summary as JSON (events go to stderr)"
+    )
+    demo.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="print the URL of a live dashboard of the connection and watch the faults there",
+    )
+    demo.add_argument(
+        "--dashboard-port",
+        type=_port,
+        default=0,
+        metavar="PORT",
+        help="port of the dashboard / health server on 127.0.0.1 (default: a free one)",
     )
 
     connect = sub.add_parser(
@@ -146,6 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for the connection and for the round trip (default 5)",
     )  # fmt: skip
     _add_headers(check)
+    dead_letters = sub.add_parser(
+        "dead-letters",
+        help="list or replay the dead letters of a durable outbox file",
+        add_help=False,
+    )
+    dead_letters.add_argument("args", nargs=argparse.REMAINDER, help="PATH [--json] [--replay]")
     return parser
 
 
@@ -164,21 +196,54 @@ def _add_headers(parser: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------- logging
 @contextlib.contextmanager
 def _library_logs(verbose: bool, quiet: bool, stream: TextIO) -> Iterator[None]:
-    """Keep the library's structlog events off stdout while a command runs.
+    """Keep the library's log events off stdout while a command runs.
 
-    A command owns its output (``--json`` must print JSON only), so a filter is put at the
-    front of structlog's current default processor chain (the list every logger built from it
-    shares, including loggers bound before now): warnings and errors (unless ``quiet``; and
-    info with ``verbose``) are written to ``stream`` as one line each; the rest is dropped.
-    The chain is restored afterwards.
+    A command owns its output (``--json`` must print JSON only). Warnings and errors (unless
+    ``quiet``; and info with ``verbose``) are written to ``stream`` as one line each; the rest
+    is dropped. Both routes of the library's events are covered: the stdlib logger
+    ``resilient_conn`` (structlog unconfigured) gets a handler, and a filter is put at the
+    front of structlog's current processor chain (the list every logger built from it shares).
+    Both are restored afterwards.
     """
-    chain = structlog.get_config()["processors"]
-    if not isinstance(chain, list):  # a chain we cannot extend: leave logging as configured
-        yield
-        return
     shown = set() if quiet else {"warning", "warn", "error", "critical", "exception", "fatal"}
     if verbose:
         shown |= {"warning", "warn", "error", "critical", "exception", "fatal", "info", "msg"}
+    with _stdlib_library_logs(shown, stream):  # the route while structlog is unconfigured
+        chain = structlog.get_config()["processors"]
+        if not isinstance(chain, list):  # a chain we cannot extend: leave it as configured
+            yield
+            return
+        with _structlog_library_logs(chain, shown, stream):
+            yield
+
+
+@contextlib.contextmanager
+def _stdlib_library_logs(shown: set[str], stream: TextIO) -> Iterator[None]:
+    """Send the library's stdlib log records at the ``shown`` levels to ``stream`` only."""
+    logger = logging.getLogger(LIBRARY_LOGGER)
+
+    class ToStream(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.levelname.lower() in shown:
+                stream.write(f"{record.levelname.lower()}: {record.getMessage()}\n")
+                stream.flush()
+
+    saved = (logger.level, logger.propagate)
+    handler = ToStream()
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO if "info" in shown else logging.WARNING)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+
+
+@contextlib.contextmanager
+def _structlog_library_logs(chain: list[Any], shown: set[str], stream: TextIO) -> Iterator[None]:
+    """Filter at the front of structlog's processor chain (for a configured structlog)."""
 
     def to_stream(logger: Any, method: str, event: Any) -> Any:
         if method in shown:
@@ -203,6 +268,8 @@ async def _demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         realtime=args.realtime,
         quiet=args.quiet,
         json=args.json,
+        dashboard=args.dashboard,
+        dashboard_port=args.dashboard_port,
     )
     events = err if args.json else out
     color = _use_color(events)
@@ -362,9 +429,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The process exit code (argparse exits with 2 itself on bad usage).
     """
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     out, err = sys.stdout, sys.stderr
+    parser = build_parser()
+    args = None if argv[:1] == ["dead-letters"] else parser.parse_args(argv)
+    if args is None or args.command == "dead-letters":  # its own parser: delivery/cli.py
+        from ..delivery.cli import run_dead_letters
+
+        return run_dead_letters(argv[1:] if args is None else args.args, out, err)
     try:
         # the demo prints its own line for every event the library would warn about
         with _library_logs(args.verbose, args.command == "demo", err):

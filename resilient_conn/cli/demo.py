@@ -33,11 +33,14 @@ from .._core.notify import Notifier
 from ..connection.buffer import DeadLetter
 from ..connection.connection import ResilientConnection
 from ..connection.events import ConnectionState, StateChange
+from ..health.asgi import ASGIApp, health_app, serve_health
+from ..health.dashboard import DashboardApp, DashboardConfig
 from ..health.registry import HealthRegistry
 from ..resilience.backoff import Backoff
 from ..resilience.breaker import BreakerState, BreakerTransition, CircuitBreaker
 from ..testing import ChaosProxy, ScriptedServer
 from ._demo_app import AckingSender, DemoServerState
+from ._demo_dashboard import VIEWER_WAIT, mount_dashboard, wait_for_viewer
 from ._demo_report import STATE_COLORS, DemoSummary, Reporter
 
 __all__ = ["MAX_DURATION", "MIN_DURATION", "DemoOptions", "DemoSummary", "run_demo"]
@@ -46,6 +49,8 @@ MIN_DURATION = 5.0
 """Shortest ``--duration`` the fault schedule fits in (seconds)."""
 MAX_DURATION = 3600.0
 """Longest ``--duration`` (the accounting keeps every sequence number: memory stays small)."""
+DASHBOARD_INTERVAL = 0.25
+"""Seconds between dashboard samples with ``--dashboard``."""
 MESSAGE_RATE = 20.0
 """Messages the demo client sends per second."""
 PING_INTERVAL = 0.5
@@ -73,6 +78,8 @@ class DemoOptions:
         realtime: Also run the Realtime part, when the Realtime client is available.
         quiet: Print no event lines, only the summary.
         json: Print the summary as JSON (event lines then go to stderr).
+        dashboard: Print the live dashboard's URL (even with ``quiet``) and refresh it faster.
+        dashboard_port: Port of the health/dashboard server (0 picks a free one).
     """
 
     duration: float = 60.0
@@ -80,8 +87,13 @@ class DemoOptions:
     realtime: bool = False
     quiet: bool = False
     json: bool = False
+    dashboard: bool = False
+    dashboard_port: int = 0
 
     def __post_init__(self) -> None:
+        port = self.dashboard_port
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ConfigError(f"dashboard_port must be an int in [0, 65535], got {port!r}")
         if not isinstance(self.duration, int | float) or not self.duration >= MIN_DURATION:
             raise ConfigError(
                 f"duration must be a number >= {MIN_DURATION:g}, got {self.duration!r}"
@@ -118,8 +130,11 @@ class _Watch:
 
 
 class _Demo:
-    def __init__(self, options: DemoOptions, reporter: Reporter, seed: int) -> None:
+    def __init__(
+        self, options: DemoOptions, reporter: Reporter, seed: int, out: TextIO | None = None
+    ) -> None:
         self.o = options
+        self.out = out
         self.r = reporter
         self.seed = seed
         self.watch = _Watch()
@@ -134,6 +149,7 @@ class _Demo:
         )
         self.breaker.add_listener(self._on_breaker)
         self.conn: ResilientConnection | None = None
+        self.dashboard: DashboardApp | None = None
         self._stop_sending = False
 
     # --- hooks --------------------------------------------------------------------------
@@ -290,6 +306,7 @@ class _Demo:
             except TimeoutError:
                 self.summary.problems.append("the first connection did not open within 10 s")
                 return self._finish(conn)
+            await self._wait_for_viewer()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._consume, conn)
                 if not o.quiet:
@@ -331,16 +348,30 @@ class _Demo:
             self.r.line("demo", f"{sender.unacked} messages still unacked; closing", "red")
 
     async def _serve_health(self, stack: AsyncExitStack, conn: ResilientConnection) -> None:
-        try:
-            from ..health.asgi import serve_health
-        except ImportError:  # pragma: no cover - the endpoint ships with the health work
-            self.r.line("health", "health endpoint not available in this build", "dim")
-            return
         registry = HealthRegistry(name="demo")
         registry.register("demo", conn)
-        server = await stack.enter_async_context(serve_health(registry))
+        app: ASGIApp = health_app(registry)
+        if self.o.dashboard:
+            self.dashboard = DashboardApp(registry, DashboardConfig(interval=DASHBOARD_INTERVAL))
+            app = mount_dashboard(health_app(registry, dashboard=False), self.dashboard)
+        server = await stack.enter_async_context(
+            serve_health(registry, port=self.o.dashboard_port, app=app)
+        )
         self.summary.health_url = f"{server.url}/healthz"
         self.r.line("health", f"endpoint {server.url}/healthz (also /readyz /livez /metrics)")
+        if self.o.dashboard and self.out is not None:
+            self.out.write(
+                f"dashboard: open {server.url}/dashboard to watch the faults live "
+                f"(they start once the page is open, or in {VIEWER_WAIT:g} s)\n"
+            )
+            self.out.flush()
+
+    async def _wait_for_viewer(self) -> None:
+        if self.dashboard is None:
+            return
+        seen = await wait_for_viewer(self.dashboard, VIEWER_WAIT)
+        self.r.started = time.monotonic()  # the fault schedule starts now
+        self.r.line("demo", "dashboard open: injecting faults" if seen else "no page yet; going on")
 
     async def _realtime(self) -> None:
         from ._demo_realtime import run_realtime_part
@@ -387,4 +418,4 @@ async def run_demo(
     """
     seed = options.seed if options.seed is not None else random.SystemRandom().randrange(2**31)
     reporter = Reporter(None if options.quiet else out, color=color)
-    return await _Demo(options, reporter, seed).run()
+    return await _Demo(options, reporter, seed, out).run()

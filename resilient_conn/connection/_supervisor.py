@@ -27,9 +27,11 @@ from .._core.hooks import HookSet
 from .._core.log import redact_text
 from .._core.notify import Notifier
 from ..adapters.websocket import DialOptions, HeadersSource, UrlSource, dial, keepalive
+from ..coordination import RecoveryCoordinator
 from ..resilience.backoff import Backoff
 from ..resilience.breaker import BreakerLease, CircuitBreaker
 from ..resilience.classify import Action, Classifier, Verdict
+from ._gate import Gate, gate, pause, probe_round_trip
 from .buffer import DeadLetterReason
 from .decide import Decisions
 from .events import TRANSITIONS, ConnectionState, IllegalTransition, StateChange
@@ -68,6 +70,7 @@ class Supervising:
     name: str
     backoff: Backoff
     breaker: CircuitBreaker
+    coordinator: RecoveryCoordinator | None
     options: ConnectionOptions
     stats: ConnectionStats
     generation: int
@@ -92,6 +95,7 @@ class Supervising:
     _connected_wall: float | None
     _disconnected_at: float | None
     _lease: BreakerLease | None
+    _permit: Gate | None
     _stable: bool
     _changed: Notifier
     _supervisor: asyncio.Task[None] | None
@@ -181,10 +185,16 @@ class Supervising:
     async def _dial_loop(self) -> None:
         """Admit, dial, serve, decide, pause: until a fatal error or the user closes."""
         while True:
-            lease = await self._admit()
-            verdict, error, stable = await self._dial_and_serve(lease)
-            if not stable:
-                lease.failure(error)
+            async with gate(self) as permit:  # the shared coordinator's admission, if any
+                self._permit = permit
+                try:
+                    lease = await self._admit()
+                    verdict, error, stable = await self._dial_and_serve(lease)
+                    if not stable:
+                        lease.failure(error)
+                        await permit.failed(error)
+                finally:
+                    self._permit = None
             self.stats.count_failure(verdict.kind)
             if error is not None:
                 self._last_error = error
@@ -206,7 +216,7 @@ class Supervising:
                 self.stats.circuit_opens += 1
             self._set_state(step.state, step.reason, self._last_error)
             if step.state is _S.BACKOFF or step.sleep:
-                await self._clock.sleep(step.sleep)
+                await self._clock.sleep(pause(self, step.sleep, verdict))
 
     async def _admit(self) -> BreakerLease:
         """Wait until the breaker admits a dial (no polling while it is open)."""
@@ -257,6 +267,7 @@ class Supervising:
                 if self.options.ping_interval > 0:
                     tg.start_soon(self._keepalive, ws)
                 tg.start_soon(self._stable_timer, lease)
+                tg.start_soon(probe_round_trip, ws, self._permit, self.options.ping_timeout)
                 # on_open + flush run beside the watch on the transport: if the transport dies
                 # while on_open is stuck, the supervisor still moves on.
                 tg.start_soon(self._open_and_flush, ws)
@@ -303,6 +314,8 @@ class Supervising:
         self._stable = True
         self._decisions.proved_stable()
         lease.success()
+        if self._permit is not None:
+            await self._permit.succeeded()
         self._log.debug("resilient_conn.stable", after=self.options.stable_after)
 
     async def _keepalive(self, ws: ClientConnection) -> None:

@@ -42,6 +42,7 @@ from ..adapters.websocket import (
     UrlSource,
     check_ws_url,
 )
+from ..coordination import RecoveryCoordinator
 from ..resilience.backoff import Backoff
 from ..resilience.breaker import BreakerLease, CircuitBreaker
 from ..resilience.classify import Classifier, default_classify
@@ -74,6 +75,11 @@ class ResilientConnection(Observing):
             stays open from ``initial_delay`` growing to :func:`~resilient_conn.recovery_cap`
             (1 s to 4 s with the default backoff), one stable probe closes it; see
             docs/recovery.md).
+        coordinator: A :class:`~resilient_conn.RecoveryCoordinator` shared with other
+            connections to the same upstream: one circuit, one probe and a reconnect ramp for
+            all of them (see ``docs/recovery.md``). It gates every dial; unless ``breaker`` is
+            also given, the private breaker is disabled and the backoff only paces a first
+            short jittered pause. Default ``None``.
         open_timeout: Dial + handshake timeout in seconds (default 10).
         ping_interval: Seconds between keepalive pings; 0 turns keepalive off (default 20).
         ping_timeout: Seconds to wait for a pong before the transport is declared dead and
@@ -118,6 +124,7 @@ class ResilientConnection(Observing):
         *,
         backoff: Backoff | None = None,
         breaker: CircuitBreaker | None = None,
+        coordinator: RecoveryCoordinator | None = None,
         open_timeout: float | None = None,
         ping_interval: float | None = None,
         ping_timeout: float | None = None,
@@ -166,6 +173,14 @@ class ResilientConnection(Observing):
         )
         if not isinstance(self.breaker, CircuitBreaker):
             raise ConfigError(f"breaker must be a CircuitBreaker, got {type(breaker).__name__}")
+        if coordinator is not None and not isinstance(coordinator, RecoveryCoordinator):
+            raise ConfigError(
+                f"coordinator must be a RecoveryCoordinator, got {type(coordinator).__name__}"
+            )
+        self.coordinator = coordinator
+        """The shared recovery coordinator gating every dial, or ``None``."""
+        if coordinator is not None and breaker is None:
+            self.breaker.disable()  # the shared circuit replaces the private one
         self.options = options = ConnectionOptions.resolve(
             open_timeout=open_timeout,
             ping_interval=ping_interval,
@@ -241,6 +256,7 @@ class ResilientConnection(Observing):
         self._connected_wall: float | None = None
         self._disconnected_at: float | None = None
         self._lease: BreakerLease | None = None
+        self._permit = None
         self._stable = False
         self._changed = Notifier()  # notified on every transport/state/buffer change
         self._supervisor: asyncio.Task[None] | None = None
@@ -260,6 +276,12 @@ class ResilientConnection(Observing):
     def is_connected(self) -> bool:
         """True while a transport is open."""
         return self._ws is not None
+
+    @property
+    def subprotocol(self) -> str | None:
+        """The subprotocol the server chose on the current transport (None if none or down)."""
+        ws = self._ws
+        return None if ws is None else ws.subprotocol
 
     @property
     def buffered(self) -> int:

@@ -9,6 +9,9 @@
                  |
                  v
             CIRCUIT_OPEN -> CONNECTING (probe)
+                 |
+                 v
+              BACKOFF (a shared coordinator's ramp: "waiting for reconnect ramp")
     any live state -> FAILED (fatal error; final)   any live state -> CLOSING (user closes)
 
 A transition not in :data:`TRANSITIONS` is a bug in the supervisor and raises
@@ -55,7 +58,9 @@ TRANSITIONS: dict[ConnectionState, frozenset[ConnectionState]] = {
     _S.CONNECTING: frozenset({_S.CONNECTED, _S.BACKOFF, _S.CIRCUIT_OPEN, _S.CLOSING, _S.FAILED}),
     _S.CONNECTED: frozenset({_S.BACKOFF, _S.CIRCUIT_OPEN, _S.CONNECTING, _S.CLOSING, _S.FAILED}),
     _S.BACKOFF: frozenset({_S.CONNECTING, _S.CIRCUIT_OPEN, _S.CLOSING, _S.FAILED}),
-    _S.CIRCUIT_OPEN: frozenset({_S.CONNECTING, _S.CLOSING, _S.FAILED}),
+    # CIRCUIT_OPEN -> BACKOFF: a shared coordinator's probe succeeded and this connection
+    # now waits for its slot of the reconnect ramp.
+    _S.CIRCUIT_OPEN: frozenset({_S.CONNECTING, _S.BACKOFF, _S.CLOSING, _S.FAILED}),
     _S.CLOSING: frozenset({_S.CLOSED}),
     _S.CLOSED: frozenset(),
     _S.FAILED: frozenset(),

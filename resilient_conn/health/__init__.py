@@ -9,6 +9,8 @@ from __future__ import annotations
 from ..connection.report import HealthReport, HealthStatus, evaluate
 from .alerting import Alert, AlertKind, AlertPolicy
 from .asgi import HealthServer, health_app, serve_health
+from .coordination import CoordinatorHealth, coordinator_report
+from .dashboard import DashboardApp, DashboardConfig
 from .prometheus import RegistryCollector
 from .registry import HealthRegistry
 from .reports import BreakerLike, PolicyLike, breaker_report, policy_report
@@ -18,6 +20,9 @@ __all__ = [
     "AlertKind",
     "AlertPolicy",
     "BreakerLike",
+    "CoordinatorHealth",
+    "DashboardApp",
+    "DashboardConfig",
     "HealthRegistry",
     "HealthReport",
     "HealthServer",
@@ -25,6 +30,7 @@ __all__ = [
     "PolicyLike",
     "RegistryCollector",
     "breaker_report",
+    "coordinator_report",
     "evaluate",
     "health_app",
     "policy_report",

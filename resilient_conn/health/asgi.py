@@ -7,25 +7,25 @@
   registry says ``ready_on_degraded=False``), else 503. JSON body.
 * ``/healthz`` runs ``check_all()``; 200 unless UNHEALTHY, then 503. JSON body.
 * ``/metrics`` Prometheus text format 0.0.4 from ``registry.metrics()``.
+* ``/dashboard`` the live page and its event stream (:mod:`~resilient_conn.health.dashboard`).
 
 Anything else is 404; another method on a known path is 405. The ``lifespan`` scope is
 acknowledged. Mount it in any ASGI server or framework.
 
 :func:`serve_health` runs the same app on a minimal HTTP/1.1 server (GET/HEAD only, one request
-per connection, ``Connection: close``), so a program needs no web server dependency just to be
-probed. For anything beyond probes (TLS, keep-alive, many clients) mount the app in uvicorn,
-hypercorn or your framework instead.
+per connection, ``Connection: close``; a ``more_body`` response is streamed), so a program
+needs no web server dependency just to be probed. For anything beyond probes (TLS, keep-alive,
+many clients) mount the app in uvicorn, hypercorn or your framework instead.
 """
 
 from __future__ import annotations
 
-import http
+import importlib.util
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import unquote
 
 import anyio
 import anyio.abc
@@ -35,6 +35,9 @@ from .._core.errors import ConfigError
 from .._core.log import get_logger
 from ..connection.report import HealthReport
 from ..resilience.config import check_positive, resolve
+from ._httpserver import Handler
+from ._uvicorn import uvicorn_server
+from .dashboard import DashboardApp, DashboardConfig
 from .prometheus import CONTENT_TYPE, render
 
 __all__ = ["ASGIApp", "HealthApp", "HealthServer", "HealthSource", "health_app", "serve_health"]
@@ -60,6 +63,10 @@ class HealthSource(Protocol):
         """The JSON-safe metrics dict ``/metrics`` renders."""
         ...
 
+    def health(self) -> HealthReport:
+        """The aggregate of the components' cheap reports (what ``/dashboard`` shows)."""
+        ...
+
     async def check_all(self, timeout: float | None = None) -> HealthReport:
         """Run every check; the aggregate report."""
         ...
@@ -81,15 +88,24 @@ class HealthApp:
         registry: The registry to report on.
         check_timeout: Overall timeout of the checks run by ``/readyz`` and ``/healthz``;
             None uses the registry's own.
+        dashboard: Serve the live dashboard under ``/dashboard`` (True: default settings; a
+            ``DashboardConfig``: those settings; False: not at all, 404).
     """
 
-    __slots__ = ("_registry", "_timeout")
+    __slots__ = ("_dashboard", "_registry", "_timeout")
 
-    def __init__(self, registry: HealthSource, *, check_timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        registry: HealthSource,
+        *,
+        check_timeout: float | None = None,
+        dashboard: bool | DashboardConfig = True,
+    ) -> None:
         self._registry = registry
         self._timeout = (
             None if check_timeout is None else check_positive(check_timeout, "check_timeout")
         )
+        self._dashboard = DashboardApp.option(registry, dashboard)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI connection (``http``, ``lifespan``; ``websocket`` is refused)."""
@@ -97,20 +113,23 @@ class HealthApp:
         if kind == "lifespan":
             await _lifespan(receive, send)
         elif kind == "http":
-            await self._http(scope, send)
+            await self._http(scope, receive, send)
         elif kind == "websocket":
             await receive()  # websocket.connect
             await send({"type": "websocket.close", "code": 1008, "reason": "not a websocket"})
         else:
             raise ValueError(f"unsupported ASGI scope type {kind!r}")
 
-    async def _http(self, scope: Scope, send: Send) -> None:
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = str(scope.get("path", "/"))
         root = str(scope.get("root_path", ""))
         if root and path.startswith(root):
             path = path[len(root) :] or "/"
         method = str(scope.get("method", "GET")).upper()
         head = method == "HEAD"
+        if self._dashboard is not None and (path == "/dashboard" or path.startswith("/dashboard/")):
+            await self._dashboard.serve(path[len("/dashboard") :], scope, receive, send)
+            return
         if path not in _ROUTES:
             await _respond(send, 404, _JSON, _dump({"error": "not found", "path": path}), head)
             return
@@ -136,9 +155,14 @@ class HealthApp:
             await _respond(send, 200 if ok else 503, _JSON, _dump(data), head)
 
 
-def health_app(registry: HealthSource, *, check_timeout: float | None = None) -> HealthApp:
-    """Return the ASGI 3 app serving ``registry`` (see the module docstring for the routes)."""
-    return HealthApp(registry, check_timeout=check_timeout)
+def health_app(
+    registry: HealthSource,
+    *,
+    check_timeout: float | None = None,
+    dashboard: bool | DashboardConfig = True,
+) -> HealthApp:
+    """Return the ASGI 3 app serving ``registry`` (routes: module docstring; args: HealthApp)."""
+    return HealthApp(registry, check_timeout=check_timeout, dashboard=dashboard)
 
 
 def _dump(data: object) -> bytes:
@@ -175,11 +199,6 @@ async def _lifespan(receive: Receive, send: Send) -> None:
 
 # --- the tiny server --------------------------------------------------------------------------
 
-_MAX_HEAD = 16 * 1024
-_MAX_BODY = 16 * 1024 * 1024
-_LINGER_SECONDS = 1.0
-
-
 @dataclass(frozen=True, slots=True)
 class HealthServer:
     """Where :func:`serve_health` listens.
@@ -208,6 +227,7 @@ async def serve_health(
     read_timeout: float = 10.0,
     max_connections: int = 64,
     app: ASGIApp | None = None,
+    server: str = "builtin",
 ) -> AsyncIterator[HealthServer]:
     """Serve the registry's health app over HTTP/1.1 while the ``async with`` block runs.
 
@@ -222,16 +242,25 @@ async def serve_health(
         host: Address to bind; loopback by default (bind ``0.0.0.0`` for a pod probe).
         port: TCP port; 0 picks a free one (see ``HealthServer.port``).
         check_timeout: Passed to :func:`health_app`; None uses the registry's own.
-        read_timeout: Seconds a client has to send its request head.
-        max_connections: Requests handled at once; more get an immediate 503.
+        read_timeout: Seconds a client has for its whole request head (slow clients are cut).
+        max_connections: Connections held at once. Past it, the oldest connection that has not
+            sent a complete request yet (else the oldest streaming response) is dropped to
+            admit the new one, so idle, trickling or dashboard connections never starve a
+            probe; 503 only when all are busy being answered.
         app: Serve this ASGI app instead of ``health_app(registry)``.
+        server: ``"builtin"`` (default): the small HTTP/1.1 server here, hardened for probes
+            (``read_timeout`` and ``max_connections`` apply). ``"uvicorn"``: run the app in
+            uvicorn inside this event loop (keep-alive, a full HTTP parser; it neither bounds
+            connections nor times out a slow request head, and ignores ``read_timeout`` and
+            ``max_connections``). ``"auto"``: uvicorn when installed, else built-in.
 
     Yields:
         The bound :class:`HealthServer`. Leaving the block stops the server and every
         connection task.
 
     Raises:
-        ConfigError: A bad ``port``, ``read_timeout`` or ``max_connections``.
+        ConfigError: A bad ``port``, ``read_timeout``, ``max_connections`` or ``server``
+            (or ``"uvicorn"`` without uvicorn installed).
     """
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ConfigError(f"port must be an int in [0, 65535], got {port!r}")
@@ -244,175 +273,36 @@ async def serve_health(
         raise ConfigError(f"max_connections must be an int >= 1, got {max_connections!r}")
     if check_timeout is not None:
         resolve("check_timeout", check_timeout, param="check_timeout")
-    handler = _Handler(
+    if server not in ("builtin", "uvicorn", "auto"):
+        raise ConfigError(f"server must be 'builtin', 'uvicorn' or 'auto', got {server!r}")
+    if server == "auto":
+        server = "uvicorn" if importlib.util.find_spec("uvicorn") is not None else "builtin"
+    if server == "uvicorn":
+        asgi = app or health_app(registry, check_timeout=check_timeout)
+        async with uvicorn_server(asgi, host, port) as (bound_host, bound_port):
+            where = HealthServer(bound_host, bound_port)
+            _log.info("resilient_conn.health_server_started", url=where.url, server="uvicorn")
+            try:
+                yield where
+            finally:
+                _log.info("resilient_conn.health_server_stopped", url=where.url)
+        return
+    handler = Handler(
         app or health_app(registry, check_timeout=check_timeout), read_timeout, max_connections
     )
     listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
     error: Exception | None = None
     async with listener, anyio.create_task_group() as tg:
         bound = listener.extra(SocketAttribute.local_address)
-        server = HealthServer(str(bound[0]), int(bound[1]))
+        where = HealthServer(str(bound[0]), int(bound[1]))
         tg.start_soon(listener.serve, handler, tg)
-        _log.info("resilient_conn.health_server_started", url=server.url)
+        _log.info("resilient_conn.health_server_started", url=where.url)
         try:
-            yield server
+            yield where
         except Exception as exc:  # re-raised below as is, not wrapped in an ExceptionGroup
             error = exc
         finally:
             tg.cancel_scope.cancel()
-            _log.info("resilient_conn.health_server_stopped", url=server.url)
+            _log.info("resilient_conn.health_server_stopped", url=where.url)
     if error is not None:
         raise error
-
-
-class _Handler:
-    __slots__ = ("_active", "_app", "_max", "_read_timeout")
-
-    def __init__(self, app: ASGIApp, read_timeout: float, max_connections: int) -> None:
-        self._app = app
-        self._read_timeout = read_timeout
-        self._max = max_connections
-        self._active = 0
-
-    async def __call__(self, stream: anyio.abc.SocketStream) -> None:
-        try:
-            async with stream:
-                if self._active >= self._max:
-                    await _write_plain(stream, 503, b"busy\n")
-                    return
-                self._active += 1
-                try:
-                    await self._serve(stream)
-                    await _linger(stream)
-                finally:
-                    self._active -= 1
-        except Exception as exc:  # a client hanging up, a broken app: never kill the server
-            _log.debug("resilient_conn.health_server_error", error=repr(exc))
-
-    async def _serve(self, stream: anyio.abc.SocketStream) -> None:
-        with anyio.move_on_after(self._read_timeout):
-            head = await _read_head(stream)
-        if head is None:
-            return
-        if isinstance(head, int):
-            await _write_plain(stream, head, http.HTTPStatus(head).phrase.encode() + b"\n")
-            return
-        method, target, headers = head
-        raw_path, _, query = target.partition("?")
-        local = stream.extra(SocketAttribute.local_address)
-        remote = stream.extra(SocketAttribute.remote_address)
-        scope: Scope = {
-            "type": "http",
-            "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": "1.1",
-            "method": method,
-            "scheme": "http",
-            "path": unquote(raw_path),
-            "raw_path": raw_path.encode("latin-1"),
-            "query_string": query.encode("latin-1"),
-            "root_path": "",
-            "headers": headers,
-            "client": (str(remote[0]), int(remote[1])) if isinstance(remote, tuple) else None,
-            "server": (str(local[0]), int(local[1])) if isinstance(local, tuple) else None,
-        }
-        response = _Response()
-        try:
-            await self._app(scope, response.receive, response.send)
-        except Exception as exc:
-            _log.warning("resilient_conn.health_app_error", error=repr(exc))
-            if response.status is None:
-                await _write_plain(stream, 500, b"internal error\n")
-                return
-        if response.status is None:
-            await _write_plain(stream, 500, b"no response\n")
-            return
-        await stream.send(_encode(response.status, response.headers, bytes(response.body), method))
-
-
-class _Response:
-    """Collects what the ASGI app sends, bounded in size."""
-
-    __slots__ = ("body", "headers", "received", "status")
-
-    def __init__(self) -> None:
-        self.status: int | None = None
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.body = bytearray()
-        self.received = False
-
-    async def receive(self) -> Message:
-        if self.received:
-            return {"type": "http.disconnect"}
-        self.received = True
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
-            self.status = int(message["status"])
-            self.headers = [(bytes(k), bytes(v)) for k, v in message.get("headers", [])]
-        elif message["type"] == "http.response.body":
-            chunk = bytes(message.get("body", b""))
-            if len(self.body) + len(chunk) > _MAX_BODY:
-                raise ValueError("response body too large")
-            self.body += chunk
-
-
-async def _read_head(
-    stream: anyio.abc.SocketStream,
-) -> tuple[str, str, list[tuple[bytes, bytes]]] | int | None:
-    """Read and parse the request head; an int is an HTTP error status, None a gone client."""
-    buf = bytearray()
-    while b"\r\n\r\n" not in buf:
-        if len(buf) > _MAX_HEAD:
-            return 431
-        try:
-            buf += await stream.receive()
-        except (anyio.EndOfStream, anyio.BrokenResourceError):
-            return None
-    lines = bytes(buf).split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/1.") or not parts[1].startswith("/"):
-        return 400
-    headers: list[tuple[bytes, bytes]] = []
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if not sep or not name.strip():
-            return 400
-        headers.append((name.strip().lower().encode("latin-1"), value.strip().encode("latin-1")))
-    return parts[0].upper(), parts[1], headers
-
-
-def _encode(status: int, headers: list[tuple[bytes, bytes]], body: bytes, method: str) -> bytes:
-    try:
-        phrase = http.HTTPStatus(status).phrase
-    except ValueError:
-        phrase = ""
-    out = [f"HTTP/1.1 {status} {phrase}".encode("latin-1")]
-    names = {k.lower() for k, _ in headers}
-    kept = [(k, v) for k, v in headers if k.lower() != b"connection"]
-    if b"content-length" not in names and method != "HEAD":
-        kept.append((b"content-length", str(len(body)).encode()))
-    kept.append((b"connection", b"close"))
-    out.extend(k + b": " + v for k, v in kept)
-    return b"\r\n".join(out) + b"\r\n\r\n" + (b"" if method == "HEAD" else body)
-
-
-async def _linger(stream: anyio.abc.SocketStream) -> None:
-    """Half-close, then discard what the client still sends (bounded, briefly).
-
-    Closing a socket with unread input resets the connection, which can destroy the response
-    before the client reads it (a 405 to a POST with a body, a 431 to a huge head).
-    """
-    await stream.send_eof()
-    discarded = 0
-    with anyio.move_on_after(_LINGER_SECONDS):
-        while discarded < _MAX_HEAD * 4:
-            try:
-                discarded += len(await stream.receive())
-            except (anyio.EndOfStream, anyio.BrokenResourceError):
-                return
-
-
-async def _write_plain(stream: anyio.abc.SocketStream, status: int, body: bytes) -> None:
-    headers = [(b"content-type", b"text/plain; charset=utf-8")]
-    await stream.send(_encode(status, headers, body, "GET"))

@@ -1,9 +1,11 @@
 """Metrics of a ``HealthRegistry``: a JSON-safe dict, and the Prometheus text format.
 
 ``HealthRegistry.metrics()`` returns a plain dict (see ``docs/health.md``);
-:func:`render` turns that dict into the Prometheus text exposition format 0.0.4 (written here,
-no dependency). :class:`RegistryCollector` plugs a registry into ``prometheus_client`` for
-programs that already run it (optional extra ``resilient-conn[prometheus]``).
+:func:`render` turns that dict into the Prometheus text exposition format 0.0.4. When
+``prometheus_client`` is installed (extra ``resilient-conn[prometheus]``) it writes the text
+(format, escaping, ``# HELP``/``# TYPE``: a well-kept library's job); without it a small
+writer here does, so probing needs no dependency. :class:`RegistryCollector` plugs a registry
+into a ``prometheus_client`` registry for programs that already run one.
 
 Every metric is prefixed ``resilient_conn_`` and labelled ``component`` with the name the
 component was registered under.
@@ -103,29 +105,49 @@ def component_metrics(kind: str, source: object, report: HealthReport) -> dict[s
     return out
 
 
+_Sample = tuple[dict[str, str], "int | float"]
+
+
 class _Writer:
-    """Accumulates metric families and writes them in the text format, one family at a time."""
+    """Accumulates metric families (structured), then writes them as text or client metrics."""
 
     def __init__(self) -> None:
-        self._families: dict[str, tuple[str, str, list[str]]] = {}
+        self._families: dict[str, tuple[str, str, list[_Sample]]] = {}
 
     def add(
         self, name: str, kind: str, help_text: str, labels: Mapping[str, str], value: object
     ) -> None:
-        number = _number(value)
-        if number is None:
+        if isinstance(value, bool):
+            value = int(value)
+        if not isinstance(value, (int, float)):
             return
         family = self._families.setdefault(name, (kind, help_text, []))
-        pairs = ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels.items())
-        family[2].append(f"{name}{{{pairs}}} {number}" if pairs else f"{name} {number}")
+        family[2].append((dict(labels), value))
 
     def text(self) -> str:
+        """The exposition text, written here (the zero-dependency path)."""
         lines: list[str] = []
         for name, (kind, help_text, samples) in self._families.items():
             lines.append(f"# HELP {name} {_escape_help(help_text)}")
             lines.append(f"# TYPE {name} {kind}")
-            lines.extend(samples)
+            for labels, value in samples:
+                pairs = ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels.items())
+                number = _number(value)
+                lines.append(f"{name}{{{pairs}}} {number}" if pairs else f"{name} {number}")
         return "\n".join(lines) + "\n" if lines else ""
+
+    def client_metrics(self) -> list[Any]:
+        """The families as ``prometheus_client`` metrics (needs ``prometheus_client``)."""
+        from prometheus_client.metrics_core import Metric
+
+        out = []
+        for name, (kind, help_text, samples) in self._families.items():
+            family = name.removesuffix("_total") if kind == "counter" else name
+            metric = Metric(family, help_text, kind)  # the client writes a counter's "_total"
+            for labels, value in samples:
+                metric.add_sample(name, labels, float(value))
+            out.append(metric)
+        return out
 
 
 def _number(value: object) -> str | None:
@@ -153,15 +175,51 @@ def _escape_help(text: str) -> str:
 _P = "resilient_conn_"
 
 
-def render(metrics: Mapping[str, Any]) -> str:
+def render(metrics: Mapping[str, Any], *, use_client: bool | None = None) -> str:
     """Render ``HealthRegistry.metrics()`` as Prometheus text exposition format 0.0.4.
 
     Args:
         metrics: The dict returned by ``HealthRegistry.metrics()``.
+        use_client: Write the text with ``prometheus_client`` (True), with the built-in writer
+            (False), or with ``prometheus_client`` when it is installed (None, the default).
 
     Returns:
         The exposition text (``Content-Type`` :data:`CONTENT_TYPE`).
     """
+    w = _families(metrics)
+    if use_client is None:
+        use_client = _client_installed()
+    if not use_client:
+        return w.text()
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Fixed(w.client_metrics()))
+    return generate_latest(registry).decode()
+
+
+def _client_installed() -> bool:
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class _Fixed:
+    """A ``prometheus_client`` collector yielding metrics built once."""
+
+    def __init__(self, metrics: list[Any]) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        yield from self._metrics
+
+
+def _families(metrics: Mapping[str, Any]) -> _Writer:
     w = _Writer()
     registry = str(metrics.get("name", ""))
     aggregate = metrics.get("status")
@@ -189,7 +247,7 @@ def render(metrics: Mapping[str, Any]) -> str:
             _breaker(w, name, breaker)
         if isinstance(policy := comp.get("policy"), Mapping):
             _policy(w, name, policy)
-    return w.text()
+    return w
 
 
 def _connection(w: _Writer, name: str, snap: Mapping[str, Any]) -> None:
@@ -366,6 +424,4 @@ class RegistryCollector:
 
     def collect(self) -> Iterator[Any]:
         """Yield ``prometheus_client`` metric families for the registry's current metrics."""
-        from prometheus_client.parser import text_string_to_metric_families
-
-        yield from text_string_to_metric_families(render(self._registry.metrics()))
+        yield from _families(self._registry.metrics()).client_metrics()

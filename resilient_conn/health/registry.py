@@ -25,6 +25,7 @@ from .._core.log import get_logger, redact_text
 from ..connection.report import HealthReport, HealthStatus
 from ..resilience.config import check_positive, resolve
 from .asgi import ASGIApp, health_app
+from .dashboard import DashboardConfig
 from .prometheus import component_metrics
 from .reports import BreakerLike, PolicyLike, breaker_report, policy_report
 
@@ -153,6 +154,14 @@ class HealthRegistry:
             raise ConfigError(f"name {name!r} is already registered")
         self._entries[name] = _adapt(name, component, critical)
 
+    def component(self, name: str) -> object:
+        """Return the object registered as ``name`` (the dashboard hooks its state changes).
+
+        Raises:
+            KeyError: Nothing is registered under ``name``.
+        """
+        return self._entries[name].source
+
     def unregister(self, name: str) -> None:
         """Remove the component registered as ``name``.
 
@@ -207,9 +216,14 @@ class HealthRegistry:
             },
         }
 
-    def asgi_app(self, *, check_timeout: float | None = None) -> ASGIApp:
-        """Return the ASGI 3 app serving ``/livez``, ``/readyz``, ``/healthz``, ``/metrics``."""
-        return health_app(self, check_timeout=check_timeout)
+    def asgi_app(
+        self, *, check_timeout: float | None = None, dashboard: bool | DashboardConfig = True
+    ) -> ASGIApp:
+        """Return the ASGI 3 app serving ``/livez``, ``/readyz``, ``/healthz``, ``/metrics``.
+
+        ``dashboard`` (see :func:`~resilient_conn.health_app`): False turns ``/dashboard`` off.
+        """
+        return health_app(self, check_timeout=check_timeout, dashboard=dashboard)
 
     async def _run_check(
         self, entry: _Entry, limit: float, results: dict[str, HealthReport]

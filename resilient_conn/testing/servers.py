@@ -12,20 +12,19 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from http import HTTPStatus
 from types import TracebackType
 from typing import Any, Literal, overload
 
 import anyio
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.typing import Data
 
 from ._net import LOOPBACK, Notifier, check_loopback, check_port
+from ._records import ConnectionRecord, RejectionRecord, Rule
 
 __all__ = [
     "DEFAULT_HISTORY",
@@ -38,63 +37,6 @@ __all__ = [
 
 DEFAULT_HISTORY = 10_000
 """How many messages, connections and rejections a server keeps (the oldest go first)."""
-
-
-@dataclass(slots=True)
-class ConnectionRecord:
-    """One accepted WebSocket connection, as the server saw it (updated until it closes).
-
-    Attributes:
-        id: 1, 2, 3... in order of acceptance (stable across restarts).
-        path: Request path, with the query string.
-        request_headers: The client's handshake headers.
-        remote: The client's ``(host, port)``.
-        opened_at: ``time.monotonic()`` when the handshake completed.
-        closed_at: ``time.monotonic()`` when the connection closed, or None while open.
-        close_code: Close code of the connection once closed (the client's, or 1006 when the
-            TCP connection was lost without a closing handshake).
-        close_reason: Close reason once closed.
-        messages_received: Messages the server received on this connection.
-    """
-
-    id: int
-    path: str
-    request_headers: Headers
-    remote: tuple[str, int] | None
-    opened_at: float
-    closed_at: float | None = None
-    close_code: int | None = None
-    close_reason: str | None = None
-    messages_received: int = 0
-
-    @property
-    def open(self) -> bool:
-        """Whether the connection is still open."""
-        return self.closed_at is None
-
-
-@dataclass(frozen=True, slots=True)
-class RejectionRecord:
-    """A handshake the server refused with an HTTP response.
-
-    Attributes:
-        path: Request path.
-        request_headers: The client's handshake headers.
-        status: HTTP status sent.
-        at: ``time.monotonic()`` when it was sent.
-    """
-
-    path: str
-    request_headers: Headers
-    status: int
-    at: float
-
-
-@dataclass(frozen=True, slots=True)
-class _Rule:
-    status: int
-    headers: tuple[tuple[str, str], ...]
-    body: str
 
 
 Handler = Callable[[ServerConnection, "ScriptedServer"], Awaitable[None]]
@@ -203,8 +145,8 @@ class ScriptedServer:
         """Handshakes rejected in total."""
         self.closed_count = 0
         """Accepted connections that have closed, in total."""
-        self._next_rules: deque[_Rule] = deque()
-        self._always_rule: _Rule | None = None
+        self._next_rules: deque[Rule] = deque()
+        self._always_rule: Rule | None = None
         self._stalled = False
         self._stalled_handshakes = 0
         self._changed = Notifier()
@@ -308,14 +250,14 @@ class ScriptedServer:
 
         Queued after earlier ``reject_next`` calls; takes precedence over ``reject``.
         """
-        rule = self._rule(status, headers, body)
+        rule = Rule.make(status, headers, body)
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ValueError(f"count must be an int >= 1, got {count!r}")
         self._next_rules.extend([rule] * count)
 
     def reject(self, status: int, headers: Mapping[str, str] | None = None, body: str = "") -> None:
         """Reject every handshake with ``status``, ``headers`` and ``body`` until ``accept()``."""
-        self._always_rule = self._rule(status, headers, body)
+        self._always_rule = Rule.make(status, headers, body)
 
     def stall(self) -> None:
         """Accept TCP connections but never answer their handshake, until ``accept()``.
@@ -441,14 +383,6 @@ class ScriptedServer:
 
     # --- internals ------------------------------------------------------------------------
 
-    @staticmethod
-    def _rule(status: int, headers: Mapping[str, str] | None, body: str) -> _Rule:
-        if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
-            raise ValueError(f"status must be an HTTP status code (100-599), got {status!r}")
-        if status == HTTPStatus.SWITCHING_PROTOCOLS:
-            raise ValueError("status must not be 101: that would accept the handshake")
-        return _Rule(status, tuple((headers or {}).items()), body)
-
     def _record_message(self, record: ConnectionRecord, message: Data) -> None:
         self._messages.append(message)
         self.message_count += 1
@@ -469,9 +403,7 @@ class ScriptedServer:
         rule = self._next_rules.popleft() if self._next_rules else self._always_rule
         if rule is None:
             return None
-        response = conn.respond(rule.status, rule.body)
-        for name, value in rule.headers:
-            response.headers[name] = value
+        response = rule.respond(conn)
         self._rejections.append(
             RejectionRecord(request.path, request.headers, rule.status, time.monotonic())
         )

@@ -1,0 +1,132 @@
+"""The dial gate: a connection's optional :class:`~resilient_conn.RecoveryCoordinator`.
+
+Without a coordinator the gate is a no-op permit. With one, every dial of the supervisor goes
+through ``coordinator.permit(name)``:
+
+* the wait for admission shows as a state change: ``CIRCUIT_OPEN`` with the reason
+  ``"circuit open, waiting for the probe time"`` or ``"circuit open, probe held by another
+  connection"``, ``BACKOFF`` with ``"waiting for reconnect ramp"``;
+* a failed dial, or a transport that ends before ``stable_after``, is ``permit.failed()``; a
+  transport that stays up ``stable_after`` is ``permit.succeeded()``;
+* a probe dial sends one ping right after the handshake and its pong is
+  ``permit.succeeded(stable=False)``, which closes the shared circuit and starts the ramp;
+* the connection's own backoff no longer paces redials (the shared circuit does): a pause
+  after a failure is at most the schedule's first step, or a server's ``Retry-After`` hint.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Protocol
+
+import anyio
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConcurrencyError, ConnectionClosed
+
+from ..coordination import REASON_RAMP, DialKind, Permit, RecoveryCoordinator
+from ..resilience.backoff import Backoff
+from ..resilience.classify import Action, Verdict
+from .events import ConnectionState
+from .metrics import ConnectionStats
+
+__all__ = ["Gate", "Gated", "NoPermit", "gate", "pause", "probe_round_trip"]
+
+
+class Gated(Protocol):
+    """What the gate uses of the supervisor (a protocol, so the two do not import each other)."""
+
+    name: str
+    backoff: Backoff
+    coordinator: RecoveryCoordinator | None
+    stats: ConnectionStats
+    _state: ConnectionState
+
+    def _set_state(
+        self, new: ConnectionState, reason: str, error: BaseException | None = None
+    ) -> None: ...
+
+
+class Gate(Protocol):
+    """What the supervisor uses of a permit (a coordinator's, or the no-op one)."""
+
+    kind: DialKind | None
+
+    async def succeeded(self, *, stable: bool = True) -> None:
+        """Report a round trip (``stable=False``) or a connection that proved stable."""
+        ...
+
+    async def failed(self, error: BaseException | None = None) -> None:
+        """Report a failed dial or a connection lost before ``stable_after``."""
+        ...
+
+
+class NoPermit:
+    """The gate of a connection without a coordinator: admits at once, records nothing."""
+
+    kind: DialKind | None = None
+
+    async def __aenter__(self) -> NoPermit:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+    async def succeeded(self, *, stable: bool = True) -> None:
+        """Nothing to record."""
+
+    async def failed(self, error: BaseException | None = None) -> None:
+        """Nothing to record."""
+
+
+_NO_PERMIT = NoPermit()
+
+
+def gate(conn: Gated) -> Permit | NoPermit:
+    """Return the permit (an async context manager) for ``conn``'s next dial."""
+    coordinator = conn.coordinator
+    if coordinator is None:
+        return _NO_PERMIT
+
+    def on_wait(reason: str, seconds: float) -> None:
+        state = conn._state
+        if state.is_final or state is ConnectionState.CLOSING:
+            return  # closing: the wait is about to be cancelled
+        if state is ConnectionState.IDLE:  # first dial: the connect phase has begun
+            conn._set_state(ConnectionState.CONNECTING, "dialing")
+        if reason == REASON_RAMP:
+            conn._set_state(ConnectionState.BACKOFF, reason)
+            return
+        if conn._state is not ConnectionState.CIRCUIT_OPEN:
+            conn.stats.circuit_opens += 1
+        conn._set_state(ConnectionState.CIRCUIT_OPEN, reason)
+
+    return coordinator.permit(conn.name, on_wait=on_wait)
+
+
+def pause(conn: Gated, sleep: float, verdict: Verdict) -> float:
+    """The pause after a failure: with a coordinator, only a short jitter or a server's hint."""
+    if conn.coordinator is None:
+        return sleep
+    hint = verdict.delay if verdict.action is Action.RETRY_AFTER else 0.0
+    return min(sleep, max(conn.backoff.delay(0), hint))
+
+
+async def probe_round_trip(ws: ClientConnection, permit: Gate | None, timeout: float) -> None:
+    """On a probe dial, one ping right after the handshake; its pong closes the circuit."""
+    if permit is None or permit.kind is not DialKind.PROBE:
+        return
+    answered = False
+    try:
+        with anyio.move_on_after(timeout):
+            pong = await ws.ping()
+            await pong
+            answered = True
+    except (ConnectionClosed, ConcurrencyError):
+        return  # the transport died first: the supervisor reports that as the outcome
+    if answered:
+        await permit.succeeded(stable=False)
