@@ -10,8 +10,9 @@ server:
 * delay from the server's return (it is listening again) to each client's first message:
   median and max, and the all-back time (the last client's first message, after the return);
 * dials during the outage (every client together) and per client (median);
-* peak and mean dials per 100 ms from the return until every client is back (a stampede has
-  a high peak/mean ratio; a ramp is flat);
+* peak and mean dials per 100 ms in the wave of redials after the return, from its first dial
+  until every client is back (a stampede has a high peak/mean ratio; a ramp is flat; a
+  coordinator's wait for its probe before the wave does not count);
 * clients not back within ``--wait`` seconds of the return.
 
 Dials are counted in the clients: ResilientConnection's URL is a callable evaluated before
@@ -21,8 +22,9 @@ Between rounds the run waits ``--settle`` seconds (longer than ``stable_after``,
 round starts from stable connections. Library defaults throughout (``--backoff`` to change
 ResilientConnection's).
 
-``--coordinator``: the ResilientConnections of each client process share one recovery
-coordinator (``resilient_conn.coordination``; an error if this checkout does not have it).
+``--coordinator``: the ResilientConnections of each client process share one
+``RecoveryCoordinator`` (default settings, in-process store; so ``--procs`` coordinators in
+all); an error if this checkout has no ``resilient_conn.coordination``.
 
 Run (default: 1,000 clients in 2 processes per library, 3 rounds, full-length outages)::
 
@@ -201,16 +203,12 @@ async def clients(kind: str, url: str, count: int, backoff: str | None, coord: b
 
 
 def make_coordinator() -> Any:
-    """One coordinator for this process's connections (the coordination module's API)."""
+    """One RecoveryCoordinator (default settings) for this process's connections."""
     if not HAVE_COORDINATION:
         raise SystemExit("--coordinator: resilient_conn.coordination is not in this checkout")
-    import resilient_conn.coordination as coordination
+    from resilient_conn.coordination import RecoveryCoordinator
 
-    for name in ("RecoveryCoordinator", "LocalCoordinator", "Coordinator"):
-        factory = getattr(coordination, name, None)
-        if factory is not None:
-            return factory()
-    raise SystemExit(f"--coordinator: no coordinator class found in {coordination.__name__}")
+    return RecoveryCoordinator(f"bench-{os.getpid()}")
 
 
 # --------------------------------------------------------------------------- orchestration
@@ -270,10 +268,11 @@ def summarise(records: list[tuple[list[float], float | None]], down: float, back
     during = [sum(1 for t in dials if down <= t < back) for dials, _ in records]
     end = back + (delays[-1] if delays else 0.0)
     after = sorted(t for dials, _ in records for t in dials if back <= t <= end)
-    buckets = max(1, math.ceil((end - back) / 0.1))
+    start = after[0] if after else back  # the wave of redials: its first dial to all back
+    buckets = max(1, math.ceil((end - start) / 0.1))
     counts = [0] * buckets
     for t in after:
-        counts[min(buckets - 1, int((t - back) / 0.1))] += 1
+        counts[min(buckets - 1, int((t - start) / 0.1))] += 1
     mean = len(after) / buckets
     return {
         "median": statistics.median(delays) if delays else math.nan,
