@@ -48,6 +48,7 @@ from ..coordination import RecoveryCoordinator
 from ..resilience.backoff import Backoff
 from ..resilience.breaker import BreakerLease, CircuitBreaker
 from ..resilience.classify import Classifier, default_classify
+from ..resilience.recovery import connection_breaker
 from ._observe import Observing
 from ._supervisor import ON_OPEN, SUPERVISOR, Message
 from .buffer import DeadLetter, message_size
@@ -71,8 +72,11 @@ class ResilientConnection(Observing):
         url: ``ws://`` or ``wss://`` URL, or a callable (sync or async) returning one, evaluated
             before every dial.
         backoff: Delay schedule between dials (default ``Backoff()``: full jitter, 1 s to 60 s).
-        breaker: Circuit breaker gating every dial (default ``CircuitBreaker()``: opens after 5
-            failures, probes after 60 s, closes after 2 successes).
+        breaker: Circuit breaker gating every dial (default
+            :func:`~resilient_conn.connection_breaker` on ``backoff``: opens after 3 failures,
+            stays open from ``initial_delay`` growing to :func:`~resilient_conn.recovery_cap`
+            (1 s to 4 s with the default backoff), one stable probe closes it; see
+            docs/recovery.md).
         coordinator: A :class:`~resilient_conn.RecoveryCoordinator` shared with other
             connections to the same upstream: one circuit, one probe and a reconnect ramp for
             all of them (see ``docs/recovery.md``). It gates every dial; unless ``breaker`` is
@@ -175,7 +179,15 @@ class ResilientConnection(Observing):
         self.name = name or default_name
         """The connection's name in logs, hooks, health and metrics."""
         self.backoff = backoff if backoff is not None else Backoff()
-        self.breaker = breaker if breaker is not None else CircuitBreaker(name=self.name)
+        if not isinstance(self.backoff, Backoff):
+            raise ConfigError(f"backoff must be a Backoff, got {type(backoff).__name__}")
+        self.breaker = (
+            breaker
+            if breaker is not None
+            else connection_breaker(self.backoff, name=self.name, clock=clock)
+        )
+        if not isinstance(self.breaker, CircuitBreaker):
+            raise ConfigError(f"breaker must be a CircuitBreaker, got {type(breaker).__name__}")
         if coordinator is not None and not isinstance(coordinator, RecoveryCoordinator):
             raise ConfigError(
                 f"coordinator must be a RecoveryCoordinator, got {type(coordinator).__name__}"
@@ -184,10 +196,6 @@ class ResilientConnection(Observing):
         """The shared recovery coordinator gating every dial, or ``None``."""
         if coordinator is not None and breaker is None:
             self.breaker.disable()  # the shared circuit replaces the private one
-        if not isinstance(self.backoff, Backoff):
-            raise ConfigError(f"backoff must be a Backoff, got {type(backoff).__name__}")
-        if not isinstance(self.breaker, CircuitBreaker):
-            raise ConfigError(f"breaker must be a CircuitBreaker, got {type(breaker).__name__}")
         self.options = options = ConnectionOptions.resolve(
             open_timeout=open_timeout,
             ping_interval=ping_interval,

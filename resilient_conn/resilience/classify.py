@@ -13,9 +13,9 @@ HTTP 429 / 503 with ``Retry-After``                     RETRY_AFTER that many se
 HTTP 429 / 503 without it, other 4xx, 5xx               RETRY with backoff
 close 1013 (try again later)                            RETRY_AFTER a number found in the close
                                                         reason, else :data:`TRY_AGAIN_LATER_DELAY`
-close 1012 (service restart)                            RETRY soon (the first, jittered, delay)
+close 1012 (service restart), 1001 (going away)        RETRY soon (the first, jittered, delay)
 close 1009 (message too big, either way)               RETRY with backoff, kind ``message_too_big``
-close 1000 / 1001 from the server, 1006, other codes    RETRY with backoff
+close 1000 from the server, 1006, other codes           RETRY with backoff
 refused, reset, timeout, DNS, other ``OSError``         RETRY with backoff
 anything else                                           RETRY with backoff
 ======================================================  =========================================
@@ -92,7 +92,7 @@ class Verdict:
             ``"close_1012"``, ...).
         delay: For RETRY_AFTER, the least number of seconds to wait.
         soon: For RETRY, dial again after the first (jittered) backoff delay instead of the next
-            one (server restart, close 1012).
+            one (server restart or going away: close 1012, 1001).
         status: The HTTP status of a rejected handshake, if any.
     """
 
@@ -137,6 +137,9 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
 
 _HTTP_STATUSES = frozenset(int(s) for s in http.HTTPStatus)
+_COME_BACK_NOW = frozenset({1001, 1012})
+"""Close codes of a server going away on purpose (a deploy, a restart): redial soon."""
+
 _NUMBER = re.compile(r"(\d+(?:\.\d+)?)")
 
 
@@ -176,8 +179,8 @@ def _close_verdict(exc: ConnectionClosed) -> Verdict:
         match = _NUMBER.search(close.reason or "")
         delay = min(float(match.group(1)), MAX_RETRY_AFTER) if match else TRY_AGAIN_LATER_DELAY
         return Verdict(Action.RETRY_AFTER, "close_1013", delay=delay)
-    if code == 1012:
-        return Verdict(Action.RETRY, "close_1012", soon=True)
+    if code in _COME_BACK_NOW:
+        return Verdict(Action.RETRY, f"close_{code}", soon=True)
     return Verdict(Action.RETRY, close_kind(code))
 
 
