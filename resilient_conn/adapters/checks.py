@@ -28,6 +28,7 @@ __all__ = [
     "CONNECT_KWARGS",
     "MANAGED",
     "OWN_OPTIONS",
+    "check_callables",
     "check_connect_kwargs",
     "check_headers",
     "is_token",
@@ -121,6 +122,17 @@ _SEPARATORS = frozenset('()<>@,;:\\"/[]?={} \t')
 def is_token(text: str) -> bool:
     """Whether ``text`` is an HTTP token (RFC 9110): header names, subprotocols."""
     return bool(text) and all(32 < ord(c) < 127 and c not in _SEPARATORS for c in text)
+
+
+def check_callables(**named: object) -> None:
+    """Check that every ``named`` value is None or callable.
+
+    Raises:
+        ConfigError: One is not, naming it.
+    """
+    for param, value in named.items():
+        if value is not None and not callable(value):
+            raise ConfigError(f"{param} must be a callable, got {type(value).__name__}")
 
 
 def check_connect_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from .._core.hooks import HookSet, Unsubscribe
 from .._core.log import get_logger, redact_url
 from .._core.notify import Notifier
 from ..adapters.base import Transport, get_adapter
-from ..adapters.checks import check_connect_kwargs, check_headers
+from ..adapters.checks import check_callables, check_connect_kwargs, check_headers
 from ..adapters.websocket import (
     DialOptions,
     HeadersSource,
@@ -217,14 +217,9 @@ class ResilientConnection(Observing):
             dead_letter_capacity=dead_letter_capacity,
         )
         """The effective settings (arguments > environment > defaults)."""
-        for param, value in (
-            ("on_open", on_open),
-            ("on_dead_letter", on_dead_letter),
-            ("classify", classify),
-            ("probe", probe),
-        ):
-            if value is not None and not callable(value):
-                raise ConfigError(f"{param} must be a callable, got {type(value).__name__}")
+        check_callables(
+            on_open=on_open, on_dead_letter=on_dead_letter, classify=classify, probe=probe
+        )
         if name is not None and (not isinstance(name, str) or not name.strip()):
             raise ConfigError(f"name must be a non-empty string, got {name!r}")
         if headers is not None and not callable(headers):
