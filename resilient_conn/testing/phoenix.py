@@ -26,11 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from http import HTTPStatus
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -38,7 +35,6 @@ from urllib.parse import parse_qs, urlsplit
 import anyio
 import anyio.abc
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
@@ -47,20 +43,13 @@ from .._core.errors import RealtimeProtocolError
 from .._core.log import get_logger
 from ..realtime.protocol import (
     BROADCAST,
-    HEARTBEAT,
-    KIND_USER_BROADCAST,
-    KIND_USER_BROADCAST_PUSH,
-    PHOENIX_TOPIC,
-    PHX_CLOSE,
     PHX_ERROR,
-    PHX_JOIN,
-    PHX_LEAVE,
-    PHX_REPLY,
     Message,
-    Serializer,
     make_serializer,
 )
 from ._net import Notifier
+from ._phoenix_channels import ChannelSide
+from ._phoenix_records import Conn, ConnectionRecord, JoinRecord, json_response, pg_matches
 
 __all__ = ["ConnectionRecord", "JoinRecord", "PhoenixServer"]
 
@@ -68,56 +57,7 @@ PATHS = ("/socket/websocket", "/realtime/v1/websocket")
 _log = get_logger(component="phoenix_server")
 
 
-@dataclass(frozen=True, slots=True)
-class JoinRecord:
-    """One ``phx_join`` the server received.
-
-    Attributes:
-        topic: The topic joined.
-        join_ref: The join's ref.
-        access_token: The ``access_token`` the join carried (``None`` if none).
-        config: The join's ``config`` object.
-        connection: Id of the socket it came on (see :attr:`PhoenixServer.connections`).
-        accepted: Whether the server replied ok.
-    """
-
-    topic: str
-    join_ref: str | None
-    access_token: str | None
-    config: dict[str, Any]
-    connection: int
-    accepted: bool
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionRecord:
-    """One accepted WebSocket: its id, path, protocol version and apikey."""
-
-    id: int
-    path: str
-    vsn: str
-    apikey: str | None
-
-
-@dataclass(slots=True)
-class _Sub:
-    join_ref: str | None
-    config: dict[str, Any]
-    pg: list[dict[str, Any]]
-    presence_key: str
-    token: str | None
-
-
-@dataclass(slots=True, eq=False)
-class _Conn:
-    id: int
-    ws: ServerConnection
-    ser: Serializer
-    tg: anyio.abc.TaskGroup
-    subs: dict[str, _Sub] = field(default_factory=dict)
-
-
-class PhoenixServer:
+class PhoenixServer(ChannelSide):
     """A Phoenix / Supabase Realtime server on 127.0.0.1 for tests.
 
     Use as ``async with PhoenixServer() as server:``; :attr:`url` points at
@@ -169,7 +109,7 @@ class PhoenixServer:
         """Tokens refused at join (InvalidJWTToken) and by access_token (system error)."""
         self._reject: tuple[str, str | None, float | None] | None = None
         self._handshake: tuple[int, str] | None = None
-        self._conns: set[_Conn] = set()
+        self._conns: set[Conn] = set()
         self._ids = itertools.count(1)
         self._pg_ids: dict[tuple[str, str, str, str], int] = {}
         self._presence: dict[str, dict[str, list[dict[str, Any]]]] = {}
@@ -289,7 +229,7 @@ class PhoenixServer:
             sub = conn.subs.get(self._full(topic))
             if sub is None:
                 continue
-            ids = [e["id"] for e in sub.pg if _pg_matches(e, schema, table, type)]
+            ids = [e["id"] for e in sub.pg if pg_matches(e, schema, table, type)]
             if ids:
                 msg = Message(self._full(topic), "postgres_changes", {"ids": ids, "data": data})
                 sent += await self._send(conn, msg)
@@ -400,14 +340,14 @@ class PhoenixServer:
     async def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
         parts = urlsplit(request.path)
         if parts.path not in PATHS:
-            return _json_response(404, "not found")
+            return json_response(404, "not found")
         vsn = parse_qs(parts.query).get("vsn", ["1.0.0"])[0]
         if vsn not in ("1.0.0", "2.0.0"):
-            return _json_response(400, f"unsupported vsn {vsn}")
+            return json_response(400, f"unsupported vsn {vsn}")
         if self._handshake is not None:
             status, error = self._handshake
             await self.clock.sleep(self.handshake_delay)
-            return _json_response(status, error)
+            return json_response(status, error)
         return None
 
     async def _handler(self, ws: ServerConnection) -> None:
@@ -419,7 +359,7 @@ class PhoenixServer:
         self.connections.append(ConnectionRecord(cid, urlsplit(ws.request.path).path, vsn, apikey))
         self._notify()
         async with anyio.create_task_group() as tg:
-            conn = _Conn(cid, ws, make_serializer(vsn, "server"), tg)
+            conn = Conn(cid, ws, make_serializer(vsn, "server"), tg)
             self._conns.add(conn)
             try:
                 await self._read_loop(conn)
@@ -431,7 +371,7 @@ class PhoenixServer:
                         await self._untrack(topic, sub.presence_key)
                 self._notify()
 
-    async def _read_loop(self, conn: _Conn) -> None:
+    async def _read_loop(self, conn: Conn) -> None:
         while True:
             with anyio.move_on_after(self.idle_timeout) as scope:
                 try:
@@ -450,207 +390,3 @@ class PhoenixServer:
             await self._on_message(conn, msg)
             self._notify()
 
-    async def _send(self, conn: _Conn, msg: Message) -> int:
-        try:
-            await conn.ws.send(conn.ser.encode(msg))
-        except (ConnectionClosed, RealtimeProtocolError):
-            return 0
-        return 1
-
-    async def _reply(
-        self, conn: _Conn, req: Message, status: str, response: Any, *, join_ref: Any = True
-    ) -> None:
-        jr = req.join_ref if join_ref is True else join_ref
-        payload = {"status": status, "response": response}
-        await self._send(conn, Message(req.topic, PHX_REPLY, payload, req.ref, jr))
-
-    # --- message handling ------------------------------------------------------------------
-
-    async def _on_message(self, conn: _Conn, msg: Message) -> None:
-        if msg.topic == PHOENIX_TOPIC and msg.event == HEARTBEAT:
-            self.heartbeats += 1
-            if not self.drop_heartbeats:
-                await self._reply(conn, msg, "ok", {})
-            return
-        self.pushes.append(msg)
-        if msg.event == PHX_JOIN:
-            await self._join(conn, msg)
-            return
-        if msg.event == PHX_LEAVE:
-            await self._reply(conn, msg, "ok", {})
-            sub = conn.subs.pop(msg.topic, None)
-            if sub is not None:
-                await self._send(
-                    conn, Message(msg.topic, PHX_CLOSE, {}, sub.join_ref, sub.join_ref)
-                )
-                await self._untrack(msg.topic, sub.presence_key)
-            return
-        sub = conn.subs.get(msg.topic)
-        if sub is None:
-            await self._reply(conn, msg, "error", {"reason": "unmatched topic"}, join_ref=None)
-            return
-        if msg.event == "access_token":
-            token = msg.payload.get("access_token") if isinstance(msg.payload, dict) else None
-            if token in self.revoked_tokens:
-                await self._kill_channel(conn, msg.topic, "Token has expired 0 seconds ago")
-            elif isinstance(token, str):
-                sub.token = token
-        elif msg.event == BROADCAST:
-            await self._on_broadcast(conn, sub, msg)
-        elif msg.event == "presence":
-            await self._on_presence(conn, sub, msg)
-
-    async def _join(self, conn: _Conn, msg: Message) -> None:
-        payload = msg.payload if isinstance(msg.payload, dict) else {}
-        config = payload.get("config") if isinstance(payload.get("config"), dict) else {}
-        assert isinstance(config, dict)
-        token = payload.get("access_token")
-        token = token if isinstance(token, str) else None
-        routed = self._routed(msg.topic)
-        reason = self._rejection(msg.topic, token) if routed else "unmatched topic"
-        self.joins.append(
-            JoinRecord(msg.topic, msg.join_ref, token, config, conn.id, reason is None)
-        )
-        if not routed:  # Phoenix's own answer to a topic its router does not match
-            await self._reply(conn, msg, "error", {"reason": "unmatched topic"}, join_ref=None)
-            return
-        if reason is not None:
-            delay = self._reject[2] if self._reject and self._reject[2] is not None else None
-            conn.tg.start_soon(self._late_reject, conn, msg, reason, delay)
-            return
-        old = conn.subs.get(msg.topic)
-        entries = config.get("postgres_changes") or []
-        pg = [{**e, "id": self._pg_id(e)} for e in entries if isinstance(e, dict)]
-        presence = config.get("presence") if isinstance(config.get("presence"), dict) else {}
-        assert isinstance(presence, dict)
-        key = presence.get("key") or f"client-{conn.id}"
-        sub = _Sub(msg.join_ref, config, pg, str(key), token)
-        conn.subs[msg.topic] = sub
-        await self._reply(conn, msg, "ok", {"postgres_changes": pg})
-        if old is not None:
-            await self._send(conn, Message(msg.topic, PHX_CLOSE, {}, old.join_ref, old.join_ref))
-        if pg:
-            system = {
-                "extension": "postgres_changes",
-                "status": "ok",
-                "message": "Subscribed to PostgreSQL",
-                "channel": msg.topic.removeprefix("realtime:"),
-            }
-            await self._send(conn, Message(msg.topic, "system", system, None, msg.join_ref))
-        if presence.get("enabled"):
-            state = self.presence_state(msg.topic)
-            await self._send(conn, Message(msg.topic, "presence_state", state, None, msg.join_ref))
-
-    def _routed(self, topic: str) -> bool:
-        return any(topic.startswith(p[:-1]) if p.endswith("*") else topic == p for p in self.topics)
-
-    def _full(self, topic: str) -> str:
-        """A control's topic: as given if routed, else Supabase's ``realtime:<topic>``."""
-        return topic if self._routed(topic) else f"realtime:{topic}"
-
-    def _rejection(self, topic: str, token: str | None) -> str | None:
-        if token is not None and token in self.revoked_tokens:
-            return "InvalidJWTToken: Token has expired 0 seconds ago"
-        if self._reject is not None and self._reject[1] in (None, topic):
-            return self._reject[0]
-        return None
-
-    async def _late_reject(
-        self, conn: _Conn, msg: Message, reason: str, delay: float | None
-    ) -> None:
-        await self.clock.sleep(self.join_error_delay if delay is None else delay)
-        await self._reply(conn, msg, "error", {"reason": reason})
-
-    def _pg_id(self, entry: dict[str, Any]) -> int:
-        key = (
-            str(entry.get("event", "")),
-            str(entry.get("schema", "")),
-            str(entry.get("table", "")),
-            str(entry.get("filter", "")),
-        )
-        return self._pg_ids.setdefault(key, 10_000 + len(self._pg_ids))
-
-    async def _on_broadcast(self, conn: _Conn, sub: _Sub, msg: Message) -> None:
-        cfg = sub.config.get("broadcast") if isinstance(sub.config.get("broadcast"), dict) else {}
-        assert isinstance(cfg, dict)
-        for other in list(self._conns):
-            if msg.topic in other.subs and (other is not conn or cfg.get("self")):
-                await self._relay(other, msg)
-        if cfg.get("ack") and not self.drop_push_replies:
-            await self._reply(conn, msg, "ok", {})
-
-    async def _relay(self, conn: _Conn, msg: Message) -> None:
-        body = msg.payload
-        if msg.kind == KIND_USER_BROADCAST_PUSH and conn.ser.vsn == "2.0.0":
-            await self._send(conn, Message(msg.topic, BROADCAST, body, kind=KIND_USER_BROADCAST))
-            return
-        if isinstance(body, dict) and isinstance(body.get("payload"), bytes):
-            return  # a binary user broadcast cannot reach a v1 client
-        await self._send(conn, Message(msg.topic, BROADCAST, body))
-
-    async def _on_presence(self, conn: _Conn, sub: _Sub, msg: Message) -> None:
-        body = msg.payload if isinstance(msg.payload, dict) else {}
-        if body.get("event") == "track":
-            meta = body.get("payload") if isinstance(body.get("payload"), dict) else {}
-            assert isinstance(meta, dict)
-            await self._track(msg.topic, sub.presence_key, dict(meta))
-        elif body.get("event") == "untrack":
-            await self._untrack(msg.topic, sub.presence_key)
-        if not self.drop_push_replies:
-            await self._reply(conn, msg, "ok", {})
-
-    async def _track(self, topic: str, key: str, meta: dict[str, Any]) -> None:
-        meta["phx_ref"] = f"F{next(self._phx_refs)}"
-        state = self._presence.setdefault(topic, {})
-        leaves = {key: {"metas": state[key]}} if key in state else {}
-        state[key] = [meta]
-        await self._fan_out(
-            topic, "presence_diff", {"joins": {key: {"metas": [meta]}}, "leaves": leaves}
-        )
-
-    async def _untrack(self, topic: str, key: str) -> None:
-        metas = self._presence.get(topic, {}).pop(key, None)
-        if metas:
-            await self._fan_out(
-                topic, "presence_diff", {"joins": {}, "leaves": {key: {"metas": metas}}}
-            )
-
-    async def _fan_out(self, topic: str, event: str, payload: Any) -> int:
-        sent = 0
-        for conn in list(self._conns):
-            if topic in conn.subs:
-                sent += await self._send(conn, Message(topic, event, payload))
-        return sent
-
-    async def _kill_channel(self, conn: _Conn, topic: str, message: str) -> None:
-        sub = conn.subs.pop(topic, None)
-        if sub is None:
-            return
-        j = sub.join_ref
-        system = {
-            "extension": "system",
-            "status": "error",
-            "message": message,
-            "channel": topic.removeprefix("realtime:"),
-        }
-        await self._send(conn, Message(topic, "system", system, None, j))
-        await self._send(conn, Message(topic, PHX_CLOSE, {}, j, j))
-        await self._untrack(topic, sub.presence_key)
-
-
-def _pg_matches(entry: dict[str, Any], schema: str, table: str, type_: str) -> bool:
-    return (
-        entry.get("schema", "public") in ("*", schema)
-        and entry.get("table", "*") in ("*", table)
-        and entry.get("event", "*") in ("*", type_)
-    )
-
-
-def _json_response(status: int, error: str) -> Response:
-    body = json.dumps({"error": error}).encode()
-    headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
-    try:
-        phrase = HTTPStatus(status).phrase
-    except ValueError:
-        phrase = "Error"
-    return Response(status, phrase, headers, body)
