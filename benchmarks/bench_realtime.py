@@ -124,6 +124,11 @@ async def serve(port: int) -> None:
 
 
 async def client_ours(url: str, n: int, channels: int, vsn: str, backoff: float | None) -> None:
+    import structlog
+
+    # Logs must not go to stdout: it is the pipe the parent reads (and does not drain while it
+    # waits on the server), so a chatty client would block once the pipe buffer is full.
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     sys.path.insert(0, str(ROOT))
     from resilient_conn.realtime import ChannelState, RealtimeClient
     from resilient_conn.resilience.backoff import Backoff
@@ -263,7 +268,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     me = str(HERE)
     server = await Proc.start(sys.executable, me, "serve", "--port", "0")
     port = int((await server.expect("port"))[0])
-    url = f"ws://127.0.0.1:{port}/socket/websocket"
+    url = f"ws://127.0.0.1:{port}/realtime/v1/websocket"
     impls = {
         "resilient_conn v1": [sys.executable, me, "client", "--impl", "ours", "--vsn", "1.0.0"],
         "resilient_conn v2": [sys.executable, me, "client", "--impl", "ours", "--vsn", "2.0.0"],
@@ -337,19 +342,20 @@ async def run_outage(
 
 
 def report(result: dict[str, Any], args: argparse.Namespace) -> None:
-    print(
-        f"\nbroadcast throughput, {args.messages} messages, {args.rounds} rounds "
-        "(median, min-max, msgs/s)"
-    )
-    for name, values in result["rates"].items():
+    if args.rounds:  # --rounds 0 measures only the outage
         print(
-            f"  {name:24s} {statistics.median(values):>10,.0f}   "
-            f"({min(values):,.0f} - {max(values):,.0f})"
+            f"\nbroadcast throughput, {args.messages} messages, {args.rounds} rounds "
+            "(median, min-max, msgs/s)"
         )
-    print(f"\nserver restart -> all {args.channels} channels rejoined (median, min-max, s)")
-    for name, values in result["rejoins"].items():
-        low, high = min(values), max(values)
-        print(f"  {name:24s} {statistics.median(values):>10.3f}   ({low:.3f} - {high:.3f})")
+        for name, values in result["rates"].items():
+            print(
+                f"  {name:24s} {statistics.median(values):>10,.0f}   "
+                f"({min(values):,.0f} - {max(values):,.0f})"
+            )
+        print(f"\nserver restart -> all {args.channels} channels rejoined (median, min-max, s)")
+        for name, values in result["rejoins"].items():
+            low, high = min(values), max(values)
+            print(f"  {name:24s} {statistics.median(values):>10.3f}   ({low:.3f} - {high:.3f})")
     if result["outages"]:
         print(
             f"\nserver DOWN {args.outage:g} s (dials refused), then up -> all {args.channels} "

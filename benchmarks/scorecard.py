@@ -177,7 +177,7 @@ class PhxBackend:
         return self.server.port
 
     def path(self) -> str:
-        return "/socket/websocket"
+        return "/realtime/v1/websocket"  # Supabase's path: topics get the realtime: prefix
 
     async def close_all(self, code: int, reason: str = "") -> None:
         await self.server.close_all(code, reason)

@@ -102,19 +102,30 @@ async def policy_demo() -> None:
     print("3. ResiliencePolicy + PolicyRegistry")
     policies = PolicyRegistry()
     service = FlakyService(outage=3)
-    policy = policies.create(
+    # By default a policy fails fast: once its breaker is open, calls raise CircuitOpenError
+    # at once (retry_after says when to come back) instead of sleeping out the open time.
+    hasty = policies.create(
         "inventory",
         breaker=CircuitBreaker(2, 30.0, success_threshold=1, name="inventory"),
         backoff=Backoff(1.0, 30.0, jitter="full"),
         max_attempts=6,
     )
-    policy.breaker.add_listener(show)
+    hasty.breaker.add_listener(show)
+    try:
+        await hasty.call(service.fetch, "c")
+    except CircuitOpenError as exc:
+        print(f"  failed fast after {service.calls} calls: {exc}")
 
-    @policy
+    # A caller that would rather wait says so (or gives a deadline the wait fits).
+    patient = policies.create(
+        "inventory-patient", breaker=hasty.breaker, max_attempts=6, wait_for_breaker=True
+    )
+
+    @patient
     async def lookup(key: str) -> str:
         return await service.fetch(key)
 
-    print(f"  got {await lookup('c')} after {service.calls} calls")
+    print(f"  got {await lookup('c')} after {service.calls} calls (waited out the breaker)")
     for name, metrics in policies.all_metrics().items():
         print(f"  {name}: breaker={metrics.breaker.state.value} retry={metrics.retry.to_dict()}")
 

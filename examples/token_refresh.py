@@ -68,7 +68,8 @@ async def realtime_tokens() -> list[str | None]:
     """Pattern 3: each join round asks the callable; set_auth pushes a token at once."""
     tokens = TokenSource("rt")
     async with PhoenixServer() as server:
-        async with RealtimeClient(server.url, apikey="anon", access_token=tokens) as client:
+        url = server.realtime_url
+        async with RealtimeClient(url, apikey="anon", access_token=tokens) as client:
             room = client.channel("room1")
             rejoined = anyio.Event()
             room.on_gap(lambda _: rejoined.set())  # called once the channel is joined again

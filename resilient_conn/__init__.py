@@ -69,6 +69,7 @@ from .resilience.breaker import (
 )
 from .resilience.classify import Action, Verdict, classifier, default_classify
 from .resilience.policy import PolicyMetrics, PolicyRegistry, ResiliencePolicy
+from .resilience.recovery import connection_breaker, recovery_cap
 from .resilience.retry import (
     RetryMetrics,
     RetryState,
@@ -156,12 +157,14 @@ __all__ = [
     "breaker_report",
     "classifier",
     "connect_acked",
+    "connection_breaker",
     "coordinator_report",
     "default_classify",
     "evaluate",
     "health_app",
     "is_testing",
     "policy_report",
+    "recovery_cap",
     "reset_retry_metrics",
     "retry",
     "retry_metrics",

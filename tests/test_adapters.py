@@ -218,10 +218,9 @@ async def test_message_over_max_size_closes_with_1009_and_reconnects(transport: 
             with anyio.fail_after(5):
                 assert await conn.recv() == "small"
         assert server.connections[0].close_code == 1009
-        # websockets drops TCP right after its 1009 ("lost": no close frame came back);
-        # picows waits a moment after a protocol error, so the server's echo arrives first.
-        assert sum(conn.stats.failures.values()) == 1
-        assert set(conn.stats.failures) <= {"lost", "close_1009"}
+        # websockets drops TCP right after its 1009 (no close frame comes back); picows waits
+        # a moment, so the server's echo arrives first: either way it is message_too_big.
+        assert conn.stats.failures == {"message_too_big": 1}
 
 
 async def test_stalled_handshake_times_out_and_retries(transport: str) -> None:
@@ -338,7 +337,7 @@ async def test_realtime_client_joins_and_broadcasts_over_picows() -> None:
 
     async with PhoenixServer(join_error_delay=0.01) as server:
         client = RealtimeClient(
-            server.url,
+            server.realtime_url,
             apikey="anon",
             access_token="tok",
             transport="picows",

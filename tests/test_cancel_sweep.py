@@ -411,7 +411,7 @@ async def test_sweep_realtime_subscribe_and_close() -> None:
             for op in ("enter", "subscribe", "aclose"):
                 for at in range(1, MAX_STEPS):
                     client = RealtimeClient(
-                        server.url,
+                        server.realtime_url,
                         apikey="anon",
                         heartbeat_interval=5.0,
                         push_timeout=2.0,
@@ -460,7 +460,7 @@ async def test_sweep_realtime_closer_task() -> None:
     try:
         async with PhoenixServer() as server:
             for at in range(1, MAX_STEPS):
-                client = RealtimeClient(server.url, apikey="anon", heartbeat_interval=5.0)
+                client = RealtimeClient(server.realtime_url, apikey="anon", heartbeat_interval=5.0)
                 await client.__aenter__()
                 await client.channel("room").subscribe()
                 box: list[Checkpoints] = []

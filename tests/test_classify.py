@@ -62,11 +62,22 @@ def test_close_1013_waits_for_the_number_in_its_reason_or_a_default() -> None:
     assert default_classify(_closed(1013)).action is Action.RETRY_AFTER
 
 
-def test_close_1012_reconnects_soon() -> None:
-    """Close 1012 (service restart) reconnects after the first, jittered, delay."""
-    verdict = default_classify(_closed(1012))
+@pytest.mark.parametrize("code", [1012, 1001])
+def test_restart_and_going_away_reconnect_soon(code: int) -> None:
+    """Close 1012 (service restart) and 1001 (going away, a deploy) reconnect after the
+    first, jittered, delay: the server left on purpose and is coming back."""
+    exc = ConnectionClosedOK(Close(code, ""), None) if code == 1001 else _closed(code)
+    verdict = default_classify(exc)
     assert verdict.action is Action.RETRY
     assert verdict.soon
+    assert verdict.kind == f"close_{code}"
+
+
+@pytest.mark.parametrize("code", [1000, 1011, 4000])
+def test_other_closes_take_a_backoff_step(code: int) -> None:
+    """Other server closes (1000, 1011, application codes) are not a hint to come back now."""
+    exc = ConnectionClosedOK(Close(code, ""), None) if code < 1002 else _closed(code)
+    assert not default_classify(exc).soon
 
 
 @pytest.mark.parametrize("code", [1000, 1001, 1011, 4000])
@@ -75,7 +86,7 @@ def test_other_server_closes_are_retried(code: int) -> None:
     exc = ConnectionClosedOK(Close(code, ""), None) if code < 1002 else _closed(code)
     verdict = default_classify(exc)
     assert verdict.action is Action.RETRY
-    assert verdict.kind == f"close_{code}"
+    assert verdict.kind == ("close_4xxx" if code == 4000 else f"close_{code}")
 
 
 def test_abnormal_close_is_lost() -> None:

@@ -188,7 +188,8 @@ async def test_alert_policy_on_a_real_connection_alerts_once_and_recovers_once()
         conn.on_state_change(AlertPolicy(grace=0.0, sink=sink))
         conn.on_state_change(rec)
         await ws_server.stop()
-        await rec.wait_state(S.BACKOFF, 3)  # several failed attempts during the outage
+        # several failed attempts during the outage (the third opens the connection's breaker)
+        await rec.wait_for(lambda: rec.count(S.BACKOFF) + rec.count(S.CIRCUIT_OPEN) >= 3)
         await ws_server.start()
         with anyio.fail_after(10):
             await got_two.wait()

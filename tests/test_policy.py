@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import anyio
 import pytest
 
 from resilient_conn import CircuitOpenError, ConfigError, RetryError
@@ -79,20 +80,21 @@ async def test_exhaustion_raises_retry_error(clock: ManualClock) -> None:
 
 @pytest.mark.anyio
 async def test_breaker_opens_and_policy_fails_fast(clock: ManualClock) -> None:
-    """Failures open the breaker; the refusal surfaces as CircuitOpenError, fn is not called."""
+    """Failures open the breaker; the refusal surfaces as CircuitOpenError at once: no
+    backoff sleep after the failure that opened it, fn is not called again."""
     policy = make(clock, max_attempts=4)
     fn = Flaky(99)
     with pytest.raises(CircuitOpenError) as info:
         await policy.call(fn)
-    # attempts 1-3 fail (sleeping 1, 2, then 4 s) and open the circuit; attempt 4 is
-    # refused 4 s into the 10 s open period, with no attempt left to wait for it.
+    # attempts 1-3 fail (sleeping 1, then 2 s); the third opens the circuit, so attempt 4
+    # is refused at once, the full 10 s open period ahead.
     assert fn.calls == 3
-    assert clock.sleeps == [1.0, 2.0, 4.0]
-    assert info.value.retry_after == pytest.approx(6.0)
+    assert clock.sleeps == [1.0, 2.0]
+    assert info.value.retry_after == pytest.approx(10.0)
     assert isinstance(info.value.__cause__, ConnectionError)
     assert policy.breaker.state is BreakerState.OPEN
     m = policy.metrics()
-    assert (m.fail_fast, m.breaker.rejections) == (1, 1)
+    assert (m.fail_fast, m.breaker.rejections, m.retry.retries) == (1, 1, 2)
     one_shot = make(clock, breaker=policy.breaker, max_attempts=1)
     with pytest.raises(CircuitOpenError) as again:
         await one_shot.call(fn)
@@ -101,9 +103,51 @@ async def test_breaker_opens_and_policy_fails_fast(clock: ManualClock) -> None:
 
 
 @pytest.mark.anyio
-async def test_open_breaker_is_waited_out_when_it_fits(clock: ManualClock) -> None:
-    """With attempts left and no deadline, the policy sleeps retry_after and then probes."""
+async def test_open_breaker_fails_fast_without_being_asked_to_wait(clock: ManualClock) -> None:
+    """With attempts left but no deadline and no wait_for_breaker, an open breaker is
+    not slept out: CircuitOpenError at once, with its retry_after, fn never called."""
     policy = make(clock, max_attempts=5)
+    for _ in range(3):
+        policy.breaker.record_failure()
+    clock.advance(4.0)
+    fn = Flaky(0)
+    with pytest.raises(CircuitOpenError) as info:
+        await policy.call(fn)
+    assert info.value.retry_after == pytest.approx(6.0)
+    assert info.value.__cause__ is None
+    assert (fn.calls, clock.sleeps) == (0, [])
+    assert policy.metrics().fail_fast == 1
+
+
+@pytest.mark.anyio
+async def test_many_callers_all_fail_fast_on_an_open_breaker(clock: ManualClock) -> None:
+    """1,000 concurrent callers of a policy whose breaker is open all get CircuitOpenError
+    without sleeping at all (the seed's wrapper slept out the open time in each)."""
+    policy = make(clock, max_attempts=3)
+    for _ in range(3):
+        policy.breaker.record_failure()
+    fn = Flaky(0)
+    outcomes: list[BaseException] = []
+
+    async def caller() -> None:
+        try:
+            await policy.call(fn)
+        except CircuitOpenError as exc:
+            outcomes.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(1000):
+            tg.start_soon(caller)
+    assert len(outcomes) == 1000
+    assert (fn.calls, clock.sleeps) == (0, [])
+    assert policy.metrics().fail_fast == 1000
+
+
+@pytest.mark.anyio
+async def test_open_breaker_is_waited_out_when_asked(clock: ManualClock) -> None:
+    """wait_for_breaker=True: with attempts left, the policy sleeps retry_after, then probes."""
+    policy = make(clock, max_attempts=5, wait_for_breaker=True)
+    assert policy.wait_for_breaker
     for _ in range(3):
         policy.breaker.record_failure()
     clock.advance(4.0)
@@ -111,6 +155,34 @@ async def test_open_breaker_is_waited_out_when_it_fits(clock: ManualClock) -> No
     assert await policy.call(fn, "probe") == "probe"
     assert clock.sleeps == [pytest.approx(6.0)]
     assert policy.breaker.state is BreakerState.CLOSED
+
+
+@pytest.mark.anyio
+async def test_open_breaker_is_waited_out_when_the_deadline_fits(clock: ManualClock) -> None:
+    """A deadline the wait fits is a request to wait: the policy sleeps retry_after and
+    probes; the same call with a deadline too short for it fails fast (next test)."""
+    policy = make(clock, max_attempts=5, deadline=8.0)
+    for _ in range(3):
+        policy.breaker.record_failure()
+    clock.advance(4.0)
+    fn = Flaky(0)
+    assert await policy.call(fn, "probe") == "probe"
+    assert clock.sleeps == [pytest.approx(6.0)]
+    assert fn.calls == 1
+
+
+@pytest.mark.anyio
+async def test_failures_that_open_the_breaker_are_waited_out_when_asked(
+    clock: ManualClock,
+) -> None:
+    """wait_for_breaker=True keeps the waiting behaviour through an opening: the failure that
+    opens the circuit sleeps the backoff (4 s), the refusal then sleeps max(rest of the open
+    time, next backoff delay) = max(6, 8) s, and the probe succeeds."""
+    policy = make(clock, max_attempts=5, wait_for_breaker=True)
+    fn = Flaky(3)
+    assert await policy.call(fn) == "ok"
+    assert fn.calls == 4
+    assert clock.sleeps == [1.0, 2.0, 4.0, 8.0]
 
 
 @pytest.mark.anyio
@@ -208,6 +280,7 @@ def test_default_breaker_is_named_after_the_policy() -> None:
         ({"breaker": "b"}, "breaker"),
         ({"backoff": 1.0}, "backoff"),
         ({"clock": 1}, "clock"),
+        ({"wait_for_breaker": "yes"}, "wait_for_breaker"),
     ],
 )
 def test_bad_policy_options(kwargs: dict[str, object], param: str) -> None:

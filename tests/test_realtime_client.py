@@ -49,7 +49,7 @@ def make_client(server: PhoenixServer, **kwargs: Any) -> RealtimeClient:
         "stable_after": 0.05,
     }
     options.update(kwargs)
-    return RealtimeClient(server.url, **options)
+    return RealtimeClient(server.realtime_url, **options)
 
 
 async def next_message(channel: Channel) -> Message:

@@ -66,7 +66,7 @@ async def test_breaker_recovery_elapses_through_wait_until_ready() -> None:
 
 @pytest.mark.anyio
 async def test_policy_waits_out_an_open_breaker_instantly() -> None:
-    """A policy waiting 60 s for an open breaker and backing off still returns at once."""
+    """A policy asked to wait 60 s for an open breaker, backing off, still returns at once."""
     attempts = 0
 
     async def flaky() -> str:
@@ -81,6 +81,7 @@ async def test_policy_waits_out_an_open_breaker_instantly() -> None:
         breaker=CircuitBreaker(failure_threshold=1, recovery_timeout=60.0, success_threshold=1),
         backoff=Backoff(30.0, 60.0, jitter="none"),
         max_attempts=5,
+        wait_for_breaker=True,
     )
     with set_testing(), anyio.fail_after(2):
         assert await policy.call(flaky) == "up"

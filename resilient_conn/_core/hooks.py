@@ -16,7 +16,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
-from .log import get_logger
+from .log import get_logger, redact_text
 
 __all__ = ["IN_HOOK", "HookSet", "Unsubscribe"]
 
@@ -78,7 +78,7 @@ class HookSet(Generic[E]):
                     "resilient_conn.hook_failed",
                     hook=self._kind,
                     callback=_name(callback),
-                    error=repr(exc),
+                    error=redact_text(repr(exc)),
                 )
                 continue
             if inspect.isawaitable(result):
@@ -121,7 +121,7 @@ class HookSet(Generic[E]):
                 "resilient_conn.hook_failed",
                 hook=self._kind,
                 callback=_name(callback),
-                error=repr(exc),
+                error=redact_text(repr(exc)),
             )
 
     @property

@@ -1,13 +1,19 @@
 """The websockets adapter: dial one transport, keep it alive, notice when it dies.
 
 Dialing evaluates the URL and header sources afresh (so a token provider is asked before
-every dial) and hands the rest to the adapter in :attr:`DialOptions.adapter` (websockets'
-``connect`` by default). The transport it returns is websockets' own ``ClientConnection``,
-subclassed to add what :class:`~resilient_conn.adapters.base.Transport` asks for (``abort``,
-``is_open``): ``send`` and ``recv`` are websockets' methods, untouched, so the message path
-costs nothing extra. Keepalive is ours, not websockets': when a ping goes unanswered for
-``ping_timeout`` the transport is declared dead at once, instead of waiting ``close_timeout``
-for a closing handshake that a dead peer never sends.
+every dial), checks what they returned (:mod:`.checks`: a bad value is a fatal ConfigError,
+not a retry) and hands the rest to the adapter in :attr:`DialOptions.adapter` (websockets'
+``connect`` by default). Redirects are followed as websockets does (at most 10; more is a
+redirect loop, fatal), except that every credential-looking header (``Authorization``,
+``apikey``, ``X-Api-Key``, cookies...) is dropped on a redirect to another origin.
+
+The transport is websockets' own ``ClientConnection``, subclassed to add what
+:class:`~resilient_conn.adapters.base.Transport` asks for (``abort``, ``is_open``,
+``serve``): ``send`` and ``recv`` are websockets' methods, untouched, so the message path
+costs nothing extra.
+Keepalive is ours, not websockets': when a ping goes unanswered for ``ping_timeout`` the
+transport is declared dead at once, instead of waiting ``close_timeout`` for a closing
+handshake that a dead peer never sends.
 
 Every network wait has a deadline: :func:`keepalive` (and
 :class:`~resilient_conn.adapters.keepalive.Keepalive`) bound the ping's write and its pong
@@ -27,12 +33,15 @@ from urllib.parse import urlsplit
 
 import anyio
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConcurrencyError, ConnectionClosed
+from websockets.datastructures import Headers
+from websockets.exceptions import ConcurrencyError, ConnectionClosed, InvalidURI
 from websockets.protocol import State
+from websockets.uri import parse_uri
 
 from .._core.errors import ConfigError
-from .._core.log import redact_url
+from .._core.log import is_secret_name, redact_url
 from .base import AdapterFactory, DialOptions, Transport
+from .checks import check_headers
 
 __all__ = [
     "ADAPTER",
@@ -75,10 +84,23 @@ def check_ws_url(url: object, param: str = "url") -> str:
     try:
         parts = urlsplit(url)
         host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError for a port that is not 0-65535
     except ValueError as exc:
-        raise ConfigError(f"{param} is not a valid URL: {redact_url(url)!r} ({exc})") from None
+        raise ConfigError(
+            f"{param} is not a valid URL: {redact_url(url)!r} ({exc}; a port is a number "
+            "from 1 to 65535)"
+        ) from None
     if parts.scheme not in ("ws", "wss") or not host:
         raise ConfigError(f"{param} must be a ws:// or wss:// URL, got {redact_url(url)!r}")
+    if parts.port == 0 or any(c.isspace() or ord(c) < 32 for c in url):
+        raise ConfigError(
+            f"{param} must have a port from 1 to 65535 and no spaces or control characters, "
+            f"got {redact_url(url)!r}"
+        )
+    try:
+        parse_uri(url)
+    except (InvalidURI, ValueError) as exc:  # UnicodeError: a host IDNA cannot encode
+        raise ConfigError(f"{param} is not a valid URL: {redact_url(url)!r} ({exc})") from exc
     return url
 
 
@@ -184,7 +206,7 @@ class WebsocketsAdapter:
         self, url: str, headers: Mapping[str, str] | None, options: DialOptions
     ) -> WebsocketsTransport:
         """Open one transport (websockets' own keepalive off: :func:`keepalive` is ours)."""
-        ws = await connect(
+        ws = await _Connect(
             url,
             additional_headers=headers,
             open_timeout=options.open_timeout,
@@ -217,11 +239,32 @@ async def dial(url: UrlSource, headers: HeadersSource | None, options: DialOptio
         Exception: Whatever the adapter raised (classified by the supervisor).
     """
     target = check_ws_url(await evaluate(url))
-    extra_headers = None if headers is None else dict(await evaluate(headers))
+    extra_headers = None if headers is None else check_headers(await evaluate(headers))
     adapter = options.adapter
     if adapter is None:
         adapter = _DEFAULT if not options.extra else WebsocketsAdapter(options.extra)
     return await adapter.connect(target, extra_headers, options)
+
+
+class _Connect(connect):
+    """websockets' ``connect`` that drops EVERY credential header on a cross-origin redirect.
+
+    websockets itself strips only Authorization, Cookie and Proxy-Authorization, so an
+    ``apikey`` header would follow a redirect to another origin.
+    """
+
+    def process_redirect(self, exc: Exception) -> Exception | str:
+        old = self.ws_uri
+        result = super().process_redirect(exc)
+        if isinstance(result, str) and self.additional_headers is not None:
+            new = parse_uri(result)
+            if (old.secure, old.host, old.port) != (new.secure, new.host, new.port):
+                self.additional_headers = Headers(
+                    (name, value)
+                    for name, value in Headers(self.additional_headers).raw_items()
+                    if not is_secret_name(name)
+                )
+        return result
 
 
 async def keepalive(

@@ -67,7 +67,7 @@ async def run_realtime_part(reporter: Reporter, seed: int, timeout: float = 30.0
         with anyio.fail_after(timeout):
             async with PhoenixServer() as server:
                 client = RealtimeClient(
-                    server.url,
+                    server.realtime_url,
                     apikey="demo-anon-key",
                     heartbeat_interval=1.0,
                     push_timeout=5.0,

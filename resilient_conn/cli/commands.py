@@ -5,13 +5,15 @@ Subcommands:
 * ``demo``: a live connection through injected faults, with a summary (see
   :mod:`resilient_conn.demo`).
 * ``connect URL``: an interactive client; stdin lines are sent, messages printed, state
-  changes reported on stderr; it stays connected across faults; EOF closes gracefully.
+  changes reported on stderr; it stays connected across faults; EOF closes gracefully; exit 1
+  if the connection failed or any line was dead-lettered (not delivered).
 * ``check URL``: dial once, print the health report as JSON, exit 0 healthy, 1 degraded,
   2 unhealthy (usable as an exec probe).
 * ``dead-letters PATH``: list or replay a durable outbox's dead letters (see
   :mod:`resilient_conn.delivery.cli`).
 
-Exit codes: 0 success, 1 failure (demo lost messages, connection failed, degraded check),
+Exit codes: 0 success, 1 failure (demo lost messages, connection failed, lines not delivered
+by ``connect``, degraded check),
 2 bad usage or an unhealthy check, 130 interrupted.
 """
 
@@ -19,26 +21,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
 import json
-import logging
 import math
 import os
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 import anyio
-import structlog
 
 from .._core.errors import ConfigError, ConnectionClosedError, ConnectionFailedError
-from .._core.logroute import LIBRARY_LOGGER
 from ..connection.connection import ResilientConnection
 from ..connection.events import ConnectionState, StateChange
 from ..connection.report import HealthReport, HealthStatus
+from ._logs import library_logs
+from ._session import add_subprotocol, describe, dial_kwargs, flush_before_close, undelivered
 from .demo import MAX_DURATION, MIN_DURATION, DemoOptions, run_demo
 
 __all__ = ["build_parser", "main"]
@@ -197,76 +197,12 @@ def _add_headers(parser: argparse.ArgumentParser) -> None:
         metavar="'NAME: VALUE'",
         help="extra handshake header (repeatable)",
     )
+    add_subprotocol(parser)
 
 
 # --------------------------------------------------------------------------- logging
-@contextlib.contextmanager
-def _library_logs(verbose: bool, quiet: bool, stream: TextIO) -> Iterator[None]:
-    """Keep the library's log events off stdout while a command runs.
-
-    A command owns its output (``--json`` must print JSON only). Warnings and errors (unless
-    ``quiet``; and info with ``verbose``) are written to ``stream`` as one line each; the rest
-    is dropped. Both routes of the library's events are covered: the stdlib logger
-    ``resilient_conn`` (structlog unconfigured) gets a handler, and a filter is put at the
-    front of structlog's current processor chain (the list every logger built from it shares).
-    Both are restored afterwards.
-    """
-    shown = set() if quiet else {"warning", "warn", "error", "critical", "exception", "fatal"}
-    if verbose:
-        shown |= {"warning", "warn", "error", "critical", "exception", "fatal", "info", "msg"}
-    with _stdlib_library_logs(shown, stream):  # the route while structlog is unconfigured
-        chain = structlog.get_config()["processors"]
-        if not isinstance(chain, list):  # a chain we cannot extend: leave it as configured
-            yield
-            return
-        with _structlog_library_logs(chain, shown, stream):
-            yield
 
 
-@contextlib.contextmanager
-def _stdlib_library_logs(shown: set[str], stream: TextIO) -> Iterator[None]:
-    """Send the library's stdlib log records at the ``shown`` levels to ``stream`` only."""
-    logger = logging.getLogger(LIBRARY_LOGGER)
-
-    class ToStream(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if record.levelname.lower() in shown:
-                stream.write(f"{record.levelname.lower()}: {record.getMessage()}\n")
-                stream.flush()
-
-    saved = (logger.level, logger.propagate)
-    handler = ToStream()
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO if "info" in shown else logging.WARNING)
-    logger.propagate = False
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(saved[0])
-        logger.propagate = saved[1]
-
-
-@contextlib.contextmanager
-def _structlog_library_logs(chain: list[Any], shown: set[str], stream: TextIO) -> Iterator[None]:
-    """Filter at the front of structlog's processor chain (for a configured structlog)."""
-
-    def to_stream(logger: Any, method: str, event: Any) -> Any:
-        if method in shown:
-            fields = " ".join(f"{k}={v}" for k, v in event.items() if k != "event")
-            stream.write(f"{method}: {event.get('event', '')} {fields}\n")
-            stream.flush()
-        raise structlog.DropEvent
-
-    chain.insert(0, to_stream)
-    try:
-        yield
-    finally:
-        with contextlib.suppress(ValueError):
-            chain.remove(to_stream)
-
-
-# --------------------------------------------------------------------------- demo
 async def _demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     options = DemoOptions(
         duration=args.duration,
@@ -334,10 +270,12 @@ async def _connect(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: Te
         headers=headers,
         ping_interval=args.ping_interval,
         ping_timeout=args.ping_timeout,
+        **dial_kwargs(args),
     )
 
     def report(change: StateChange) -> None:
-        err.write(f"* {change.new.value}: {change.reason}\n")
+        why = "" if change.error is None else f" ({describe(change.error)})"
+        err.write(f"* {change.new.value}: {change.reason}{why}\n")
         err.flush()
 
     conn.on_state_change(report)
@@ -365,14 +303,21 @@ async def _connect(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: Te
                 except (ConnectionFailedError, ConnectionClosedError) as exc:
                     failure.append(exc)
                     break
+            if not failure:
+                await flush_before_close(conn)
             if args.linger and not failure:
                 await anyio.sleep(args.linger)
         tg.cancel_scope.cancel()
+    code = 0
     if failure or conn.state is _S.FAILED:
         error = failure[0] if failure else conn.last_error
-        err.write(f"resilient-conn connect: connection failed: {error}\n")
-        return 1
-    return 0
+        err.write(f"resilient-conn connect: connection failed: {describe(error)}\n")
+        code = 1
+    lost = undelivered(conn)
+    if lost:
+        err.write(f"resilient-conn connect: {lost}\n")
+        code = 1
+    return code
 
 
 async def _cancel_when_failed(conn: ResilientConnection, scope: anyio.CancelScope) -> None:
@@ -396,6 +341,7 @@ async def _check(args: argparse.Namespace, out: TextIO) -> int:
         headers=dict(args.header) or None,
         open_timeout=timeout,
         ping_interval=0,
+        **dial_kwargs(args),
     )
     # Dial once: the first outcome (open, fatal, or a failure the supervisor would retry)
     # settles it; closing the connection then stops any further dial.
@@ -446,7 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_dead_letters(argv[1:] if args is None else args.args, out, err)
     try:
         # the demo prints its own line for every event the library would warn about
-        with _library_logs(args.verbose, args.command == "demo", err):
+        with library_logs(args.verbose, args.command == "demo", err):
             if args.command == "demo":
                 return asyncio.run(_demo(args, out, err))
             if args.command == "connect":

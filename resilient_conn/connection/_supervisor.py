@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -85,7 +86,7 @@ class Supervising:
     _url_source: UrlSource
     _headers_source: HeadersSource | None
     _dial_options: DialOptions
-    _on_open: Callable[[Any], Awaitable[None]] | None
+    _on_open: Callable[[Any], Awaitable[None] | None] | None
     _classify: Classifier
     _clock: Clock
     _log: Any
@@ -408,7 +409,9 @@ class Supervising:
         if self._on_open is not None:
             token = ON_OPEN.set((id(self), self.generation))
             try:
-                await self._on_open(self)
+                result = self._on_open(self)  # sync or async
+                if inspect.isawaitable(result):
+                    await result
             except Exception as exc:
                 self._log.warning("resilient_conn.on_open_failed", error=describe(exc))
                 self.fail_current("on_open_failed", exc)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
@@ -29,7 +29,6 @@ from websockets.exceptions import ConnectionClosed
 from .._core.clock import SYSTEM_CLOCK, Clock
 from .._core.errors import (
     ConfigError,
-    ConnectionClosedError,
     ConnectionFailedError,
     NotConnectedError,
 )
@@ -37,6 +36,7 @@ from .._core.hooks import HookSet, Unsubscribe
 from .._core.log import get_logger, redact_url
 from .._core.notify import Notifier
 from ..adapters.base import Transport, get_adapter
+from ..adapters.checks import check_callables, check_connect_kwargs, check_headers
 from ..adapters.deadlines import send_within
 from ..adapters.websocket import (
     DialOptions,
@@ -48,10 +48,12 @@ from ..coordination import RecoveryCoordinator
 from ..resilience.backoff import Backoff
 from ..resilience.breaker import BreakerLease, CircuitBreaker
 from ..resilience.classify import Classifier, default_classify
+from ..resilience.recovery import connection_breaker
 from ._closing import Closing, in_supervisor
 from ._observe import Observing
+from ._receiving import Receiving
 from ._supervisor import ON_OPEN, Message
-from .buffer import DeadLetter
+from .buffer import DeadLetter, message_size
 from .decide import Decisions
 from .events import ConnectionState, StateChange
 from .metrics import ConnectionStats
@@ -60,20 +62,23 @@ from .outbox import Outbox
 
 __all__ = ["ResilientConnection", "in_supervisor"]
 
-OnOpen = Callable[["ResilientConnection"], Awaitable[None]]
+OnOpen = Callable[["ResilientConnection"], Awaitable[None] | None]
 Probe = Callable[["ResilientConnection"], Awaitable[float]]
 
 _S = ConnectionState
 
-class ResilientConnection(Observing, Closing):
+class ResilientConnection(Observing, Receiving, Closing):
     """A WebSocket connection that reconnects by itself and loses nothing silently.
 
     Args:
         url: ``ws://`` or ``wss://`` URL, or a callable (sync or async) returning one, evaluated
             before every dial.
         backoff: Delay schedule between dials (default ``Backoff()``: full jitter, 1 s to 60 s).
-        breaker: Circuit breaker gating every dial (default ``CircuitBreaker()``: opens after 5
-            failures, probes after 60 s, closes after 2 successes).
+        breaker: Circuit breaker gating every dial (default
+            :func:`~resilient_conn.connection_breaker` on ``backoff``: opens after 3 failures,
+            stays open from ``initial_delay`` growing to :func:`~resilient_conn.recovery_cap`
+            (1 s to 4 s with the default backoff), one stable probe closes it; see
+            docs/recovery.md).
         coordinator: A :class:`~resilient_conn.RecoveryCoordinator` shared with other
             connections to the same upstream: one circuit, one probe and a reconnect ramp for
             all of them (see ``docs/recovery.md``). It gates every dial; unless ``breaker`` is
@@ -102,10 +107,12 @@ class ResilientConnection(Observing, Closing):
         max_queue: Inbound frames websockets queues before it stops reading (default 16).
         on_dead_letter: Callback (sync or async) receiving each :class:`DeadLetter`.
         dead_letter_capacity: How many recent dead letters :attr:`dead_letters` keeps.
-        on_open: Async callback run after every (re)connect, before buffered messages are
-            flushed; its sends go first (re-subscribe here).
+        on_open: Callback (sync or async) run after every (re)connect, before buffered
+            messages are flushed; its sends go first (re-subscribe here).
         headers: Extra handshake headers, or a callable (sync or async) returning them,
-            evaluated before every dial (fresh tokens).
+            evaluated before every dial (fresh tokens). Names must be HTTP tokens, values
+            free of CR/LF/NUL; the handshake's own headers (``Sec-WebSocket-*``, ``Host``)
+            are refused. A callable's bad headers make the connection FAILED.
         name: Name used in logs, hooks, health and metrics (default: host of the URL).
         classify: Failure classifier (default :func:`~resilient_conn.classify.default_classify`).
         probe: Async callable measuring a round trip for :meth:`check` (default: WebSocket ping).
@@ -122,8 +129,9 @@ class ResilientConnection(Observing, Closing):
             cannot compress: ``"deflate"`` there is a ``ConfigError``). Deflate costs CPU per
             message and about 46 KB of zlib state per connection; see docs/performance.md.
         **connect_kwargs: Passed to the transport's connect (``ssl``, ``subprotocols``,
-            ``origin``, ``user_agent_header``; any ``websockets.asyncio.client.connect``
-            argument on websockets).
+            ``origin``, ``user_agent_header``; on websockets, the other names in
+            :data:`~resilient_conn.adapters.checks.CONNECT_KWARGS`). Anything else (a typo,
+            ``additional_headers``) is a ConfigError listing the accepted names.
 
     Raises:
         ConfigError: A bad argument (a ``ValueError``) naming the parameter.
@@ -177,7 +185,15 @@ class ResilientConnection(Observing, Closing):
         self.name = name or default_name
         """The connection's name in logs, hooks, health and metrics."""
         self.backoff = backoff if backoff is not None else Backoff()
-        self.breaker = breaker if breaker is not None else CircuitBreaker(name=self.name)
+        if not isinstance(self.backoff, Backoff):
+            raise ConfigError(f"backoff must be a Backoff, got {type(backoff).__name__}")
+        self.breaker = (
+            breaker
+            if breaker is not None
+            else connection_breaker(self.backoff, name=self.name, clock=clock)
+        )
+        if not isinstance(self.breaker, CircuitBreaker):
+            raise ConfigError(f"breaker must be a CircuitBreaker, got {type(breaker).__name__}")
         if coordinator is not None and not isinstance(coordinator, RecoveryCoordinator):
             raise ConfigError(
                 f"coordinator must be a RecoveryCoordinator, got {type(coordinator).__name__}"
@@ -186,10 +202,6 @@ class ResilientConnection(Observing, Closing):
         """The shared recovery coordinator gating every dial, or ``None``."""
         if coordinator is not None and breaker is None:
             self.breaker.disable()  # the shared circuit replaces the private one
-        if not isinstance(self.backoff, Backoff):
-            raise ConfigError(f"backoff must be a Backoff, got {type(backoff).__name__}")
-        if not isinstance(self.breaker, CircuitBreaker):
-            raise ConfigError(f"breaker must be a CircuitBreaker, got {type(breaker).__name__}")
         self.options = options = ConnectionOptions.resolve(
             open_timeout=open_timeout,
             ping_interval=ping_interval,
@@ -211,10 +223,14 @@ class ResilientConnection(Observing, Closing):
             dead_letter_capacity=dead_letter_capacity,
         )
         """The effective settings (arguments > environment > defaults)."""
-        if on_open is not None and not callable(on_open):
-            raise ConfigError("on_open must be an async callable")
-        if headers is not None and not (callable(headers) or isinstance(headers, Mapping)):
-            raise ConfigError("headers must be a mapping or a callable returning one")
+        check_callables(
+            on_open=on_open, on_dead_letter=on_dead_letter, classify=classify, probe=probe
+        )
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise ConfigError(f"name must be a non-empty string, got {name!r}")
+        if headers is not None and not callable(headers):
+            headers = check_headers(headers)  # a callable's headers are checked at each dial
+        connect_kwargs = check_connect_kwargs(connect_kwargs)
         self._on_open = on_open
         self._headers_source = headers
         self._classify: Classifier = classify or default_classify
@@ -371,7 +387,8 @@ class ResilientConnection(Observing, Closing):
         """Send a message; while disconnected, buffer it (bounded) for after the reconnect.
 
         Args:
-            message: Text (``str``) or binary (``bytes``) message.
+            message: Text (``str``) or binary (``bytes``; a ``bytearray`` or ``memoryview`` is
+                copied to ``bytes``) message. Anything else is a TypeError, connected or not.
             buffer: False to raise :class:`NotConnectedError` instead of buffering.
 
         Raises:
@@ -381,6 +398,11 @@ class ResilientConnection(Observing, Closing):
             ConnectionFailedError: The connection failed.
             ConnectionClosedError: The connection was closed by its user.
         """
+        raw: object = message  # users pass anything: one rule on every path
+        if not isinstance(raw, (str, bytes)):
+            if not isinstance(raw, (bytearray, memoryview)):
+                raise TypeError(f"message must be str or bytes, got {type(raw).__name__}")
+            message = bytes(raw)
         ws = self._ws
         if ws is not None and (self._live or ON_OPEN.get() == (id(self), self.generation)):
             try:
@@ -396,58 +418,13 @@ class ResilientConnection(Observing, Closing):
             else:
                 stats = self.stats
                 stats.messages_out += 1
-                stats.bytes_out += len(message)
+                stats.bytes_out += message_size(message)
                 return
-        if not isinstance(message, (str, bytes)):
-            raise TypeError(f"message must be str or bytes, got {type(message).__name__}")
         self._raise_if_over()
         if not buffer:
             raise NotConnectedError(f"{self.name}: no transport is open")
         if not self._outbox.admit(message):
             await self._wait_for_room(message)
-
-    async def recv(self) -> Message:
-        """Receive the next message, waiting across reconnects.
-
-        Raises:
-            ConnectionClosedError: The connection was closed by its user.
-            ConnectionFailedError: The connection failed (``__cause__`` says why).
-        """
-        while True:
-            ws = self._ws
-            if ws is not None and not self._closing:
-                try:
-                    message = await ws.recv()
-                except ConnectionClosed:
-                    await self._wait_for_transport(ws)
-                    continue
-                stats = self.stats
-                stats.messages_in += 1
-                stats.bytes_in += len(message)
-                return message
-            await self._wait_for_transport(ws)
-
-    def __aiter__(self) -> AsyncIterator[Message]:
-        return self
-
-    async def __anext__(self) -> Message:
-        # Fast path: straight to the open transport's recv (one coroutine less per message
-        # than going through recv()); anything unusual takes the full path below.
-        ws = self._ws
-        if ws is not None and not self._closing:
-            try:
-                message = await ws.recv()
-            except ConnectionClosed:
-                pass
-            else:
-                stats = self.stats
-                stats.messages_in += 1
-                stats.bytes_in += len(message)
-                return message
-        try:
-            return await self.recv()
-        except ConnectionClosedError:
-            raise StopAsyncIteration from None
 
     async def aclose(self) -> None:
         """Close gracefully and end every task this object started.

@@ -17,6 +17,10 @@ if TYPE_CHECKING:
 __all__ = ["ConnectionSnapshot", "ConnectionStats"]
 
 
+MAX_FAILURE_KINDS = 32
+"""Most distinct failure kinds one connection's counters (and metric labels) hold."""
+
+
 @dataclass(slots=True)
 class ConnectionStats:
     """Mutable counters of one logical connection (owned and updated by the supervisor).
@@ -29,8 +33,8 @@ class ConnectionStats:
             ``"heartbeat_timeout"``, ...).
         messages_in: Messages received.
         messages_out: Messages handed to a transport.
-        bytes_in: Payload bytes received (str counted as UTF-8 length upper bound: len()).
-        bytes_out: Payload bytes sent.
+        bytes_in: Payload bytes received (text counted as its UTF-8 length).
+        bytes_out: Payload bytes sent (text counted as its UTF-8 length, on every path).
         dead_letters: Messages dead-lettered, by reason.
         circuit_opens: Times the supervisor found the breaker open.
         disconnected_seconds: Total time spent not connected after the first connect.
@@ -49,7 +53,13 @@ class ConnectionStats:
     disconnected_seconds: float = 0.0
 
     def count_failure(self, kind: str) -> None:
-        """Add one failure of ``kind``."""
+        """Add one failure of ``kind``.
+
+        Kinds become metric labels, so at most :data:`MAX_FAILURE_KINDS` distinct ones are
+        kept; later new kinds (a custom classifier's, say) are counted as ``"other"``.
+        """
+        if kind not in self.failures and len(self.failures) >= MAX_FAILURE_KINDS:
+            kind = "other"
         self.failures[kind] = self.failures.get(kind, 0) + 1
 
     def count_dead_letter(self, reason: str) -> None:

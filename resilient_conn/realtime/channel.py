@@ -26,6 +26,7 @@ from .._core.errors import (
 )
 from .._core.hooks import HookSet, Unsubscribe
 from ..resilience.config import check_positive
+from ._handlers import HandlerSet
 from ._machine import (
     UNSUBSCRIBED,
     Action,
@@ -40,6 +41,8 @@ from ._machine import (
     SendLeave,
 )
 from ._outbox import Push, settle
+from ._presence import apply_diff as _apply_diff
+from ._presence import presence_entries as _presence_entries
 from .protocol import BROADCAST, KIND_USER_BROADCAST_PUSH, Message
 
 if TYPE_CHECKING:
@@ -67,7 +70,11 @@ class Channel:
     the application two ways, which can be combined:
 
     * ``channel.on(event, handler, filter=None)``: ``handler(message)`` (sync or async) for
-      every :class:`~resilient_conn.realtime.protocol.Message` of ``event``;
+      every :class:`~resilient_conn.realtime.protocol.Message` of ``event``. A sync handler
+      runs inline; an async handler gets its own bounded queue (``handler_queue_size``) and
+      ONE worker task that awaits its calls in order, never a task per message. A full queue
+      drops by ``handler_overflow`` (counted in :attr:`handler_dropped`), so a flood costs
+      bounded memory and a slow handler slows only itself;
     * ``async for message in channel``: a bounded queue (``queue_size``, default 1000). When it
       is full the OLDEST message is dropped and counted in :attr:`dropped`. Iteration ends
       after :meth:`unsubscribe`, and raises :class:`ChannelClosedError` when the server
@@ -93,6 +100,10 @@ class Channel:
         push_buffer_size: int,
         rejoin_delay: Callable[[int], float],
         socket_open: bool,
+        handler_queue_size: int = 100,
+        handler_overflow: str = "drop_oldest",
+        handler_timeout: float | None = None,
+        handler_concurrency: int = 1,
     ) -> None:
         self._client = client
         self.topic = topic
@@ -114,7 +125,16 @@ class Channel:
         self._queue_event = asyncio.Event()
         self._buffer: deque[Push] = deque()
         self._buffer_size = push_buffer_size
-        self._handlers: HookSet[Message] = HookSet(f"channel[{topic}]")
+        self._handlers = HandlerSet(
+            topic,
+            queue_size=handler_queue_size,
+            overflow=handler_overflow,
+            timeout=handler_timeout,
+            task_group=lambda: client._tg,
+            concurrency=handler_concurrency,
+            log=client._log,
+            stats=client.stats,
+        )
         self._gap_hooks: HookSet[Channel] = HookSet(f"channel_gap[{topic}]")
         self._close_hooks: HookSet[str] = HookSet(f"channel_close[{topic}]")
         self._join_waiter: asyncio.Future[None] | None = None
@@ -137,6 +157,16 @@ class Channel:
     def closed_reason(self) -> str | None:
         """Why the channel closed (``"unsubscribed"``, the server's message...), else None."""
         return self.machine.closed_reason
+
+    @property
+    def handler_dropped(self) -> int:
+        """Async handler calls dropped because the handler's queue was full."""
+        return self._handlers.dropped
+
+    @property
+    def handler_errors(self) -> int:
+        """Handler calls that raised (or, with ``handler_timeout``, ran over)."""
+        return self._handlers.errors
 
     @property
     def buffered(self) -> int:
@@ -219,7 +249,9 @@ class Channel:
         Args:
             event: ``"broadcast"``, ``"postgres_changes"``, ``"presence_state"``,
                 ``"presence_diff"``, ``"system"``, or ``"*"`` for all.
-            handler: Sync or async callable; exceptions are logged and isolated.
+            handler: Sync or async callable; exceptions are logged (rate-limited), counted in
+                :attr:`handler_errors` and isolated. Async calls queue per handler (see the
+                class docstring).
             filter: For ``broadcast`` the user event name (``"cursor"``); for
                 ``postgres_changes`` the change type (``"INSERT"``, ``"UPDATE"``,
                 ``"DELETE"``); ``None`` or ``"*"`` for all.
@@ -347,9 +379,10 @@ class Channel:
             push.future.cancel()
 
     def _deliver(self, message: Message) -> None:
-        if message.event == "presence_state" and isinstance(message.payload, dict):
-            self.presence = {k: list(v.get("metas", [])) for k, v in message.payload.items()}
-        elif message.event == "presence_diff" and isinstance(message.payload, dict):
+        # A malformed presence payload raises before anything changed (the reader counts it).
+        if message.event == "presence_state":
+            self.presence = _presence_entries(message.payload, "presence_state")
+        elif message.event == "presence_diff":
             _apply_diff(self.presence, message.payload)
         if self._queue_size:
             self._queue.append(message)
@@ -383,7 +416,8 @@ class Channel:
         return any(h.pending for h in (self._handlers, self._gap_hooks, self._close_hooks))
 
     async def _aclose_hooks(self) -> None:
-        for hooks in (self._handlers, self._gap_hooks, self._close_hooks):
+        await self._handlers.aclose()
+        for hooks in (self._gap_hooks, self._close_hooks):
             await hooks.aclose()
 
 
@@ -396,15 +430,3 @@ def _sub_event(message: Message) -> str | None:
         return data.get("type") if isinstance(data, dict) else None
     event = payload.get("event")
     return event if isinstance(event, str) else None
-
-
-def _apply_diff(state: dict[str, list[dict[str, Any]]], diff: dict[str, Any]) -> None:
-    for key, value in (diff.get("leaves") or {}).items():
-        gone = {m.get("phx_ref") for m in value.get("metas", [])}
-        kept = [m for m in state.get(key, []) if m.get("phx_ref") not in gone]
-        if kept:
-            state[key] = kept
-        else:
-            state.pop(key, None)
-    for key, value in (diff.get("joins") or {}).items():
-        state.setdefault(key, []).extend(value.get("metas", []))

@@ -12,16 +12,15 @@ health; the client speaks Phoenix on top of it:
   is rejoined with the CURRENT access token (a token callable is called again), without
   waiting for the replies; a failed rejoin is retried with ``rejoin_backoff``;
 * replies are matched to pushes by ref; ``phx_close``/``phx_error`` for an old join ref are
-  ignored; malformed frames are logged, counted in ``stats["malformed"]`` and skipped.
+  ignored; a frame that fails to decode or to dispatch (whatever it raises) is counted in
+  ``stats["malformed"]``, logged once per kind (rate-limited) and skipped.
 
 Timing: heartbeats and push/join timeouts are network timeouts and run in real time (like the
 connection's keepalive); rejoin backoff waits go through the injected clock.
 
-This module holds the public surface, the channel registry and the inbound dispatch; the
-client's parts live next to it: ``_heartbeat`` (liveness), ``_outbox`` (refs, replies, sending
-and re-sending pushes), ``_driver`` (carrying out the channel machine's actions: frames,
-timers, waiters), ``_machine`` (the pure channel state machine) and ``_tasks`` (the client's
-tasks and its one close).
+Here: the public surface, the channel registry, the inbound dispatch. Next to it: ``_heartbeat``,
+``_outbox`` (pushes, replies), ``_driver`` (the machine's actions), ``_machine`` (pure),
+``_tasks`` (its tasks, its one close).
 """
 
 from __future__ import annotations
@@ -37,12 +36,7 @@ import anyio
 import anyio.abc
 
 from .._core.clock import SYSTEM_CLOCK, Clock
-from .._core.errors import (
-    ConfigError,
-    ConnectionFailedError,
-    RealtimeError,
-    RealtimeProtocolError,
-)
+from .._core.errors import ConfigError, ConnectionFailedError, RealtimeError
 from .._core.log import get_logger, redact_text, redact_url
 from ..connection.connection import ResilientConnection, in_supervisor
 from ..connection.events import ConnectionState, StateChange
@@ -52,8 +46,9 @@ from ._driver import ChannelDriver
 from ._heartbeat import Heartbeat
 from ._machine import Action, ChannelState
 from ._outbox import Outbox, Push
+from ._ratelog import RateLimitedLog
 from ._tasks import ClientTasks
-from ._url import build_dial_url, normalise_url
+from ._url import build_dial_url, check_client_args, full_topic, normalise_url, topic_prefix_for
 from .channel import Channel
 from .protocol import (
     PHOENIX_TOPIC,
@@ -71,8 +66,6 @@ __all__ = ["RealtimeClient", "TokenSource"]
 
 TokenSource = str | Callable[[], str | Awaitable[str]]
 """An access token, or a sync/async callable returning a fresh one."""
-
-_RESERVED = ("on_open", "probe")
 
 
 class RealtimeClient:
@@ -102,6 +95,10 @@ class RealtimeClient:
         rejoin_backoff: Delays between rejoin attempts of a channel whose join failed
             (default ``Backoff(initial_delay=1.0, max_delay=10.0, jitter="equal")``).
         push_buffer_size: Per-channel bound on pushes waiting for a join (default 100).
+        topic_prefix: Put before every channel topic that lacks it. Default: ``"realtime:"``
+            for Supabase (a ``/realtime/v1/...`` path or a ``*.supabase.co`` host), ``""``
+            (topics exactly as given) for any other Phoenix server. Self-hosted Supabase
+            Realtime on ``/socket/websocket`` needs ``topic_prefix="realtime:"``.
         **conn_options: Passed to :class:`ResilientConnection` (``backoff``, ``breaker``,
             ``stable_after``, ``name``, ``clock``...). ``on_open`` and ``probe`` are the
             client's own.
@@ -121,24 +118,13 @@ class RealtimeClient:
         push_timeout: float | None = None,
         rejoin_backoff: Backoff | None = None,
         push_buffer_size: int = 100,
+        topic_prefix: str | None = None,
         **conn_options: Any,
     ) -> None:
         self._base_url = normalise_url(url)
-        if vsn not in ("1.0.0", "2.0.0"):
-            raise ConfigError(f"vsn must be '1.0.0' or '2.0.0', got {vsn!r}")
-        if isinstance(push_buffer_size, bool) or not isinstance(push_buffer_size, int):
-            raise ConfigError(f"push_buffer_size must be an int, got {push_buffer_size!r}")
-        if push_buffer_size < 1:
-            raise ConfigError(f"push_buffer_size must be >= 1, got {push_buffer_size!r}")
-        if rejoin_backoff is not None and not isinstance(rejoin_backoff, Backoff):
-            raise ConfigError(f"rejoin_backoff must be a Backoff, got {rejoin_backoff!r}")
-        if access_token is not None and not (
-            isinstance(access_token, str) or callable(access_token)
-        ):
-            raise ConfigError("access_token must be a string or a callable returning one")
-        for key in _RESERVED:
-            if key in conn_options:
-                raise ConfigError(f"{key} is set by RealtimeClient; it cannot be passed")
+        self.topic_prefix = topic_prefix_for(self._base_url, topic_prefix)
+        """What :meth:`channel` puts before a topic that lacks it."""
+        check_client_args(vsn, push_buffer_size, rejoin_backoff, access_token, conn_options)
         self.vsn = vsn
         self.apikey = apikey
         self.heartbeat_interval = config.resolve(
@@ -169,9 +155,10 @@ class RealtimeClient:
         self._closing = False
         self._log = get_logger(connection=self._conn.name)
         self._tasks = ClientTasks(self._conn.name, self._log)
+        self._malformed = RateLimitedLog(self._log, "resilient_conn.realtime.malformed_frame")
         self.stats: Counter[str] = Counter()
         """Counters: ``malformed``, ``heartbeat_timeouts``, ``rejoins``, ``token_refreshes``,
-        ``pushes_dropped``, ``join_errors``."""
+        ``pushes_dropped``, ``join_errors``, ``handler_dropped``, ``handler_errors``."""
         self._outbox = Outbox(
             self._conn,
             self._ser,
@@ -265,23 +252,30 @@ class RealtimeClient:
         postgres_changes: Sequence[Mapping[str, Any]] | None = None,
         private: bool = False,
         queue_size: int = 1000,
+        handler_queue_size: int = 100,
+        handler_overflow: str = "drop_oldest",
+        handler_timeout: float | None = None,
+        handler_concurrency: int = 1,
     ) -> Channel:
         """Return the channel for ``topic`` (not joined yet: call ``subscribe()``).
 
         Args:
-            topic: ``"room1"`` or ``"realtime:room1"`` (the ``realtime:`` prefix is added when
-                missing). If a channel for the topic is already open, it is returned as is.
+            topic: As the server knows it (``"rooms:lobby"``), after :attr:`topic_prefix`
+                (Supabase: ``"room1"`` becomes ``"realtime:room1"``). If a channel for the
+                topic is already open, it is returned as is.
             broadcast: ``{"ack": bool, "self": bool}``.
             presence: ``{"key": "..."}`` enables presence (``None`` leaves it off).
             postgres_changes: Entries ``{"event", "schema", "table", "filter"?}``.
             private: Join as a private (RLS-authorised) channel.
             queue_size: Bound of the ``async for`` queue (0 disables it; oldest dropped).
+            handler_queue_size: Bound of each async ``on()`` handler's queue of pending calls.
+            handler_overflow: What a full one drops: ``"drop_oldest"`` or ``"drop_newest"``.
+            handler_timeout: Longest one async handler call may run (None: no limit).
+            handler_concurrency: Calls of one async handler run at once (1: in order).
         """
-        if not isinstance(topic, str) or not topic.removeprefix("realtime:"):
-            raise ConfigError(f"topic must be a non-empty string, got {topic!r}")
+        full = full_topic(self.topic_prefix, topic)
         if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 0:
             raise ConfigError(f"queue_size must be an int >= 0, got {queue_size!r}")
-        full = topic if topic.startswith("realtime:") else f"realtime:{topic}"
         existing = self._channels.get(full)
         if existing is not None:
             return existing
@@ -296,6 +290,10 @@ class RealtimeClient:
             push_buffer_size=self.push_buffer_size,
             rejoin_delay=lambda n: self.rejoin_backoff.delay(n - 1),
             socket_open=self._conn.is_connected,
+            handler_queue_size=handler_queue_size,
+            handler_overflow=handler_overflow,
+            handler_timeout=handler_timeout,
+            handler_concurrency=handler_concurrency,
         )
         self._channels[full] = ch
         return ch
@@ -400,14 +398,15 @@ class RealtimeClient:
     async def _reader(self) -> None:
         try:
             async for frame in self._conn:
+                stage = "decode"
                 try:
                     msg = self._ser.decode(frame)
+                    stage = "dispatch"
                     await self._dispatch(msg)
-                except RealtimeProtocolError as exc:
+                except Exception as exc:  # no frame may kill the reader: count, log, skip
                     self.stats["malformed"] += 1
-                    self._log.warning(
-                        "resilient_conn.realtime.malformed_frame", error=redact_text(str(exc))
-                    )
+                    kind, error = f"{stage}:{type(exc).__name__}", redact_text(str(exc))[:300]
+                    self._malformed.warn(kind, anyio.current_time(), error=error)
         except ConnectionFailedError as exc:
             for ch in list(self._channels.values()):
                 self._driver.apply(ch, ch.machine.abort(f"connection failed: {exc}"))

@@ -9,6 +9,7 @@ from .backoff import JITTER_STRATEGIES, Backoff, JitterStrategy
 from .breaker import BreakerLease, BreakerMetrics, BreakerState, BreakerTransition, CircuitBreaker
 from .classify import Action, Verdict, classifier, default_classify
 from .policy import PolicyMetrics, PolicyRegistry, ResiliencePolicy
+from .recovery import connection_breaker, recovery_cap
 from .retry import retry, retrying
 
 __all__ = [
@@ -26,7 +27,9 @@ __all__ = [
     "ResiliencePolicy",
     "Verdict",
     "classifier",
+    "connection_breaker",
     "default_classify",
+    "recovery_cap",
     "retry",
     "retrying",
 ]

@@ -29,20 +29,28 @@ Which outcomes count (the rules every entry point follows):
 from __future__ import annotations
 
 import asyncio
-import enum
 import math
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, ParamSpec, TypeVar, cast
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
 from .._core.clock import SYSTEM_CLOCK, Clock
 from .._core.errors import CircuitOpenError, ConfigError
 from .._core.hooks import HookSet, Unsubscribe
-from .._core.log import get_logger
+from .._core.log import get_logger, redact_text
 from . import config
+from ._breaker_guard import AsyncGuard
+from ._breaker_lease import BreakerLease
+from ._breaker_model import (
+    TRANSITIONS,
+    BreakerMetrics,
+    BreakerState,
+    BreakerTransition,
+    FailurePredicate,
+    failure_rule,
+)
 
 __all__ = [
+    "TRANSITIONS",
     "BreakerLease",
     "BreakerMetrics",
     "BreakerState",
@@ -54,26 +62,7 @@ __all__ = [
 P = ParamSpec("P")
 T = TypeVar("T")
 
-FailurePredicate = Callable[[BaseException], bool]
-"""Decides whether an exception counts as a failure of the guarded service."""
-
 _log = get_logger()
-
-
-class BreakerState(enum.Enum):
-    """Where a :class:`CircuitBreaker` is."""
-
-    CLOSED = "closed"
-    """Calls pass; consecutive failures are counted."""
-    OPEN = "open"
-    """Calls are refused until the recovery timeout elapses."""
-    HALF_OPEN = "half_open"
-    """A limited number of probe calls are admitted to test the service."""
-    FORCED_OPEN = "forced_open"
-    """Refuses every call until :meth:`CircuitBreaker.reset`."""
-    DISABLED = "disabled"
-    """Admits every call and records nothing until :meth:`CircuitBreaker.reset`."""
-
 
 _CLOSED = BreakerState.CLOSED
 _OPEN = BreakerState.OPEN
@@ -81,172 +70,8 @@ _HALF_OPEN = BreakerState.HALF_OPEN
 _FORCED_OPEN = BreakerState.FORCED_OPEN
 _DISABLED = BreakerState.DISABLED
 
-TRANSITIONS: dict[BreakerState, frozenset[BreakerState]] = {
-    _CLOSED: frozenset({_OPEN, _FORCED_OPEN, _DISABLED}),
-    _OPEN: frozenset({_HALF_OPEN, _CLOSED, _FORCED_OPEN, _DISABLED}),
-    _HALF_OPEN: frozenset({_CLOSED, _OPEN, _FORCED_OPEN, _DISABLED}),
-    _FORCED_OPEN: frozenset({_CLOSED, _DISABLED}),
-    _DISABLED: frozenset({_CLOSED, _FORCED_OPEN}),
-}
-"""Legal moves: ``TRANSITIONS[old]`` is the set of states ``old`` may move to."""
 
-
-@dataclass(frozen=True, slots=True)
-class BreakerTransition:
-    """One state change of a breaker, as listeners see it.
-
-    Attributes:
-        old: The state left.
-        new: The state entered.
-        at: The breaker clock's reading (monotonic seconds) at the change.
-        reason: Why, in a few words (``"5 consecutive failures"``, ``"reset"``).
-        name: The breaker's name, if it has one.
-    """
-
-    old: BreakerState
-    new: BreakerState
-    at: float
-    reason: str
-    name: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class BreakerMetrics:
-    """A snapshot of a breaker's state and counters (totals since construction).
-
-    Attributes:
-        name: The breaker's name, if any.
-        state: The state (an elapsed OPEN reads HALF_OPEN).
-        calls: Calls admitted (DISABLED admits without counting).
-        successes: Successes that counted.
-        failures: Failures that counted.
-        rejections: Calls refused with :class:`~resilient_conn.CircuitOpenError`.
-        ignored: Outcomes reported when they could not count (see the module docs).
-        consecutive_failures: Failures in a row in the current episode.
-        half_open_successes: Successes counted in the current HALF_OPEN episode.
-        half_open_in_flight: Probe leases outstanding.
-        opened_at: Clock reading when the circuit last opened (``None`` when CLOSED).
-        retry_after: Seconds until a probe is admitted (``inf`` when FORCED_OPEN).
-        recovery_timeout: The open time in force (grows with ``recovery_multiplier``).
-        times_opened: How often the circuit opened (including re-opens from HALF_OPEN).
-        transitions: How many state changes happened.
-        last_failure: ``repr`` of the last counted failure's exception, if any.
-    """
-
-    name: str | None
-    state: BreakerState
-    calls: int
-    successes: int
-    failures: int
-    rejections: int
-    ignored: int
-    consecutive_failures: int
-    half_open_successes: int
-    half_open_in_flight: int
-    opened_at: float | None
-    retry_after: float
-    recovery_timeout: float
-    times_opened: int
-    transitions: int
-    last_failure: str | None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-safe dict (state as its value, an infinite ``retry_after`` as None)."""
-        return {
-            "name": self.name,
-            "state": self.state.value,
-            "calls": self.calls,
-            "successes": self.successes,
-            "failures": self.failures,
-            "rejections": self.rejections,
-            "ignored": self.ignored,
-            "consecutive_failures": self.consecutive_failures,
-            "half_open_successes": self.half_open_successes,
-            "half_open_in_flight": self.half_open_in_flight,
-            "opened_at": self.opened_at,
-            "retry_after": None if math.isinf(self.retry_after) else self.retry_after,
-            "recovery_timeout": self.recovery_timeout,
-            "times_opened": self.times_opened,
-            "transitions": self.transitions,
-            "last_failure": self.last_failure,
-        }
-
-
-class BreakerLease:
-    """Permission for one call, returned by :meth:`CircuitBreaker.acquire`.
-
-    Report the outcome with exactly one of :meth:`success`, :meth:`failure` or
-    :meth:`release`; only the first call of any of them counts, later ones do nothing. A
-    probe lease (admitted in HALF_OPEN) holds one of the ``half_open_max_calls`` slots until
-    then. Also a sync context manager: ``with breaker.acquire():`` reports like ``async with
-    breaker:`` does.
-    """
-
-    __slots__ = ("_breaker", "_done", "_generation", "_probe")
-
-    def __init__(self, breaker: CircuitBreaker, generation: int, probe: bool) -> None:
-        self._breaker = breaker
-        self._generation = generation
-        self._probe = probe
-        self._done = False
-
-    @property
-    def probe(self) -> bool:
-        """True if this lease was admitted as a HALF_OPEN probe."""
-        return self._probe
-
-    @property
-    def done(self) -> bool:
-        """True once an outcome was reported or the lease released."""
-        return self._done
-
-    def success(self) -> None:
-        """Record a success and free the probe slot (no-op after the first report)."""
-        if not self._done:
-            self._done = True
-            self._breaker._settle(self._generation, self._probe, True, None)
-
-    def failure(self, exc: BaseException | None = None) -> None:
-        """Record a failure (``exc`` is kept for metrics) and free the probe slot."""
-        if not self._done:
-            self._done = True
-            self._breaker._settle(self._generation, self._probe, False, exc)
-
-    def release(self) -> None:
-        """Free the probe slot without recording anything (e.g. on cancellation)."""
-        if not self._done:
-            self._done = True
-            self._breaker._settle(self._generation, self._probe, None, None)
-
-    def report(self, exc: BaseException | None) -> None:
-        """Report as ``async with`` does: success, failure or release, judged from ``exc``."""
-        if exc is None:
-            self.success()
-            return
-        verdict = self._breaker._classify(exc)
-        if verdict is None:
-            self.release()
-        elif verdict:
-            self.success()
-        else:
-            self.failure(exc)
-
-    def __enter__(self) -> BreakerLease:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.report(exc)
-
-    def __repr__(self) -> str:
-        return f"BreakerLease(probe={self._probe}, done={self._done})"
-
-
-class CircuitBreaker:
+class CircuitBreaker(AsyncGuard):
     """Stops calling a failing service for a while, then probes it before trusting it again.
 
     Every argument left at ``None`` comes from configuration (``RESILIENT_CONN_BREAKER_*``
@@ -275,33 +100,23 @@ class CircuitBreaker:
     """
 
     __slots__ = (
-        "_calls",
-        "_changed",
-        "_clock",
-        "_consecutive_failures",
         "_current_timeout",
         "_failure_predicate",
         "_failure_threshold",
         "_failure_types",
         "_failures",
         "_generation",
-        "_half_open_max_calls",
         "_half_open_successes",
         "_hooks",
         "_ignored",
-        "_in_flight",
         "_last_failure",
         "_max_recovery_timeout",
         "_name",
-        "_open_until",
         "_opened_at",
         "_recovery_multiplier",
         "_recovery_timeout",
         "_rejections",
-        "_state",
         "_success_threshold",
-        "_successes",
-        "_task_probes",
         "_times_opened",
         "_transitions",
     )
@@ -347,7 +162,7 @@ class CircuitBreaker:
             )
         self._recovery_multiplier = float(multiplier)
         self._max_recovery_timeout = float(max_recovery_timeout)
-        self._failure_types, self._failure_predicate = _failure_rule(failure_on)
+        self._failure_types, self._failure_predicate = failure_rule(failure_on)
         if clock is not None and not isinstance(clock, Clock):
             raise ConfigError(f"clock must have now() and sleep(), got {clock!r}")
         self._clock: Clock = SYSTEM_CLOCK if clock is None else clock
@@ -462,96 +277,6 @@ class CircuitBreaker:
         self._rejections += 1
         raise CircuitOpenError(self.retry_after, self._name)
 
-    async def __aenter__(self) -> None:
-        if self._state is _CLOSED:
-            self._calls += 1
-            return
-        lease = self._acquire_slow()
-        if lease._probe:
-            self._task_probes.setdefault(asyncio.current_task(), []).append(lease)
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._task_probes:
-            leases = self._task_probes.get(asyncio.current_task())
-            if leases:
-                lease = leases.pop()
-                if not leases:
-                    del self._task_probes[asyncio.current_task()]
-                lease.report(exc)
-                return
-        if exc is None:
-            if self._state is _CLOSED:
-                self._successes += 1
-                self._consecutive_failures = 0
-            else:
-                self._outcome(True, None)
-            return
-        verdict = self._classify(exc)
-        if verdict is not None:
-            self._outcome(verdict, exc)
-
-    async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """Call ``await fn(*args, **kwargs)`` through the breaker.
-
-        Returns:
-            What ``fn`` returned.
-
-        Raises:
-            CircuitOpenError: The call was refused (``fn`` was not called).
-        """
-        if self._state is not _CLOSED:
-            lease = self._acquire_slow()
-            try:
-                result = await fn(*args, **kwargs)
-            except BaseException as exc:
-                lease.report(exc)
-                raise
-            lease.success()
-            return result
-        self._calls += 1
-        try:
-            result = await fn(*args, **kwargs)
-        except Exception as exc:
-            verdict = self._classify(exc)
-            if verdict is not None:
-                self._outcome(verdict, exc)
-            raise
-        if self._state is _CLOSED:
-            self._successes += 1
-            self._consecutive_failures = 0
-        else:
-            self._outcome(True, None)
-        return result
-
-    async def wait_until_ready(self) -> None:
-        """Return once a call would be admitted (never polls).
-
-        OPEN: sleeps ``retry_after`` through the clock, then checks again. HALF_OPEN with every
-        slot taken, and FORCED_OPEN: waits until a slot is released or the state changes
-        (``reset()``). Returns at once when CLOSED, DISABLED or HALF_OPEN with a free slot.
-        Being ready does not reserve the slot: another caller may take it first, so
-        ``acquire()`` may still raise :class:`~resilient_conn.CircuitOpenError`.
-        """
-        clock = self._clock
-        while True:
-            state = self.state
-            if state is _CLOSED or state is _DISABLED:
-                return
-            if state is _HALF_OPEN and self._in_flight < self._half_open_max_calls:
-                return
-            if state is _OPEN:
-                await clock.sleep(self._open_until - clock.now())
-                continue
-            event = self._changed
-            if event is None:
-                event = self._changed = asyncio.Event()
-            await event.wait()
-
     # -- outcomes without a lease --------------------------------------------------------
     def record_success(self) -> None:
         """Record a success without a lease (e.g. a heartbeat on a HALF_OPEN probe link)."""
@@ -642,7 +367,7 @@ class CircuitBreaker:
             _log.warning(
                 "resilient_conn.breaker_predicate_failed",
                 breaker=self._name,
-                error=repr(predicate_error),
+                error=redact_text(repr(predicate_error)),
             )
             return False
 
@@ -684,7 +409,7 @@ class CircuitBreaker:
         self._failures += 1
         self._consecutive_failures += 1
         if exc is not None:
-            self._last_failure = repr(exc)[:200]
+            self._last_failure = redact_text(repr(exc))[:200]
         if self._state is _HALF_OPEN:
             self._current_timeout = min(
                 self._max_recovery_timeout, self._current_timeout * self._recovery_multiplier
@@ -732,23 +457,3 @@ class CircuitBreaker:
         )
         if len(self._hooks):
             self._hooks.emit(BreakerTransition(old, new, now, reason, self._name))
-
-
-def _failure_rule(
-    failure_on: object,
-) -> tuple[tuple[type[BaseException], ...] | None, FailurePredicate | None]:
-    """Split ``failure_on`` into (types, None) or (None, predicate), validating it."""
-    if isinstance(failure_on, type) and issubclass(failure_on, BaseException):
-        return (failure_on,), None
-    if isinstance(failure_on, tuple):
-        for item in failure_on:
-            if not (isinstance(item, type) and issubclass(item, BaseException)):
-                raise ConfigError(
-                    f"failure_on must hold exception classes or be a predicate, got {item!r}"
-                )
-        return failure_on, None
-    if callable(failure_on):
-        return None, cast(FailurePredicate, failure_on)
-    raise ConfigError(
-        f"failure_on must be a tuple of exception classes or a predicate, got {failure_on!r}"
-    )

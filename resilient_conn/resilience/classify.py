@@ -7,15 +7,21 @@ What happened                                           Verdict
 ======================================================  =========================================
 HTTP 401, 403, 404 (also 400, 405, 410, 426)            FATAL (state FAILED, no more dials)
 invalid URL, TLS certificate failure, ``ConfigError``   FATAL
+HTTP 2xx (answered without upgrading)                   FATAL, kind ``not_websocket``
+a redirect loop (> 10), to ``ws://``, or unfollowable   FATAL, kind ``redirect``
 HTTP 429 / 503 with ``Retry-After``                     RETRY_AFTER that many seconds (at least)
 HTTP 429 / 503 without it, other 4xx, 5xx               RETRY with backoff
 close 1013 (try again later)                            RETRY_AFTER a number found in the close
                                                         reason, else :data:`TRY_AGAIN_LATER_DELAY`
-close 1012 (service restart)                            RETRY soon (the first, jittered, delay)
-close 1000 / 1001 from the server, 1006, other codes    RETRY with backoff
+close 1012 (service restart), 1001 (going away)        RETRY soon (the first, jittered, delay)
+close 1009 (message too big, either way)               RETRY with backoff, kind ``message_too_big``
+close 1000 from the server, 1006, other codes           RETRY with backoff
 refused, reset, timeout, DNS, other ``OSError``         RETRY with backoff
 anything else                                           RETRY with backoff
 ======================================================  =========================================
+
+Failure kinds are metric labels, so they come from a bounded set: close codes are grouped
+(:func:`close_kind`), an HTTP status outside the standard ones is ``http_other``.
 
 Pass ``classify=`` to :class:`~resilient_conn.ResilientConnection` to change it, e.g. to retry
 a 401 after refreshing a token (see :func:`classifier`).
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import email.utils
 import enum
+import http
 import re
 import ssl
 import time
@@ -36,17 +43,20 @@ from websockets.exceptions import (
     InvalidHandshake,
     InvalidStatus,
     InvalidURI,
+    SecurityError,
 )
 
 from .._core.errors import ConfigError
 
 __all__ = [
     "FATAL_STATUSES",
+    "STANDARD_CLOSE_CODES",
     "TRY_AGAIN_LATER_DELAY",
     "Action",
     "Classifier",
     "Verdict",
     "classifier",
+    "close_kind",
     "default_classify",
     "parse_retry_after",
 ]
@@ -82,7 +92,7 @@ class Verdict:
             ``"close_1012"``, ...).
         delay: For RETRY_AFTER, the least number of seconds to wait.
         soon: For RETRY, dial again after the first (jittered) backoff delay instead of the next
-            one (server restart, close 1012).
+            one (server restart or going away: close 1012, 1001).
         status: The HTTP status of a rejected handshake, if any.
     """
 
@@ -126,11 +136,42 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
+_HTTP_STATUSES = frozenset(int(s) for s in http.HTTPStatus)
+_COME_BACK_NOW = frozenset({1001, 1012})
+"""Close codes of a server going away on purpose (a deploy, a restart): redial soon."""
+
 _NUMBER = re.compile(r"(\d+(?:\.\d+)?)")
+
+
+STANDARD_CLOSE_CODES: frozenset[int] = frozenset(
+    {1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1010, 1011, 1014, 1015}
+)
+"""Close codes of RFC 6455 / IANA that keep their own failure kind (``close_1011``...)."""
+
+
+def close_kind(code: int) -> str:
+    """The failure kind of close ``code``, from a bounded set (a server picks the code).
+
+    ``close_<code>`` for the standard codes, ``close_3xxx`` (registered) and ``close_4xxx``
+    (private) by range, ``close_other`` for the rest; 1009 is ``message_too_big``, 1012 and
+    1013 keep ``close_1012`` / ``close_1013``.
+    """
+    if code == 1009:
+        return "message_too_big"
+    if code in STANDARD_CLOSE_CODES or code in (1012, 1013):
+        return f"close_{code}"
+    if 3000 <= code <= 3999:
+        return "close_3xxx"
+    if 4000 <= code <= 4999:
+        return "close_4xxx"
+    return "close_other"
 
 
 def _close_verdict(exc: ConnectionClosed) -> Verdict:
     close = exc.rcvd
+    if exc.sent is not None and exc.sent.code == 1009:
+        # We failed the connection: an inbound message was larger than max_size.
+        return Verdict(Action.RETRY, "message_too_big")
     if close is None:
         return Verdict(Action.RETRY, "lost")
     code = close.code
@@ -138,17 +179,21 @@ def _close_verdict(exc: ConnectionClosed) -> Verdict:
         match = _NUMBER.search(close.reason or "")
         delay = min(float(match.group(1)), MAX_RETRY_AFTER) if match else TRY_AGAIN_LATER_DELAY
         return Verdict(Action.RETRY_AFTER, "close_1013", delay=delay)
-    if code == 1012:
-        return Verdict(Action.RETRY, "close_1012", soon=True)
-    return Verdict(Action.RETRY, f"close_{code}")
+    if code in _COME_BACK_NOW:
+        return Verdict(Action.RETRY, f"close_{code}", soon=True)
+    return Verdict(Action.RETRY, close_kind(code))
 
 
 def _status_verdict(exc: InvalidStatus, fatal_statuses: Collection[int]) -> Verdict:
     response = exc.response
     status = response.status_code
-    kind = f"http_{status}"
+    kind = f"http_{status}" if status in _HTTP_STATUSES else "http_other"
     if status in fatal_statuses:
         return Verdict(Action.FATAL, kind, status=status)
+    if 200 <= status < 300:  # answered, but not upgraded: not a WebSocket endpoint
+        return Verdict(Action.FATAL, "not_websocket", status=status)
+    if 300 <= status < 400:  # a redirect websockets could not follow (no Location, ...)
+        return Verdict(Action.FATAL, "redirect", status=status)
     if status in (429, 503):
         delay = parse_retry_after(response.headers.get("Retry-After"))
         if delay is not None:
@@ -186,8 +231,12 @@ def default_classify(
         return _status_verdict(exc, fatal_statuses)
     if isinstance(exc, ConnectionClosed):
         return _close_verdict(exc)
-    if isinstance(exc, (InvalidURI, ConfigError)):
+    if isinstance(exc, InvalidURI) or (isinstance(exc, ConfigError) and str(exc)[:3] == "url"):
         return Verdict(Action.FATAL, "invalid_url")
+    if isinstance(exc, ConfigError):  # e.g. a headers callable returned a CR/LF value
+        return Verdict(Action.FATAL, "invalid_config")
+    if isinstance(exc, SecurityError):  # a redirect loop, or a redirect to plain ws://
+        return Verdict(Action.FATAL, "redirect")
     if isinstance(exc, OSError):  # includes TimeoutError, refused, reset, DNS (gaierror)
         return _os_verdict(exc)
     if isinstance(exc, InvalidHandshake):

@@ -7,11 +7,13 @@ Every attempt of :meth:`ResiliencePolicy.call` goes through the policy's breaker
   ``failure_on``); the policy sleeps the next backoff delay and tries again, or gives up with
   :class:`~resilient_conn.RetryError` (``from`` that error) when attempts or the deadline run
   out. A non-retryable error propagates unchanged; cancellation is never retried.
-* The breaker refuses (:class:`~resilient_conn.CircuitOpenError`): the refusal uses up an
-  attempt. If another attempt remains and ``max(retry_after, next backoff delay)`` fits the
-  deadline, the policy sleeps that long and tries again. Otherwise it **fails fast by raising
-  the CircuitOpenError itself** (``retry_after`` tells the caller when to come back),
-  chained ``from`` the last real error of the call, if there was one. A forced-open breaker
+* The breaker refuses (:class:`~resilient_conn.CircuitOpenError`): the policy **fails fast**,
+  raising that CircuitOpenError at once (``retry_after`` tells the caller when to come back),
+  chained ``from`` the last real error of the call, if there was one. It waits only when the
+  caller asked to wait: with ``wait_for_breaker=True``, or with a ``deadline`` that the wait
+  fits. Then the refusal uses up an attempt, and if another attempt remains and
+  ``max(retry_after, next backoff delay)`` fits the deadline (if any), the policy sleeps that
+  long and tries again; otherwise it fails fast as above. A forced-open breaker
   (``retry_after`` = ``inf``) always fails fast.
 """
 
@@ -45,7 +47,8 @@ class PolicyMetrics:
         name: The policy's name, if any.
         breaker: The breaker's :class:`~resilient_conn.BreakerMetrics`.
         retry: The policy's :class:`~resilient_conn.retry.RetryMetrics`.
-        fail_fast: Calls that ended with CircuitOpenError (the wait did not fit).
+        fail_fast: Calls that ended with CircuitOpenError (not asked to wait, or the wait
+            did not fit).
     """
 
     name: str | None
@@ -76,7 +79,10 @@ class ResiliencePolicy:
         retry_on: Exception classes or a predicate selecting retryable errors (default any
             ``Exception``; a CircuitOpenError from the policy's own breaker is handled as
             described in the module docs).
-        deadline: Total seconds per call; a sleep that would cross it is not started.
+        deadline: Total seconds per call; a sleep that would cross it is not started. A
+            deadline also lets a call wait for an open breaker when the wait fits it.
+        wait_for_breaker: Wait out an open breaker (within ``max_attempts`` and the deadline)
+            instead of failing fast with ``CircuitOpenError`` (default False).
         clock: Clock for ``now()`` and ``sleep()`` (default: the breaker's clock, else the
             system clock).
 
@@ -94,6 +100,7 @@ class ResiliencePolicy:
         "_name",
         "_retryable",
         "_stats",
+        "_wait_for_breaker",
     )
 
     def __init__(
@@ -106,6 +113,7 @@ class ResiliencePolicy:
         retry_on: RetryOn = (Exception,),
         deadline: float | None = None,
         clock: Clock | None = None,
+        wait_for_breaker: bool = False,
     ) -> None:
         if breaker is not None and not isinstance(breaker, CircuitBreaker):
             raise ConfigError(f"breaker must be a CircuitBreaker, got {breaker!r}")
@@ -122,6 +130,9 @@ class ResiliencePolicy:
         )
         self._retryable = retry_rule(retry_on)
         self._deadline = None if deadline is None else config.check_positive(deadline, "deadline")
+        if not isinstance(wait_for_breaker, bool):
+            raise ConfigError(f"wait_for_breaker must be a bool, got {wait_for_breaker!r}")
+        self._wait_for_breaker = wait_for_breaker
         self._stats = RetryStats()
         self._fail_fast = 0
 
@@ -136,6 +147,11 @@ class ResiliencePolicy:
         return self._breaker
 
     @property
+    def wait_for_breaker(self) -> bool:
+        """True if calls wait out an open breaker instead of failing fast."""
+        return self._wait_for_breaker
+
+    @property
     def backoff(self) -> Backoff:
         """The delay schedule between attempts."""
         return self._backoff
@@ -147,7 +163,8 @@ class ResiliencePolicy:
             What ``fn`` returned.
 
         Raises:
-            CircuitOpenError: The breaker refused and waiting for it did not fit.
+            CircuitOpenError: The breaker refused, and the caller did not ask to wait
+                (``wait_for_breaker``, a ``deadline``) or the wait did not fit.
             RetryError: Attempts or deadline exhausted; ``__cause__`` is the last error.
             Exception: A non-retryable error of ``fn``, unchanged.
         """
@@ -156,12 +173,16 @@ class ResiliencePolicy:
         delays: Iterator[float] | None = None  # created on the first failure only
         last_error: Exception | None = None
         attempt = 0
+        waits = self._wait_for_breaker or self._deadline is not None
         while True:
             attempt += 1
             stats.attempts += 1
             try:
                 lease = breaker.acquire()
             except CircuitOpenError as refused:
+                if not waits:
+                    self._fail_fast += 1
+                    raise refused from last_error
                 if delays is None:
                     delays = self._backoff.delays()
                 wait = max(refused.retry_after, next(delays))
@@ -192,6 +213,8 @@ class ResiliencePolicy:
                 if reason:
                     stats.exhaustions += 1
                     raise RetryError(attempt, exc, reason) from exc
+                if not waits and breaker.retry_after > 0:
+                    continue  # this failure opened the circuit: no sleep, the refusal is next
                 stats.retries += 1
                 await clock.sleep(delay)
                 continue

@@ -24,7 +24,7 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast
 
 from .._core.clock import SYSTEM_CLOCK, Clock
 from .._core.errors import ConfigError, RetryError
-from .._core.log import get_logger
+from .._core.log import get_logger, redact_text
 from . import config
 from .backoff import Backoff, JitterStrategy
 
@@ -262,7 +262,7 @@ async def _call_hook(hook: Callable[[RetryState], Any], state: RetryState) -> No
             "resilient_conn.hook_failed",
             hook="before_sleep",
             callback=getattr(hook, "__qualname__", repr(hook)),
-            error=repr(exc),
+            error=redact_text(repr(exc)),
         )
 
 

@@ -26,11 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from http import HTTPStatus
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -38,7 +35,6 @@ from urllib.parse import parse_qs, urlsplit
 import anyio
 import anyio.abc
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
@@ -47,20 +43,13 @@ from .._core.errors import RealtimeProtocolError
 from .._core.log import get_logger
 from ..realtime.protocol import (
     BROADCAST,
-    HEARTBEAT,
-    KIND_USER_BROADCAST,
-    KIND_USER_BROADCAST_PUSH,
-    PHOENIX_TOPIC,
-    PHX_CLOSE,
     PHX_ERROR,
-    PHX_JOIN,
-    PHX_LEAVE,
-    PHX_REPLY,
     Message,
-    Serializer,
     make_serializer,
 )
 from ._net import Notifier
+from ._phoenix_channels import ChannelSide
+from ._phoenix_records import Conn, ConnectionRecord, JoinRecord, json_response, pg_matches
 
 __all__ = ["ConnectionRecord", "JoinRecord", "PhoenixServer"]
 
@@ -68,56 +57,7 @@ PATHS = ("/socket/websocket", "/realtime/v1/websocket")
 _log = get_logger(component="phoenix_server")
 
 
-@dataclass(frozen=True, slots=True)
-class JoinRecord:
-    """One ``phx_join`` the server received.
-
-    Attributes:
-        topic: The topic joined.
-        join_ref: The join's ref.
-        access_token: The ``access_token`` the join carried (``None`` if none).
-        config: The join's ``config`` object.
-        connection: Id of the socket it came on (see :attr:`PhoenixServer.connections`).
-        accepted: Whether the server replied ok.
-    """
-
-    topic: str
-    join_ref: str | None
-    access_token: str | None
-    config: dict[str, Any]
-    connection: int
-    accepted: bool
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionRecord:
-    """One accepted WebSocket: its id, path, protocol version and apikey."""
-
-    id: int
-    path: str
-    vsn: str
-    apikey: str | None
-
-
-@dataclass(slots=True)
-class _Sub:
-    join_ref: str | None
-    config: dict[str, Any]
-    pg: list[dict[str, Any]]
-    presence_key: str
-    token: str | None
-
-
-@dataclass(slots=True, eq=False)
-class _Conn:
-    id: int
-    ws: ServerConnection
-    ser: Serializer
-    tg: anyio.abc.TaskGroup
-    subs: dict[str, _Sub] = field(default_factory=dict)
-
-
-class PhoenixServer:
+class PhoenixServer(ChannelSide):
     """A Phoenix / Supabase Realtime server on 127.0.0.1 for tests.
 
     Use as ``async with PhoenixServer() as server:``; :attr:`url` points at
@@ -130,6 +70,10 @@ class PhoenixServer:
         idle_timeout: Close a socket that sends nothing for this long (``None``: never).
         max_records: How many joins and pushes the records keep (oldest dropped first).
         clock: Clock for the delays.
+        topics: The router: topic patterns the server has channels for, as Phoenix's
+            ``channel "rooms:*"`` (a trailing ``*`` matches any rest). A join of any other
+            topic is answered ``{"reason": "unmatched topic"}``, as Phoenix does. Default
+            ``("realtime:*",)``: Supabase's router.
     """
 
     def __init__(
@@ -141,8 +85,11 @@ class PhoenixServer:
         idle_timeout: float | None = 60.0,
         max_records: int = 100_000,
         clock: Clock = SYSTEM_CLOCK,
+        topics: tuple[str, ...] = ("realtime:*",),
     ) -> None:
         self.port = port
+        self.topics = tuple(topics)
+        """The topic patterns joins are routed to (see the ``topics`` argument)."""
         self.join_error_delay = join_error_delay
         self.handshake_delay = handshake_delay
         self.idle_timeout = idle_timeout
@@ -162,7 +109,7 @@ class PhoenixServer:
         """Tokens refused at join (InvalidJWTToken) and by access_token (system error)."""
         self._reject: tuple[str, str | None, float | None] | None = None
         self._handshake: tuple[int, str] | None = None
-        self._conns: set[_Conn] = set()
+        self._conns: set[Conn] = set()
         self._ids = itertools.count(1)
         self._pg_ids: dict[tuple[str, str, str, str], int] = {}
         self._presence: dict[str, dict[str, list[dict[str, Any]]]] = {}
@@ -251,7 +198,7 @@ class PhoenixServer:
     async def broadcast(self, topic: str, event: str, payload: Any) -> int:
         """Broadcast as another client would; return how many subscribers got it."""
         body = {"type": BROADCAST, "event": event, "payload": payload}
-        return await self._fan_out(_full(topic), BROADCAST, body)
+        return await self._fan_out(self._full(topic), BROADCAST, body)
 
     async def inject_postgres_change(
         self,
@@ -279,33 +226,33 @@ class PhoenixServer:
             data["old_record"] = old_record
         sent = 0
         for conn in list(self._conns):
-            sub = conn.subs.get(_full(topic))
+            sub = conn.subs.get(self._full(topic))
             if sub is None:
                 continue
-            ids = [e["id"] for e in sub.pg if _pg_matches(e, schema, table, type)]
+            ids = [e["id"] for e in sub.pg if pg_matches(e, schema, table, type)]
             if ids:
-                msg = Message(_full(topic), "postgres_changes", {"ids": ids, "data": data})
+                msg = Message(self._full(topic), "postgres_changes", {"ids": ids, "data": data})
                 sent += await self._send(conn, msg)
         return sent
 
     async def presence_track(self, topic: str, key: str, meta: dict[str, Any]) -> None:
         """Track presence ``key`` with ``meta`` as another client would (sends a diff)."""
-        await self._track(_full(topic), key, dict(meta))
+        await self._track(self._full(topic), key, dict(meta))
 
     async def presence_untrack(self, topic: str, key: str) -> None:
         """Untrack presence ``key`` (sends a diff with the leave)."""
-        await self._untrack(_full(topic), key)
+        await self._untrack(self._full(topic), key)
 
     def presence_state(self, topic: str) -> dict[str, Any]:
         """The current presence state of ``topic`` as ``presence_state`` would carry it."""
-        return {k: {"metas": list(v)} for k, v in self._presence.get(_full(topic), {}).items()}
+        return {k: {"metas": list(v)} for k, v in self._presence.get(self._full(topic), {}).items()}
 
     async def system_error(self, topic: str, message: str) -> int:
         """Send a fatal system error then ``phx_close`` to every subscriber of ``topic``."""
         sent = 0
         for conn in list(self._conns):
-            if _full(topic) in conn.subs:
-                await self._kill_channel(conn, _full(topic), message)
+            if self._full(topic) in conn.subs:
+                await self._kill_channel(conn, self._full(topic), message)
                 sent += 1
         return sent
 
@@ -313,10 +260,10 @@ class PhoenixServer:
         """Send ``phx_error`` (channel crashed) to every subscriber and drop their channel."""
         sent = 0
         for conn in list(self._conns):
-            sub = conn.subs.pop(_full(topic), None)
+            sub = conn.subs.pop(self._full(topic), None)
             if sub is not None:
                 j = sub.join_ref
-                sent += await self._send(conn, Message(_full(topic), PHX_ERROR, {}, j, j))
+                sent += await self._send(conn, Message(self._full(topic), PHX_ERROR, {}, j, j))
         return sent
 
     async def push(
@@ -329,7 +276,7 @@ class PhoenixServer:
         join_ref: str | None = None,
     ) -> int:
         """Send an arbitrary message to every subscriber of ``topic`` (e.g. a stale close)."""
-        msg = Message(_full(topic), event, payload, ref, join_ref)
+        msg = Message(self._full(topic), event, payload, ref, join_ref)
         sent = 0
         for conn in list(self._conns):
             if msg.topic in conn.subs:
@@ -353,7 +300,7 @@ class PhoenixServer:
 
     async def wait_for_join(self, topic: str, n: int = 1, *, accepted: bool | None = None) -> None:
         """Wait until ``topic`` has been joined ``n`` times (optionally only accepted ones)."""
-        full = _full(topic)
+        full = self._full(topic)
 
         def done() -> bool:
             hits = [j for j in self.joins if j.topic == full]
@@ -365,7 +312,7 @@ class PhoenixServer:
 
     async def wait_for_push(self, event: str, n: int = 1, *, topic: str | None = None) -> None:
         """Wait until ``n`` pushes of ``event`` (on ``topic`` if given) have arrived."""
-        full = None if topic is None else _full(topic)
+        full = None if topic is None else self._full(topic)
 
         def done() -> bool:
             hits = [p for p in self.pushes if p.event == event and full in (None, p.topic)]
@@ -383,7 +330,7 @@ class PhoenixServer:
 
     def joins_of(self, topic: str) -> list[JoinRecord]:
         """The recorded joins of ``topic`` (either form), oldest first."""
-        return [j for j in self.joins if j.topic == _full(topic)]
+        return [j for j in self.joins if j.topic == self._full(topic)]
 
     def _notify(self) -> None:
         self._changed.notify()
@@ -393,14 +340,14 @@ class PhoenixServer:
     async def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
         parts = urlsplit(request.path)
         if parts.path not in PATHS:
-            return _json_response(404, "not found")
+            return json_response(404, "not found")
         vsn = parse_qs(parts.query).get("vsn", ["1.0.0"])[0]
         if vsn not in ("1.0.0", "2.0.0"):
-            return _json_response(400, f"unsupported vsn {vsn}")
+            return json_response(400, f"unsupported vsn {vsn}")
         if self._handshake is not None:
             status, error = self._handshake
             await self.clock.sleep(self.handshake_delay)
-            return _json_response(status, error)
+            return json_response(status, error)
         return None
 
     async def _handler(self, ws: ServerConnection) -> None:
@@ -412,7 +359,7 @@ class PhoenixServer:
         self.connections.append(ConnectionRecord(cid, urlsplit(ws.request.path).path, vsn, apikey))
         self._notify()
         async with anyio.create_task_group() as tg:
-            conn = _Conn(cid, ws, make_serializer(vsn, "server"), tg)
+            conn = Conn(cid, ws, make_serializer(vsn, "server"), tg)
             self._conns.add(conn)
             try:
                 await self._read_loop(conn)
@@ -424,7 +371,7 @@ class PhoenixServer:
                         await self._untrack(topic, sub.presence_key)
                 self._notify()
 
-    async def _read_loop(self, conn: _Conn) -> None:
+    async def _read_loop(self, conn: Conn) -> None:
         while True:
             with anyio.move_on_after(self.idle_timeout) as scope:
                 try:
@@ -443,203 +390,3 @@ class PhoenixServer:
             await self._on_message(conn, msg)
             self._notify()
 
-    async def _send(self, conn: _Conn, msg: Message) -> int:
-        try:
-            await conn.ws.send(conn.ser.encode(msg))
-        except (ConnectionClosed, RealtimeProtocolError):
-            return 0
-        return 1
-
-    async def _reply(
-        self, conn: _Conn, req: Message, status: str, response: Any, *, join_ref: Any = True
-    ) -> None:
-        jr = req.join_ref if join_ref is True else join_ref
-        payload = {"status": status, "response": response}
-        await self._send(conn, Message(req.topic, PHX_REPLY, payload, req.ref, jr))
-
-    # --- message handling ------------------------------------------------------------------
-
-    async def _on_message(self, conn: _Conn, msg: Message) -> None:
-        if msg.topic == PHOENIX_TOPIC and msg.event == HEARTBEAT:
-            self.heartbeats += 1
-            if not self.drop_heartbeats:
-                await self._reply(conn, msg, "ok", {})
-            return
-        self.pushes.append(msg)
-        if msg.event == PHX_JOIN:
-            await self._join(conn, msg)
-            return
-        if msg.event == PHX_LEAVE:
-            await self._reply(conn, msg, "ok", {})
-            sub = conn.subs.pop(msg.topic, None)
-            if sub is not None:
-                await self._send(
-                    conn, Message(msg.topic, PHX_CLOSE, {}, sub.join_ref, sub.join_ref)
-                )
-                await self._untrack(msg.topic, sub.presence_key)
-            return
-        sub = conn.subs.get(msg.topic)
-        if sub is None:
-            await self._reply(conn, msg, "error", {"reason": "unmatched topic"}, join_ref=None)
-            return
-        if msg.event == "access_token":
-            token = msg.payload.get("access_token") if isinstance(msg.payload, dict) else None
-            if token in self.revoked_tokens:
-                await self._kill_channel(conn, msg.topic, "Token has expired 0 seconds ago")
-            elif isinstance(token, str):
-                sub.token = token
-        elif msg.event == BROADCAST:
-            await self._on_broadcast(conn, sub, msg)
-        elif msg.event == "presence":
-            await self._on_presence(conn, sub, msg)
-
-    async def _join(self, conn: _Conn, msg: Message) -> None:
-        payload = msg.payload if isinstance(msg.payload, dict) else {}
-        config = payload.get("config") if isinstance(payload.get("config"), dict) else {}
-        assert isinstance(config, dict)
-        token = payload.get("access_token")
-        token = token if isinstance(token, str) else None
-        reason = self._rejection(msg.topic, token)
-        self.joins.append(
-            JoinRecord(msg.topic, msg.join_ref, token, config, conn.id, reason is None)
-        )
-        if not msg.topic.startswith("realtime:"):
-            await self._reply(conn, msg, "error", {"reason": "unmatched topic"}, join_ref=None)
-            return
-        if reason is not None:
-            delay = self._reject[2] if self._reject and self._reject[2] is not None else None
-            conn.tg.start_soon(self._late_reject, conn, msg, reason, delay)
-            return
-        old = conn.subs.get(msg.topic)
-        entries = config.get("postgres_changes") or []
-        pg = [{**e, "id": self._pg_id(e)} for e in entries if isinstance(e, dict)]
-        presence = config.get("presence") if isinstance(config.get("presence"), dict) else {}
-        assert isinstance(presence, dict)
-        key = presence.get("key") or f"client-{conn.id}"
-        sub = _Sub(msg.join_ref, config, pg, str(key), token)
-        conn.subs[msg.topic] = sub
-        await self._reply(conn, msg, "ok", {"postgres_changes": pg})
-        if old is not None:
-            await self._send(conn, Message(msg.topic, PHX_CLOSE, {}, old.join_ref, old.join_ref))
-        if pg:
-            system = {
-                "extension": "postgres_changes",
-                "status": "ok",
-                "message": "Subscribed to PostgreSQL",
-                "channel": msg.topic.removeprefix("realtime:"),
-            }
-            await self._send(conn, Message(msg.topic, "system", system, None, msg.join_ref))
-        if presence.get("enabled"):
-            state = self.presence_state(msg.topic)
-            await self._send(conn, Message(msg.topic, "presence_state", state, None, msg.join_ref))
-
-    def _rejection(self, topic: str, token: str | None) -> str | None:
-        if token is not None and token in self.revoked_tokens:
-            return "InvalidJWTToken: Token has expired 0 seconds ago"
-        if self._reject is not None and self._reject[1] in (None, topic):
-            return self._reject[0]
-        return None
-
-    async def _late_reject(
-        self, conn: _Conn, msg: Message, reason: str, delay: float | None
-    ) -> None:
-        await self.clock.sleep(self.join_error_delay if delay is None else delay)
-        await self._reply(conn, msg, "error", {"reason": reason})
-
-    def _pg_id(self, entry: dict[str, Any]) -> int:
-        key = (
-            str(entry.get("event", "")),
-            str(entry.get("schema", "")),
-            str(entry.get("table", "")),
-            str(entry.get("filter", "")),
-        )
-        return self._pg_ids.setdefault(key, 10_000 + len(self._pg_ids))
-
-    async def _on_broadcast(self, conn: _Conn, sub: _Sub, msg: Message) -> None:
-        cfg = sub.config.get("broadcast") if isinstance(sub.config.get("broadcast"), dict) else {}
-        assert isinstance(cfg, dict)
-        for other in list(self._conns):
-            if msg.topic in other.subs and (other is not conn or cfg.get("self")):
-                await self._relay(other, msg)
-        if cfg.get("ack") and not self.drop_push_replies:
-            await self._reply(conn, msg, "ok", {})
-
-    async def _relay(self, conn: _Conn, msg: Message) -> None:
-        body = msg.payload
-        if msg.kind == KIND_USER_BROADCAST_PUSH and conn.ser.vsn == "2.0.0":
-            await self._send(conn, Message(msg.topic, BROADCAST, body, kind=KIND_USER_BROADCAST))
-            return
-        if isinstance(body, dict) and isinstance(body.get("payload"), bytes):
-            return  # a binary user broadcast cannot reach a v1 client
-        await self._send(conn, Message(msg.topic, BROADCAST, body))
-
-    async def _on_presence(self, conn: _Conn, sub: _Sub, msg: Message) -> None:
-        body = msg.payload if isinstance(msg.payload, dict) else {}
-        if body.get("event") == "track":
-            meta = body.get("payload") if isinstance(body.get("payload"), dict) else {}
-            assert isinstance(meta, dict)
-            await self._track(msg.topic, sub.presence_key, dict(meta))
-        elif body.get("event") == "untrack":
-            await self._untrack(msg.topic, sub.presence_key)
-        if not self.drop_push_replies:
-            await self._reply(conn, msg, "ok", {})
-
-    async def _track(self, topic: str, key: str, meta: dict[str, Any]) -> None:
-        meta["phx_ref"] = f"F{next(self._phx_refs)}"
-        state = self._presence.setdefault(topic, {})
-        leaves = {key: {"metas": state[key]}} if key in state else {}
-        state[key] = [meta]
-        await self._fan_out(
-            topic, "presence_diff", {"joins": {key: {"metas": [meta]}}, "leaves": leaves}
-        )
-
-    async def _untrack(self, topic: str, key: str) -> None:
-        metas = self._presence.get(topic, {}).pop(key, None)
-        if metas:
-            await self._fan_out(
-                topic, "presence_diff", {"joins": {}, "leaves": {key: {"metas": metas}}}
-            )
-
-    async def _fan_out(self, topic: str, event: str, payload: Any) -> int:
-        sent = 0
-        for conn in list(self._conns):
-            if topic in conn.subs:
-                sent += await self._send(conn, Message(topic, event, payload))
-        return sent
-
-    async def _kill_channel(self, conn: _Conn, topic: str, message: str) -> None:
-        sub = conn.subs.pop(topic, None)
-        if sub is None:
-            return
-        j = sub.join_ref
-        system = {
-            "extension": "system",
-            "status": "error",
-            "message": message,
-            "channel": topic.removeprefix("realtime:"),
-        }
-        await self._send(conn, Message(topic, "system", system, None, j))
-        await self._send(conn, Message(topic, PHX_CLOSE, {}, j, j))
-        await self._untrack(topic, sub.presence_key)
-
-
-def _full(topic: str) -> str:
-    return topic if topic.startswith("realtime:") else f"realtime:{topic}"
-
-
-def _pg_matches(entry: dict[str, Any], schema: str, table: str, type_: str) -> bool:
-    return (
-        entry.get("schema", "public") in ("*", schema)
-        and entry.get("table", "*") in ("*", table)
-        and entry.get("event", "*") in ("*", type_)
-    )
-
-
-def _json_response(status: int, error: str) -> Response:
-    body = json.dumps({"error": error}).encode()
-    headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
-    try:
-        phrase = HTTPStatus(status).phrase
-    except ValueError:
-        phrase = "Error"
-    return Response(status, phrase, headers, body)

@@ -1,0 +1,65 @@
+"""The receiving half of a connection: ``recv()`` and ``async for``, across reconnects.
+
+Mixed into :class:`~resilient_conn.ResilientConnection` above :class:`._supervisor.Supervising`,
+whose fields it reads: each message comes from the current transport's own ``recv()``, and when
+that transport ends the call waits for the next one (or for the close).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from websockets.exceptions import ConnectionClosed
+
+from .._core.errors import ConnectionClosedError
+from ._supervisor import Message, Supervising
+from .buffer import message_size
+
+__all__ = ["Receiving"]
+
+
+class Receiving(Supervising):
+    """``recv()`` and iteration of a ``ResilientConnection`` (fields set by ``__init__``)."""
+
+    async def recv(self) -> Message:
+        """Receive the next message, waiting across reconnects.
+
+        Raises:
+            ConnectionClosedError: The connection was closed by its user.
+            ConnectionFailedError: The connection failed (``__cause__`` says why).
+        """
+        while True:
+            ws = self._ws
+            if ws is not None and not self._closing:
+                try:
+                    message = await ws.recv()
+                except ConnectionClosed:
+                    await self._wait_for_transport(ws)
+                    continue
+                stats = self.stats
+                stats.messages_in += 1
+                stats.bytes_in += message_size(message)
+                return message
+            await self._wait_for_transport(ws)
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self
+
+    async def __anext__(self) -> Message:
+        # Fast path: straight to the open transport's recv (one coroutine less per message
+        # than going through recv()); anything unusual takes the full path below.
+        ws = self._ws
+        if ws is not None and not self._closing:
+            try:
+                message = await ws.recv()
+            except ConnectionClosed:
+                pass
+            else:
+                stats = self.stats
+                stats.messages_in += 1
+                stats.bytes_in += message_size(message)
+                return message
+        try:
+            return await self.recv()
+        except ConnectionClosedError:
+            raise StopAsyncIteration from None

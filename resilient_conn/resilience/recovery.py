@@ -1,0 +1,127 @@
+"""The circuit breaker a connection gets by default: open time on the backoff's scale.
+
+A standalone :class:`~resilient_conn.CircuitBreaker` keeps the seed's defaults (5 failures,
+60 s open, 2 successes): right for a call that many callers share, wrong for one reconnecting
+connection, where a 60 s open time turns a 4 s server restart into a minute of downtime. The
+backoff already spaces a connection's dials; its breaker only has to stop the backoff from
+growing past a documented cap and report ``CIRCUIT_OPEN``. So :func:`connection_breaker`
+derives every number from the connection's :class:`~resilient_conn.Backoff`:
+
+==========================  =================================================================
+failure_threshold           :data:`CONNECTION_FAILURE_THRESHOLD` = 3 consecutive failures
+first open time             ``backoff.initial_delay`` (1 s with the default backoff)
+growth                      each re-open after a failed probe multiplies the open time by
+                            ``backoff.multiplier`` (x2)
+cap                         :func:`recovery_cap`: ``backoff.exponential(failure_threshold - 1)``
+                            (4 s with the default backoff): the widest backoff range the
+                            connection drew before the circuit opened
+success_threshold           :data:`CONNECTION_SUCCESS_THRESHOLD` = 1: a probe connection that
+                            stayed up ``stable_after`` (or answered a keepalive) closes the
+                            circuit, and closing resets the open time to the first one
+==========================  =================================================================
+
+The guarantee (docs/recovery.md has the table against outage length): once the server is
+back, a connection with the default breaker starts its next dial within :func:`recovery_cap`
+seconds, unless the server itself asked for longer (close 1013, ``Retry-After``). Before the
+circuit opens, the backoff's delays are drawn from ranges no wider than the cap; once it is
+open, the open time never exceeds it.
+"""
+
+from __future__ import annotations
+
+from .._core.clock import Clock
+from .._core.errors import ConfigError
+from .backoff import Backoff
+from .breaker import CircuitBreaker
+
+__all__ = [
+    "CONNECTION_FAILURE_THRESHOLD",
+    "CONNECTION_SUCCESS_THRESHOLD",
+    "connection_breaker",
+    "recovery_cap",
+]
+
+CONNECTION_FAILURE_THRESHOLD = 3
+"""Consecutive failed dials (or connections lost before ``stable_after``) that open a
+connection's default breaker."""
+
+CONNECTION_SUCCESS_THRESHOLD = 1
+"""Successes in HALF_OPEN that close a connection's default breaker (one stable probe)."""
+
+
+def recovery_cap(
+    backoff: Backoff, failure_threshold: int = CONNECTION_FAILURE_THRESHOLD
+) -> float:
+    """Return the longest a connection waits to dial once its server is back (seconds).
+
+    It is the widest range the backoff draws from before the circuit opens (attempts 0 to
+    ``failure_threshold - 1``), and the cap on the breaker's open time. With the default
+    ``Backoff()`` (1 s, x2, 60 s, full jitter) and 3 failures: ``exponential(2)`` = 4 s.
+    ``"proportional"`` jitter may draw up to ``(1 + jitter_ratio)`` times the exponential
+    delay, and ``"decorrelated"`` up to ``initial_delay * 3 ** (attempt + 1)``; the cap
+    covers those too, and never exceeds ``max_delay``.
+
+    Args:
+        backoff: The connection's delay schedule.
+        failure_threshold: Failures that open the circuit.
+
+    Raises:
+        ConfigError: ``failure_threshold`` is not an int >= 1.
+    """
+    _check_threshold(failure_threshold)
+    last = failure_threshold - 1
+    if backoff.jitter == "decorrelated":
+        if backoff.initial_delay == 0.0:
+            return 0.0
+        return min(backoff.max_delay, backoff.with_(multiplier=3.0).exponential(last + 1))
+    widest = backoff.exponential(last)
+    if backoff.jitter == "proportional":
+        widest *= 1.0 + backoff.jitter_ratio
+    return min(backoff.max_delay, widest)
+
+
+def connection_breaker(
+    backoff: Backoff,
+    *,
+    name: str | None = None,
+    clock: Clock | None = None,
+    failure_threshold: int = CONNECTION_FAILURE_THRESHOLD,
+) -> CircuitBreaker:
+    """Build the breaker :class:`~resilient_conn.ResilientConnection` uses when given none.
+
+    The open time starts at ``backoff.initial_delay``, grows by ``backoff.multiplier`` with
+    each consecutive re-opening and is capped at :func:`recovery_cap`; a stable probe closes
+    the circuit and resets it (see the module docs for the table).
+
+    Args:
+        backoff: The connection's delay schedule, which sets the scale.
+        name: The breaker's name (the connection's).
+        clock: The clock it reads (the connection's).
+        failure_threshold: Consecutive failures that open it
+            (default :data:`CONNECTION_FAILURE_THRESHOLD` = 3).
+
+    Returns:
+        A new :class:`~resilient_conn.CircuitBreaker`; pass it as ``breaker=`` to share it.
+
+    Raises:
+        ConfigError: ``backoff`` is not a Backoff, or ``failure_threshold`` is not an int >= 1.
+    """
+    if not isinstance(backoff, Backoff):
+        raise ConfigError(f"backoff must be a Backoff, got {type(backoff).__name__}")
+    cap = recovery_cap(backoff, failure_threshold)
+    first = min(backoff.initial_delay, cap)
+    return CircuitBreaker(
+        failure_threshold,
+        first,
+        CONNECTION_SUCCESS_THRESHOLD,
+        1,
+        name=name,
+        clock=clock,
+        recovery_multiplier=backoff.multiplier,
+        max_recovery_timeout=cap,
+    )
+
+
+def _check_threshold(value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"failure_threshold must be an int >= 1, got {value!r}")
