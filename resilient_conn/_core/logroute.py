@@ -91,8 +91,12 @@ class RoutedLogger:
             bound = structlog.get_logger(self._name)
             check = getattr(bound, "is_enabled_for", None)
             if check is None:  # a lazy proxy: ask the logger it builds
-                check = getattr(bound.bind(), "is_enabled_for", None)
-            return True if check is None else bool(check(level))
+                bound = bound.bind()
+                check = getattr(bound, "is_enabled_for", None)
+            if check is None:  # structlog < 25: a filtered level's method is a no-op
+                method = getattr(type(bound), logging.getLevelName(level).lower(), None)
+                return getattr(method, "__name__", "") != "_nop"
+            return bool(check(level))
         return self._stdlib.isEnabledFor(level)
 
     def _log(self, method: str, event: str, kw: dict[str, Any]) -> None:
