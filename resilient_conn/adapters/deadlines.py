@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosed
 
 from .base import Message, Transport
 
-__all__ = ["ABORT_GRACE", "close_within", "send_within"]
+__all__ = ["ABORT_GRACE", "close_within", "finish_within", "send_within"]
 
 ABORT_GRACE = 1.0
 """Longest wait for the TCP connection to be gone after an abort (it goes at once)."""
@@ -48,6 +48,18 @@ async def send_within(ws: Transport, message: Message, timeout: float) -> None:
         first = send.send(None)
     except StopIteration:
         return
+    await finish_within(send, first, timeout)
+
+
+async def finish_within(send: Coroutine[Any, Any, None], first: Any, timeout: float) -> None:
+    """Finish a write that suspended (yielding ``first``), within ``timeout`` seconds.
+
+    :func:`send_within`'s slow half, for a caller that runs the fast half inline (the
+    connection's ``send()``, where one coroutine less per message shows).
+
+    Raises:
+        TimeoutError: The write did not finish in time (it was cancelled).
+    """
     async with asyncio.timeout(timeout):
         await _Resumed(send, first)
 

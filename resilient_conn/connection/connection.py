@@ -37,7 +37,7 @@ from .._core.log import get_logger, redact_url
 from .._core.notify import Notifier
 from ..adapters.base import Transport, get_adapter
 from ..adapters.checks import check_callables, check_connect_kwargs, check_headers
-from ..adapters.deadlines import send_within
+from ..adapters.deadlines import finish_within
 from ..adapters.websocket import (
     DialOptions,
     HeadersSource,
@@ -405,8 +405,14 @@ class ResilientConnection(Observing, Receiving, Closing):
             message = bytes(raw)
         ws = self._ws
         if ws is not None and (self._live or ON_OPEN.get() == (id(self), self.generation)):
-            try:
-                await send_within(ws, message, self.options.send_timeout)
+            try:  # send_within(), its fast half inline: no timer unless the write waits
+                write = ws.send(message)
+                try:
+                    first = write.send(None)
+                except StopIteration:
+                    pass
+                else:
+                    await finish_within(write, first, self.options.send_timeout)
             except (ConnectionClosed, TimeoutError) as exc:
                 # The transport died under us, or its peer stopped reading for send_timeout
                 # (a dead peer: abort it). Buffer the message for the next transport, and stop
