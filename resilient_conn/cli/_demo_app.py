@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 
@@ -27,12 +28,24 @@ from .._core.errors import BufferFullError, ConnectionClosedError
 from ..delivery import AckedStream, DeliveryDeadLetter, DeliveryHub, EnvelopeError, GapNotice
 from ..testing import ScriptedServer
 
-__all__ = ["SESSION", "WINDOW", "DemoClient", "DemoServerState", "decode_seq", "encode_message"]
+__all__ = [
+    "DRAIN_TIMEOUT",
+    "SESSION",
+    "WINDOW",
+    "DemoClient",
+    "DemoServerState",
+    "decode_seq",
+    "encode_message",
+]
 
 SESSION = "demo"
 """Session identity of the demo's acknowledged stream (the hub keeps its state under it)."""
 WINDOW = 10_000
 """Most unacknowledged messages the demo's stream keeps (500 s of sending at 20 msg/s)."""
+DRAIN_TIMEOUT = 1.0
+"""How long closing the demo's stream waits for acks (the stream's default is 5 s). The demo
+waits for them itself before closing, so this only bounds an interrupted run (Ctrl-C during
+an outage)."""
 
 
 def encode_message(seq: int) -> str:
@@ -128,6 +141,8 @@ class DemoClient:
         on_give_up: Called with each sequence number the stream gave up on and why.
         on_gap: Called with every gap notice of the stream (none is expected).
         window: Most unacknowledged messages the stream keeps (``overflow="block"``).
+        **stream_options: Further :class:`AckedStream` settings (``send_timeout``,
+            ``drain_timeout`` (default :data:`DRAIN_TIMEOUT`)...).
     """
 
     def __init__(
@@ -135,9 +150,15 @@ class DemoClient:
         on_give_up: Callable[[int, str], None] | None = None,
         on_gap: Callable[[GapNotice], object] | None = None,
         window: int = WINDOW,
+        **stream_options: Any,
     ) -> None:
+        stream_options.setdefault("drain_timeout", DRAIN_TIMEOUT)
         self.stream = AckedStream(
-            SESSION, window=window, on_dead_letter=self._on_dead_letter, on_gap=on_gap
+            SESSION,
+            window=window,
+            on_dead_letter=self._on_dead_letter,
+            on_gap=on_gap,
+            **stream_options,
         )
         """The library's acknowledged stream the readings go through."""
         self._on_give_up = on_give_up
