@@ -12,8 +12,9 @@ are injected on a schedule scaled to the duration:
 5. full outage, long enough to open the breaker; then recovery.
 
 Every state change, breaker transition and dead letter is printed as it happens, then a
-SUMMARY. ``lost = sent - delivered - dead_lettered`` is computed from what the server really
-received, and the run passes only when it is 0. The messages go through the library's
+SUMMARY. ``lost = sent - delivered - dead_lettered`` is computed from what the server
+application really received, and the run passes only when it is 0 (and no copy or reordered
+message reached that application). The messages go through the library's
 acknowledged stream (:class:`~resilient_conn.delivery.AckedStream` on the client,
 :class:`~resilient_conn.delivery.DeliveryHub` on the server), which closes the gap WebSocket
 leaves: acks, re-send after every reconnect, de-duplication (see
