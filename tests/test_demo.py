@@ -3,24 +3,34 @@
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
+from resilient_conn import Backoff, CircuitBreaker, ResilientConnection, StateChange
 from resilient_conn._core.errors import ConfigError
 from resilient_conn.cli import commands as cli
-from resilient_conn.cli._demo_app import AckingSender, DemoServerState, decode_seq, encode_message
+from resilient_conn.cli._demo_app import (
+    DRAIN_TIMEOUT,
+    SESSION,
+    DemoClient,
+    DemoServerState,
+    decode_seq,
+    encode_message,
+)
 from resilient_conn.cli._demo_realtime import run_realtime_part
 from resilient_conn.cli._demo_report import DemoSummary, Reporter
-from resilient_conn.cli.demo import MAX_DURATION, MIN_DURATION, DemoOptions
-from resilient_conn.connection.buffer import DeadLetter, DeadLetterReason
+from resilient_conn.cli.demo import MAX_DURATION, MIN_DURATION, DemoOptions, _Demo
 from resilient_conn.connection.events import ConnectionState
-from resilient_conn.testing import ScriptedServer
+from resilient_conn.delivery.envelope import Ack, Hello, decode, encode_data, encode_hello
+from resilient_conn.testing import ChaosProxy, ScriptedServer
 
 
 def test_short_demo_survives_every_fault_and_loses_nothing(
@@ -28,7 +38,9 @@ def test_short_demo_survives_every_fault_and_loses_nothing(
 ) -> None:
     """`demo --duration 8 --seed 1 --json` runs in-process: five faults are injected, the
     client reconnects and the breaker opens, and sent == delivered + dead-lettered (lost 0),
-    computed from what the server really received; exit code 0."""
+    computed from what the server application really received; the acknowledged stream
+    re-sent what the blackhole swallowed, and no copy or reordering reached the application;
+    exit code 0."""
     code = cli.main(["demo", "--duration", "8", "--seed", "1", "--json"])
     captured = capsys.readouterr()
     summary = json.loads(captured.out)
@@ -37,6 +49,9 @@ def test_short_demo_survives_every_fault_and_loses_nothing(
     assert summary["lost"] == 0
     assert summary["sent"] > 0
     assert summary["sent"] == summary["delivered"] + summary["dead_lettered"]
+    assert summary["resent"] >= 1  # what the blackhole swallowed went out again
+    assert summary["duplicates_delivered"] == summary["reordered"] == 0
+    assert summary["gap_notices"] == 0
     assert summary["faults_injected"] >= 4
     assert summary["faults"] == ["restart", "blackhole", "503_retry_after", "flapping", "outage"]
     assert summary["reconnects"] >= 1
@@ -88,63 +103,165 @@ def test_demo_exit_code_is_1_and_says_why_when_messages_are_lost(
     assert "neither delivered nor dead-lettered" in captured.err
 
 
-@dataclass
-class _FakeConn:
-    """Just enough of a ResilientConnection for AckingSender: a state and a send()."""
-
-    state: ConnectionState = ConnectionState.CONNECTED
-    sent: list[str] = field(default_factory=list)
-
-    async def send(self, message: str) -> None:
-        self.sent.append(message)
-
-
-@pytest.mark.anyio
-async def test_sender_resends_only_what_a_dead_transport_took() -> None:
-    """After a reconnect, on_open re-sends the unacked messages handed to an earlier
-    transport; messages sent while disconnected are left to the library's buffer (no double
-    send), and an acked message is never re-sent."""
-    conn = _FakeConn()
-    sender = AckingSender()
-    await sender.send(conn, 1)  # type: ignore[arg-type]
-    await sender.send(conn, 2)  # type: ignore[arg-type]
-    sender.on_ack(json.dumps({"ack": 1}))
-    conn.state = ConnectionState.BACKOFF
-    await sender.send(conn, 3)  # type: ignore[arg-type]  # buffered by the library
-    conn.sent.clear()
-    conn.state = ConnectionState.CONNECTED
-    await sender.on_open(conn)  # type: ignore[arg-type]
-    assert [decode_seq(m) for m in conn.sent] == [2]
-    assert sender.resent == 1
-    # on the next reconnect, #3 (flushed onto the previous transport) is re-sent too
-    conn.sent.clear()
-    await sender.on_open(conn)  # type: ignore[arg-type]
-    assert [decode_seq(m) for m in conn.sent] == [2, 3]
-
-
-def test_sender_counts_dead_letters_and_overflow_as_given_up() -> None:
-    """A message the library dead-letters, or one evicted from the bounded unacked set, is
-    counted as dead-lettered (reported), never silently forgotten."""
-    given_up: list[tuple[int, str]] = []
-    sender = AckingSender(capacity=2, on_give_up=lambda seq, why: given_up.append((seq, why)))
-    letter = DeadLetter(encode_message(7), DeadLetterReason.OVERFLOW, 0.0, 1.0, "demo")
-    sender.on_dead_letter(letter)
-    assert sender.dead == {7}
-    assert given_up == [(7, "overflow")]
-    with pytest.raises(ValueError, match="capacity"):
-        AckingSender(capacity=0)
+def _fast_conn(url: str, client: DemoClient, **kwargs: Any) -> ResilientConnection:
+    """A connection for the demo client that redials at once and whose breaker never opens."""
+    options: dict[str, Any] = {
+        "on_open": client.stream.on_open,
+        "backoff": Backoff(0.01, 0.05),
+        "breaker": CircuitBreaker(failure_threshold=1000, name="demo-tests"),
+        "open_timeout": 1.0,
+        "close_timeout": 0.5,
+        "ping_interval": 0,
+        **kwargs,
+    }
+    return ResilientConnection(url, **options)
 
 
 @pytest.mark.anyio
-async def test_sender_gives_up_the_oldest_when_unacked_is_full() -> None:
-    """The unacked set is bounded: beyond capacity the oldest is given up and reported."""
+async def test_readings_a_silent_network_swallowed_are_resent_and_seen_once() -> None:
+    """The demo's client and server over a chaos proxy: readings written into a blackholed
+    transport never reach the server; once keepalive drops that transport and the client
+    reconnects, the acknowledged stream re-sends them, and the server application receives
+    every reading exactly once, in order, with nothing given up."""
+    state = DemoServerState()
+    client = DemoClient()
+    dropped = anyio.Event()
+
+    def on_state(change: StateChange) -> None:
+        if change.old is ConnectionState.CONNECTED:
+            dropped.set()
+
+    async with (
+        ScriptedServer(state.handler, ping_interval=None, close_timeout=0.5) as server,
+        ChaosProxy("127.0.0.1", server.port, connect_timeout=1.0) as proxy,
+    ):
+        conn = _fast_conn(proxy.url_for("/"), client, ping_interval=0.5, ping_timeout=0.5)
+        conn.on_state_change(on_state)
+        async with conn, client.stream.open(conn):
+            with anyio.fail_after(10):
+                for seq in range(1, 11):
+                    await client.send(seq)
+                await client.stream.wait_acked()
+                proxy.blackhole()
+                for seq in range(11, 21):
+                    await client.send(seq)
+                await dropped.wait()
+                # written to a transport (first copies only so far) but not received
+                swallowed = client.stream.stats.written - len(state.delivered)
+                proxy.heal()
+                await client.stream.wait_acked()
+    assert state.delivered == client.sent == set(range(1, 21))
+    assert client.dead == set()
+    assert client.stream.options.drain_timeout == DRAIN_TIMEOUT
+    assert state.duplicates_delivered == state.reordered == state.invalid == 0
+    assert swallowed > 0  # the blackhole really took some
+    assert client.resent >= swallowed
+    assert conn.stats.failures.get("ping_timeout") == 1
+
+
+@pytest.mark.anyio
+async def test_demo_server_hands_each_reading_to_the_application_once() -> None:
+    """Speaking the envelope by hand: the hub drops a copy of reading 1 (counted as
+    suppressed, never reaching the application) and skips 1,000 garbage frames; a data frame
+    whose payload is not a reading is counted invalid; everything is acknowledged."""
+    rng = random.Random(5)
+    junk: list[str | bytes] = []
+    for _ in range(1000):
+        if rng.random() < 0.5:
+            junk.append(b"Z" + rng.randbytes(rng.randrange(0, 40)))
+        else:
+            junk.append(rng.choice(["", "X", "D1", "Dx\nq", "A-1", "A", "Q" + "9" * 30]))
+    state = DemoServerState()
+    async with (
+        ScriptedServer(state.handler, ping_interval=None) as server,
+        connect(server.url) as ws,
+    ):
+        await ws.send(encode_hello(Hello(SESSION, "byhand", 1, None, 0)))
+        with anyio.fail_after(5):
+            assert isinstance(decode(await ws.recv()), Hello)
+            frames = [encode_data(1, encode_message(1)), *junk, encode_data(2, encode_message(2))]
+            frames += [encode_data(1, encode_message(1)), encode_data(3, "not a reading")]
+            for frame in frames:
+                await ws.send(frame)
+            acked = 0
+            while acked < 3:
+                frame = decode(await ws.recv())
+                if isinstance(frame, Ack):
+                    acked = frame.seq
+    assert state.delivered == {1, 2}
+    assert state.duplicates_suppressed == 1
+    assert state.duplicates_delivered == state.reordered == 0
+    assert state.invalid == 1
+    session = state.hub.get(SESSION)
+    assert session is not None
+    assert session.stats.invalid_frames == 1000
+
+
+@pytest.mark.anyio
+async def test_demo_server_refuses_a_client_without_hello_quietly() -> None:
+    """A first frame that is not a hello: the hub closes the connection with 1002 and the
+    demo server counts the refusal (no handler error, no session created)."""
+    state = DemoServerState()
+    async with ScriptedServer(state.handler, ping_interval=None) as server:
+        async with connect(server.url) as ws:
+            await ws.send("not a hello")
+            with anyio.fail_after(5), pytest.raises(ConnectionClosed):
+                await ws.recv()
+        assert ws.close_code == 1002
+        await server.wait_until(lambda: server.closed_count == 1)
+    assert state.refused == 1
+    assert state.hub.sessions() == []
+
+
+@pytest.mark.anyio
+async def test_demo_client_counts_what_the_stream_gives_up() -> None:
+    """While every handshake is refused (503): a reading the full window cannot take within
+    send_timeout is given up as buffer_full, and what is still unacknowledged when the
+    stream closes is dead-lettered closed; both are counted as dead, never dropped silently."""
     given_up: list[tuple[int, str]] = []
-    sender = AckingSender(capacity=2, on_give_up=lambda seq, why: given_up.append((seq, why)))
-    conn = _FakeConn()
-    for seq in (1, 2, 3):
-        await sender.send(conn, seq)  # type: ignore[arg-type]
-    assert sender.unacked == 2
-    assert given_up == [(1, "unacked_overflow")]
+    client = DemoClient(
+        on_give_up=lambda seq, why: given_up.append((seq, why)),
+        window=1,
+        send_timeout=0.05,
+        drain_timeout=0.05,
+    )
+    async with ScriptedServer(ping_interval=None) as server:
+        server.reject(503)
+        conn = _fast_conn(server.url, client)
+        async with conn, client.stream.open(conn):
+            await client.send(1)
+            await client.send(2)
+    assert client.sent == client.dead == {1, 2}
+    assert given_up == [(2, "buffer_full"), (1, "closed")]
+    assert server.connection_count == 0
+
+
+def test_a_copy_reaching_the_application_fails_the_run() -> None:
+    """The run's verdict: a copy or a reordered message seen by the server application is a
+    problem (RESULT: FAILED) even when nothing was lost."""
+    demo = _Demo(DemoOptions(duration=MIN_DURATION), Reporter(None), seed=1)
+    demo.client.sent.update({1, 2})
+    for message in (encode_message(2), encode_message(1), encode_message(1)):
+        demo.app.record(message)
+    summary = demo._finish(ResilientConnection("ws://127.0.0.1:9/"))
+    assert summary.lost == 0
+    assert (summary.duplicates_delivered, summary.reordered) == (1, 1)
+    assert summary.problems == [
+        "the server application saw 1 duplicate(s) and 1 message(s) out of order"
+    ]
+    assert "RESULT: FAILED" in summary.render(Reporter(None))
+
+
+def test_demo_server_counts_copies_and_reordering_that_reach_the_application() -> None:
+    """The server application's own accounting does not trust the hub: a copy, a lower
+    number after a higher one, and a payload that is not a reading are each counted."""
+    state = DemoServerState()
+    for message in (encode_message(2), encode_message(1), encode_message(2), "junk"):
+        state.record(message)
+    assert state.delivered == {1, 2}
+    assert state.duplicates_delivered == 1
+    assert state.reordered == 1
+    assert state.invalid == 1
 
 
 def test_decode_seq_reads_sequence_numbers_and_ignores_junk() -> None:
@@ -155,21 +272,6 @@ def test_decode_seq_reads_sequence_numbers_and_ignores_junk() -> None:
     assert decode_seq(json.dumps([1, 2])) is None
 
 
-@pytest.mark.anyio
-async def test_demo_server_acks_every_copy_and_counts_duplicates_once() -> None:
-    """The demo server acks each copy it receives (so a re-send clears the client's unacked
-    entry) but counts a sequence number as delivered once; extra copies are duplicates."""
-    state = DemoServerState()
-    async with ScriptedServer(state.handler) as server, connect(server.url) as ws:
-        for seq in (1, 2, 1):
-            await ws.send(encode_message(seq))
-        with anyio.fail_after(5):
-            acks = [decode_seq(await ws.recv(), "ack") for _ in range(3)]
-    assert acks == [1, 2, 1]
-    assert state.delivered == {1, 2}
-    assert state.duplicates == 1
-
-
 def test_summary_text_shows_the_lost_equation_and_json_is_serialisable() -> None:
     """The SUMMARY spells out lost = sent - delivered - dead-lettered, and to_dict() is JSON."""
     summary = DemoSummary(seed=5, duration=10.0, sent=100, delivered=98, dead_lettered=2)
@@ -177,6 +279,7 @@ def test_summary_text_shows_the_lost_equation_and_json_is_serialisable() -> None
     summary.faults_injected = 1
     text = summary.render(Reporter(None))
     assert "lost = sent - delivered - dead-lettered = 100 - 98 - 2 = 0" in text
+    assert "0 copies, 0 out of order reached the application" in text
     assert "RESULT: OK" in text
     assert "\x1b[" not in text  # no colors unless asked
     assert json.loads(json.dumps(summary.to_dict()))["ok"] is True

@@ -73,11 +73,18 @@ class DemoSummary:
         duration: The requested duration in seconds.
         elapsed: How long the demo really ran, drain included.
         sent: Distinct messages the client sent.
-        delivered: Distinct messages the server received.
-        dead_lettered: Messages given up and reported (and never delivered).
+        delivered: Distinct messages the server application received.
+        dead_lettered: Messages the acknowledged stream gave up and reported (and never
+            delivered).
         lost: ``sent - delivered - dead_lettered``: messages gone without a trace (must be 0).
-        duplicates_suppressed: Extra copies the server recognised by sequence number.
-        resent: Copies the client re-sent from ``on_open`` after a reconnect.
+        duplicates_suppressed: Copies the server's delivery hub dropped by sequence number
+            before they reached the application.
+        duplicates_delivered: Copies that reached the server application anyway (must be 0).
+        reordered: Messages the server application received after a higher number (must
+            be 0).
+        resent: Copies the client's acknowledged stream re-sent after a reconnect.
+        gap_notices: Gap notices the stream or the hub raised (none is expected: both keep
+            their state for the whole run).
         reconnects: Transports opened after the first.
         dials: Dial attempts.
         breaker_openings: Times the circuit breaker opened.
@@ -99,7 +106,10 @@ class DemoSummary:
     dead_lettered: int = 0
     lost: int = 0
     duplicates_suppressed: int = 0
+    duplicates_delivered: int = 0
+    reordered: int = 0
     resent: int = 0
+    gap_notices: int = 0
     reconnects: int = 0
     dials: int = 0
     breaker_openings: int = 0
@@ -130,10 +140,12 @@ class DemoSummary:
         p = reporter.paint
         rows = [
             ("sent", str(self.sent)),
-            ("delivered", f"{self.delivered} (unique, seen by the server)"),
+            ("delivered", f"{self.delivered} (unique, seen by the server application)"),
             ("dead-lettered", str(self.dead_lettered)),
             ("lost", p(str(self.lost), "green" if self.lost == 0 else "red")),
-            ("duplicates suppressed", f"{self.duplicates_suppressed} (re-sent: {self.resent})"),
+            ("re-sent", f"{self.resent} (after reconnects, by the acknowledged stream)"),
+            ("duplicates suppressed", f"{self.duplicates_suppressed} (by the server's hub)"),
+            ("exactly once", _once(self)),
             ("reconnects", f"{self.reconnects} ({self.dials} dials)"),
             ("breaker openings", str(self.breaker_openings)),
             ("time disconnected", f"{self.disconnected_seconds:.2f} s"),
@@ -156,6 +168,13 @@ class DemoSummary:
         else:
             out.append(p("RESULT: FAILED - " + "; ".join(self.problems), "red"))
         return "\n".join(out) + "\n"
+
+
+def _once(s: DemoSummary) -> str:
+    text = f"{s.duplicates_delivered} copies, {s.reordered} out of order reached the application"
+    if s.gap_notices:
+        text += f"; {s.gap_notices} gap notice(s)"
+    return text
 
 
 def _kinds(failures: dict[str, int]) -> str:

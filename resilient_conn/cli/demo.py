@@ -12,9 +12,13 @@ are injected on a schedule scaled to the duration:
 5. full outage, long enough to open the breaker; then recovery.
 
 Every state change, breaker transition and dead letter is printed as it happens, then a
-SUMMARY. ``lost = sent - delivered - dead_lettered`` is computed from what the server really
-received, and the run passes only when it is 0 (see :mod:`resilient_conn._demo_app` for how the
-application closes the gap WebSocket leaves: acks, re-send from ``on_open``, de-duplication).
+SUMMARY. ``lost = sent - delivered - dead_lettered`` is computed from what the server
+application really received, and the run passes only when it is 0 (and no copy or reordered
+message reached that application). The messages go through the library's
+acknowledged stream (:class:`~resilient_conn.delivery.AckedStream` on the client,
+:class:`~resilient_conn.delivery.DeliveryHub` on the server), which closes the gap WebSocket
+leaves: acks, re-send after every reconnect, de-duplication (see
+:mod:`resilient_conn.cli._demo_app`).
 """
 
 from __future__ import annotations
@@ -28,18 +32,18 @@ from typing import TextIO
 
 import anyio
 
-from .._core.errors import ConfigError
+from .._core.errors import ConfigError, ConnectionClosedError, ConnectionFailedError
 from .._core.notify import Notifier
-from ..connection.buffer import DeadLetter
 from ..connection.connection import ResilientConnection
 from ..connection.events import ConnectionState, StateChange
+from ..delivery import GapNotice
 from ..health.asgi import ASGIApp, health_app, serve_health
 from ..health.dashboard import DashboardApp, DashboardConfig
 from ..health.registry import HealthRegistry
 from ..resilience.backoff import Backoff
 from ..resilience.breaker import BreakerState, BreakerTransition, CircuitBreaker
 from ..testing import ChaosProxy, ScriptedServer
-from ._demo_app import AckingSender, DemoServerState
+from ._demo_app import DemoClient, DemoServerState
 from ._demo_dashboard import VIEWER_WAIT, mount_dashboard, wait_for_viewer
 from ._demo_report import STATE_COLORS, DemoSummary, Reporter
 
@@ -140,8 +144,8 @@ class _Demo:
         self.r = reporter
         self.seed = seed
         self.watch = _Watch()
-        self.app = DemoServerState()
-        self.sender = AckingSender(on_give_up=self._on_give_up)
+        self.app = DemoServerState(on_gap=self._on_gap)
+        self.client = DemoClient(on_give_up=self._on_give_up, on_gap=self._on_gap)
         self.summary = DemoSummary(seed=seed, duration=float(options.duration))
         self.breaker = CircuitBreaker(
             failure_threshold=FAILURE_THRESHOLD,
@@ -170,40 +174,36 @@ class _Demo:
         self.r.line("breaker", f"{t.old.value} -> {t.new.value} ({t.reason})", color)
         self.watch.changed.notify()
 
-    def _on_dead_letter(self, letter: DeadLetter) -> None:
-        self.r.line("dead", f"library dead-lettered a message ({letter.reason.value})", "red")
-
     def _on_give_up(self, seq: int, reason: str) -> None:
-        self.r.line("gave-up", f"message #{seq} counted as dead-lettered ({reason})", "red")
+        self.r.line("dead", f"the stream gave up on message #{seq} ({reason})", "red")
+
+    def _on_gap(self, notice: GapNotice) -> None:
+        self.summary.gap_notices += 1
+        self.r.line("gap", f"{notice.kind.value} ({notice.direction}): {notice.detail}", "red")
 
     # --- tasks --------------------------------------------------------------------------
-    async def _produce(self, conn: ResilientConnection) -> None:
+    async def _produce(self) -> None:
         # Stops cooperatively (never cancelled mid-send): every message it counts as sent was
-        # really handed to the connection.
+        # really handed to the stream.
         seq = 0
         interval = 1.0 / MESSAGE_RATE
         next_at = time.monotonic()
         while not self._stop_sending:
             seq += 1
-            await self.sender.send(conn, seq)
+            await self.client.send(seq)
             next_at += interval
             await anyio.sleep(max(0.0, next_at - time.monotonic()))
-
-    async def _consume(self, conn: ResilientConnection) -> None:
-        async for message in conn:
-            self.sender.on_ack(message)
-            self.watch.changed.notify()
 
     async def _ticker(self, conn: ResilientConnection) -> None:
         every = _clamp(self.o.duration / 10, 1.0, 10.0)
         while True:
             await anyio.sleep(every)
             h = conn.health()
-            s = self.sender
+            c = self.client
             self.r.line(
                 "health",
-                f"{h.status.value}: {h.detail} | sent {len(s.sent)} "
-                f"delivered {len(self.app.delivered)} unacked {s.unacked} buffered {h.buffered}",
+                f"{h.status.value}: {h.detail} | sent {len(c.sent)} "
+                f"delivered {len(self.app.delivered)} unacked {c.unacked} re-sent {c.resent}",
                 "magenta",
             )
 
@@ -291,12 +291,10 @@ class _Demo:
                 close_timeout=1.0,
                 stable_after=1.0,
                 unhealthy_after=5.0,
-                on_open=self.sender.on_open,
-                on_dead_letter=self.sender.on_dead_letter,
+                on_open=self.client.stream.on_open,
                 transport=self.o.transport,
             )
             conn.on_state_change(self._on_state)
-            conn.on_dead_letter(self._on_dead_letter)
             r.line(
                 "demo",
                 f"server {server.url} <- chaos proxy {proxy.url_for('/')} <- client "
@@ -304,6 +302,7 @@ class _Demo:
             )
             await self._serve_health(stack, conn)
             await stack.enter_async_context(conn)
+            await stack.enter_async_context(self.client.stream.open(conn))
             try:
                 await conn.wait_connected(10)
             except TimeoutError:
@@ -311,11 +310,10 @@ class _Demo:
                 return self._finish(conn)
             await self._wait_for_viewer()
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._consume, conn)
                 if not o.quiet:
                     tg.start_soon(self._ticker, conn)
                 async with anyio.create_task_group() as producer:
-                    producer.start_soon(self._produce, conn)
+                    producer.start_soon(self._produce)
                     await self._schedule(server, proxy)
                     if o.realtime:
                         await self._realtime()
@@ -345,10 +343,14 @@ class _Demo:
         await anyio.sleep(max(0.0, ready_at - self.r.elapsed()))
 
     async def _drain(self) -> None:
-        sender = self.sender
-        self.r.line("demo", f"stopped sending; waiting for {sender.unacked} acks", "dim")
-        if not await self.watch.until(lambda: not sender.unacked, 10 + self.o.recovery_timeout):
-            self.r.line("demo", f"{sender.unacked} messages still unacked; closing", "red")
+        stream = self.client.stream
+        self.r.line("demo", f"stopped sending; waiting for {stream.unacked} acks", "dim")
+        try:
+            await stream.wait_acked(10 + self.o.recovery_timeout)
+        except TimeoutError:
+            self.r.line("demo", f"{stream.unacked} messages still unacked; closing", "red")
+        except (ConnectionClosedError, ConnectionFailedError) as exc:
+            self.r.line("demo", f"the stream ended with {stream.unacked} unacked: {exc}", "red")
 
     async def _serve_health(self, stack: AsyncExitStack, conn: ResilientConnection) -> None:
         registry = HealthRegistry(name="demo")
@@ -385,16 +387,18 @@ class _Demo:
             self.summary.problems.append(f"the Realtime part failed ({result.get('detail', '')})")
 
     def _finish(self, conn: ResilientConnection) -> DemoSummary:
-        s, sender, app = self.summary, self.sender, self.app
+        s, client, app = self.summary, self.client, self.app
         s.elapsed = self.r.elapsed()
-        delivered = app.delivered & sender.sent
-        dead = sender.dead - delivered
-        s.sent = len(sender.sent)
+        delivered = app.delivered & client.sent
+        dead = client.dead - delivered
+        s.sent = len(client.sent)
         s.delivered = len(delivered)
         s.dead_lettered = len(dead)
-        s.lost = len(sender.sent - delivered - dead)
-        s.duplicates_suppressed = app.duplicates
-        s.resent = sender.resent
+        s.lost = len(client.sent - delivered - dead)
+        s.duplicates_suppressed = app.duplicates_suppressed
+        s.duplicates_delivered = app.duplicates_delivered
+        s.reordered = app.reordered
+        s.resent = client.resent
         s.reconnects = conn.stats.reconnects
         s.dials = conn.stats.dials
         s.breaker_openings = self.watch.breaker_opens
@@ -404,7 +408,12 @@ class _Demo:
         if s.lost:
             s.problems.append(
                 f"{s.lost} message(s) were neither delivered nor dead-lettered "
-                f"(e.g. #{min(sender.sent - delivered - dead)})"
+                f"(e.g. #{min(client.sent - delivered - dead)})"
+            )
+        if s.duplicates_delivered or s.reordered:
+            s.problems.append(
+                f"the server application saw {s.duplicates_delivered} duplicate(s) and "
+                f"{s.reordered} message(s) out of order"
             )
         return s
 
