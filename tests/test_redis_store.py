@@ -62,7 +62,10 @@ async def test_concurrent_updates_from_two_clients_lose_nothing(redis_server: Re
     """300 failures counted concurrently through two clients: the count is exactly 300
     (compare-and-set on the server: no read-modify-write race)."""
     many = RecoverySettings(failure_threshold=10_000)
-    async with _store(redis_server.url) as a, _store(redis_server.url) as b:
+    # A generous op_timeout: this is about races, not about falling back on a loaded machine.
+    async with _store(redis_server.url, op_timeout=5.0) as a, _store(
+        redis_server.url, op_timeout=5.0
+    ) as b:
 
         async def hammer(store: RedisStore) -> None:
             for _ in range(150):
@@ -246,7 +249,10 @@ async def test_a_thousand_waiters_on_two_clients_all_admitted(redis_server: Redi
     settings = RecoverySettings(
         failure_threshold=1, open_time=0.05, max_open=0.1, ramp_rate=5000.0, ramp_burst=50
     )
-    async with _store(redis_server.url) as a, _store(redis_server.url) as b:
+    # A generous op_timeout: this is about admission, not about falling back under load.
+    async with _store(redis_server.url, op_timeout=5.0) as a, _store(
+        redis_server.url, op_timeout=5.0
+    ) as b:
         coords = [RecoveryCoordinator("feed", settings=settings, store=s) for s in (a, b)]
         async with coords[0].permit("first") as p:
             await p.failed()

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -277,7 +278,11 @@ class RedisStore:
     async def _update_redis(self, key: str, transition: Transition[T]) -> T:
         rkey = self.key(key)
         ttl_ms = str(max(1, int(self.idle_ttl * 1000)))
-        for _ in range(_CAS_TRIES):
+        for attempt in range(_CAS_TRIES):
+            if attempt:
+                # Lost a race: step aside for a jittered moment, so two processes hammering one
+                # key do not fall into lockstep where the same one loses every time.
+                await anyio.sleep(random.uniform(0.0, min(0.0005 * attempt, 0.01)))
             version, raw, sec, usec = await self._read(keys=[rkey])
             now = int(sec) + int(usec) / 1_000_000
             old = _decode(raw)
