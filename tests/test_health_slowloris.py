@@ -48,8 +48,8 @@ async def idle_connections(port: int, n: int, partial: bytes = b"") -> AsyncIter
                 await stream.send(partial)
         yield streams
     finally:
-        for stream in streams:
-            await stream.aclose()
+        for stream in streams:  # forcefully: one reset socket must not leave the rest open
+            await anyio.aclose_forcefully(stream)
 
 
 async def test_livez_answers_while_many_idle_and_trickling_connections_are_open() -> None:
@@ -127,12 +127,21 @@ async def test_cancelling_the_server_with_many_idle_connections_leaves_nothing_b
     client sees its connection closed."""
     async with serve_health(HealthRegistry(name="t"), max_connections=300) as server:
         port = server.port
-        streams = [await anyio.connect_tcp("127.0.0.1", port) for _ in range(200)]
-        assert await get(port) == 200
-    with anyio.fail_after(10):
-        assert all([await closed_by_server(s) for s in streams])
-    for s in streams:
-        await s.aclose()
+        streams = []
+        try:
+            for _ in range(200):  # one by one, so each socket opened is closed on failure
+                streams.append(await anyio.connect_tcp("127.0.0.1", port))  # noqa: PERF401
+            assert await get(port) == 200
+        except BaseException:
+            for s in streams:
+                await anyio.aclose_forcefully(s)
+            raise
+    try:
+        with anyio.fail_after(10):
+            assert all([await closed_by_server(s) for s in streams])
+    finally:
+        for s in streams:
+            await anyio.aclose_forcefully(s)
 
 
 async def test_dashboard_streams_cannot_starve_a_probe() -> None:
@@ -140,16 +149,18 @@ async def test_dashboard_streams_cannot_starve_a_probe() -> None:
     stream is dropped for it (a browser's EventSource reconnects), the newest keeps going."""
     async with serve_health(HealthRegistry(name="t"), max_connections=2) as server:
         streams = []
-        for _ in range(2):
-            stream = await anyio.connect_tcp("127.0.0.1", server.port)
-            await stream.send(b"GET /dashboard/events HTTP/1.1\r\nHost: t\r\n\r\n")
+        try:
+            for _ in range(2):
+                stream = await anyio.connect_tcp("127.0.0.1", server.port)
+                streams.append(stream)
+                await stream.send(b"GET /dashboard/events HTTP/1.1\r\nHost: t\r\n\r\n")
+                with anyio.fail_after(10):
+                    first = await stream.receive()  # the head (and maybe the first event)
+                assert first.startswith(b"HTTP/1.1 200")
+            assert await get(server.port) == 200
             with anyio.fail_after(10):
-                first = await stream.receive()  # the head (and maybe the first event)
-            assert first.startswith(b"HTTP/1.1 200")
-            streams.append(stream)
-        assert await get(server.port) == 200
-        with anyio.fail_after(10):
-            while not await closed_by_server(streams[0]):  # drain events until it is closed
-                pass
-        for stream in streams:
-            await stream.aclose()
+                while not await closed_by_server(streams[0]):  # drain events until closed
+                    pass
+        finally:
+            for stream in streams:
+                await anyio.aclose_forcefully(stream)
