@@ -19,7 +19,7 @@ S0 = UpstreamState()
 def test_defaults_are_documented_values() -> None:
     """The defaults are the module constants the docs name."""
     s = RecoverySettings()
-    assert (s.failure_threshold, s.open_time, s.max_open) == (3, 0.5, 5.0)
+    assert (s.failure_threshold, s.open_time, s.max_open) == (3, 0.5, 2.0)
     assert (s.ramp_rate, s.ramp_burst, s.probe_ttl) == (1000.0, 20, 15.0)
 
 

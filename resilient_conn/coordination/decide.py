@@ -72,7 +72,7 @@ DEFAULT_OPEN_TIME = 0.5
 """First open time in seconds: the scale of the reconnect backoff's first delay (0.5-1 s)."""
 DEFAULT_OPEN_MULTIPLIER = 2.0
 """Growth of the open time per consecutive re-opening."""
-DEFAULT_MAX_OPEN = 5.0
+DEFAULT_MAX_OPEN = 2.0
 """Cap on the open time in seconds: the longest a client waits after its server is back
 (plus the probe's own dial)."""
 DEFAULT_PROBE_TTL = 15.0
@@ -126,7 +126,7 @@ class RecoverySettings:
         open_multiplier: Growth per consecutive re-opening, ``>= 1``
             (default :data:`DEFAULT_OPEN_MULTIPLIER` = 2).
         max_open: Cap on the open time in seconds, ``>= open_time``
-            (default :data:`DEFAULT_MAX_OPEN` = 5).
+            (default :data:`DEFAULT_MAX_OPEN` = 2).
         probe_ttl: Lifetime of the probe lease in seconds, ``> 0``
             (default :data:`DEFAULT_PROBE_TTL` = 15).
         ramp_rate: Reconnections per second after a successful probe, ``> 0``
