@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import importlib.util
 
 import anyio
 import pytest
@@ -23,21 +22,16 @@ from resilient_conn import (
     ResilientConnection,
 )
 from resilient_conn.testing import ChaosProxy, ScriptedServer
+from tests._transports import HAS_PICOWS, TRANSPORTS
 
 from ._recorder import StateRecorder
 
 S = ConnectionState
 FAST = Backoff(initial_delay=0.02, max_delay=0.1, jitter="full")
-HAS_PICOWS = importlib.util.find_spec("picows") is not None
+
 
 pytestmark = pytest.mark.anyio
 
-TRANSPORTS = [
-    "websockets",
-    pytest.param(
-        "picows", marks=pytest.mark.skipif(not HAS_PICOWS, reason="picows not installed")
-    ),
-]
 
 
 @pytest.fixture(params=TRANSPORTS)

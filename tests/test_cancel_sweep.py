@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import importlib.util
 import random
 import socket
 from collections.abc import Awaitable, Callable, Generator
@@ -33,6 +32,7 @@ from resilient_conn.realtime import RealtimeClient
 from resilient_conn.resilience.backoff import Backoff
 from resilient_conn.testing import ScriptedServer
 from resilient_conn.testing.phoenix import PhoenixServer
+from tests._transports import TRANSPORTS
 
 S = ConnectionState
 MAX_STEPS = 200  # a bound on each sweep, far above what any operation has
@@ -44,15 +44,6 @@ def _unique(n: int) -> bytes:
     return BIG[:-8] + n.to_bytes(8, "big")
 
 
-TRANSPORTS = [
-    "websockets",
-    pytest.param(
-        "picows",
-        marks=pytest.mark.skipif(
-            importlib.util.find_spec("picows") is None, reason="picows not installed"
-        ),
-    ),
-]
 
 
 @pytest.fixture(params=TRANSPORTS)

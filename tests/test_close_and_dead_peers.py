@@ -12,7 +12,6 @@ that the old behaviour waited out), not speed assertions.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import random
 import socket
 from contextvars import Context
@@ -32,6 +31,7 @@ from resilient_conn.connection.buffer import DeadLetterReason
 from resilient_conn.connection.events import ConnectionState, StateChange
 from resilient_conn.resilience.backoff import Backoff
 from resilient_conn.testing import ChaosProxy, ScriptedServer
+from tests._transports import TRANSPORTS
 
 from ._recorder import StateRecorder
 
@@ -41,15 +41,6 @@ BIG = random.Random(12).randbytes(1 << 20)  # incompressible: permessage-deflate
 
 pytestmark = pytest.mark.anyio
 
-TRANSPORTS = [
-    "websockets",
-    pytest.param(
-        "picows",
-        marks=pytest.mark.skipif(
-            importlib.util.find_spec("picows") is None, reason="picows not installed"
-        ),
-    ),
-]
 
 
 @pytest.fixture(params=TRANSPORTS)
