@@ -74,8 +74,10 @@ def imports_of(path: Path, modules: set[str], text: str | None = None) -> set[st
         else:
             continue
         for target in targets:
-            # A module's own package is being imported already: not an edge.
-            if target in modules and target != name and not name.startswith(target + "."):
+            # A module's own package is being imported already: not an edge. The root package
+            # is the exception: importing from it means importing the whole public API.
+            own = name.startswith(target + ".") and target != PACKAGE
+            if target in modules and target != name and not own:
                 found.add(target)
     return found
 
@@ -197,6 +199,7 @@ def test_an_upward_import_is_caught() -> None:
         "from ..realtime import client",
         "if TYPE_CHECKING:\n    from ..health.registry import HealthRegistry",
         "def f():\n    from resilient_conn.cli import main",
+        "def f():\n    from resilient_conn import ConfigError",
     ],
 )
 def test_every_kind_of_import_is_read(source: str) -> None:

@@ -30,7 +30,12 @@ from typing import Any
 
 import anyio
 
-from .._core.errors import ConnectionClosedError, ConnectionFailedError, ResilientConnError
+from .._core.errors import (
+    ConfigError,
+    ConnectionClosedError,
+    ConnectionFailedError,
+    ResilientConnError,
+)
 from ..connection.buffer import DeadLetterReason, Overflow
 from ..connection.connection import ResilientConnection
 from ._conn_link import ConnLink
@@ -114,8 +119,6 @@ class AckedStream:
         dead_letter_capacity: int = 1000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        from resilient_conn import ConfigError
-
         self.options = StreamOptions.build(
             window=window,
             window_bytes=window_bytes,
