@@ -292,17 +292,40 @@ async def serve_health(
     )
     listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
     error: Exception | None = None
-    async with listener, anyio.create_task_group() as tg:
-        bound = listener.extra(SocketAttribute.local_address)
-        where = HealthServer(str(bound[0]), int(bound[1]))
-        tg.start_soon(listener.serve, handler, tg)
-        _log.info("resilient_conn.health_server_started", url=where.url)
+    # Every accepted connection until its handler is done with it: one accepted just as the
+    # server stops may never see its handler start (older anyio cancels a task before its
+    # first step), so whatever is left is closed here rather than left to the collector.
+    accepted: set[anyio.abc.SocketStream] = set()
+
+    async def handle(stream: anyio.abc.SocketStream) -> None:
         try:
-            yield where
-        except Exception as exc:  # re-raised below as is, not wrapped in an ExceptionGroup
-            error = exc
+            await handler(stream)
         finally:
-            tg.cancel_scope.cancel()
-            _log.info("resilient_conn.health_server_stopped", url=where.url)
+            accepted.discard(stream)
+
+    async def accept(sub: anyio.abc.SocketListener, tg: anyio.abc.TaskGroup) -> None:
+        while True:
+            stream = await sub.accept()
+            accepted.add(stream)
+            tg.start_soon(handle, stream)
+
+    try:
+        async with listener, anyio.create_task_group() as tg:
+            bound = listener.extra(SocketAttribute.local_address)
+            where = HealthServer(str(bound[0]), int(bound[1]))
+            for sub in listener.listeners:
+                assert isinstance(sub, anyio.abc.SocketListener)  # what create_tcp_listener makes
+                tg.start_soon(accept, sub, tg)
+            _log.info("resilient_conn.health_server_started", url=where.url)
+            try:
+                yield where
+            except Exception as exc:  # re-raised below as is, not wrapped in an ExceptionGroup
+                error = exc
+            finally:
+                tg.cancel_scope.cancel()
+                _log.info("resilient_conn.health_server_stopped", url=where.url)
+    finally:
+        for stream in list(accepted):
+            await anyio.aclose_forcefully(stream)
     if error is not None:
         raise error
