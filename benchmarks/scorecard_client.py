@@ -167,6 +167,25 @@ def payload(seq: int, size: int) -> str:
 # --------------------------------------------------------------------------- the clients
 
 
+async def broadcast_ticks(
+    room: Any, every: float, rec: Recorder, *, stop_on_give_up: bool = False
+) -> None:
+    """Send a numbered broadcast on ``room`` every ``every`` seconds, counting each outcome."""
+    seq = 0
+    while True:
+        await asyncio.sleep(every)
+        seq += 1
+        try:
+            await room.send_broadcast("up", {"seq": seq})
+            rec.sent_ok += 1
+        except Exception as exc:
+            rec.send_failed += 1
+            if len(rec.errors) < 1000:
+                rec.error(exc)
+            if stop_on_give_up and rec.gave_up is not None:
+                return
+
+
 async def run_ours(url: str, spec: dict[str, Any], rec: Recorder, stop: asyncio.Event) -> None:
     sys.path.insert(0, str(ROOT))
     from resilient_conn import Backoff, ResilientConnection
@@ -308,24 +327,13 @@ async def run_rt(url: str, spec: dict[str, Any], rec: Recorder, stop: asyncio.Ev
                 rec.error(exc)
                 rec.gave_up = time.monotonic()
 
-        async def produce(room: Any) -> None:
-            seq, every = 0, float(spec["send_every"])
-            while True:
-                await asyncio.sleep(every)
-                seq += 1
-                try:
-                    await room.send_broadcast("up", {"seq": seq})
-                    rec.sent_ok += 1
-                except Exception as exc:
-                    rec.send_failed += 1
-                    if len(rec.errors) < 1000:
-                        rec.error(exc)
-                    if rec.gave_up is not None:
-                        return
-
         tasks = [asyncio.create_task(consume(r)) for r in rooms]
         if spec.get("send_every"):
-            tasks += [asyncio.create_task(produce(r)) for r in rooms]
+            every = float(spec["send_every"])
+            tasks += [
+                asyncio.create_task(broadcast_ticks(r, every, rec, stop_on_give_up=True))
+                for r in rooms
+            ]
         await stop.wait()
         for task in tasks:
             task.cancel()
@@ -368,21 +376,9 @@ async def run_peer(url: str, spec: dict[str, Any], rec: Recorder, stop: asyncio.
         rec.error(exc)
         rec.gave_up = time.monotonic()
 
-    async def produce(room: Any) -> None:
-        seq, every = 0, float(spec["send_every"])
-        while True:
-            await asyncio.sleep(every)
-            seq += 1
-            try:
-                await room.send_broadcast("up", {"seq": seq})
-                rec.sent_ok += 1
-            except Exception as exc:
-                rec.send_failed += 1
-                if len(rec.errors) < 1000:
-                    rec.error(exc)
-
     if spec.get("send_every"):
-        tasks = [asyncio.create_task(produce(r)) for r in rooms]
+        every = float(spec["send_every"])
+        tasks = [asyncio.create_task(broadcast_ticks(r, every, rec)) for r in rooms]
     await stop.wait()
     for task in tasks:
         task.cancel()
