@@ -69,7 +69,7 @@ from .resilience.breaker import (
 )
 from .resilience.classify import Action, Verdict, classifier, default_classify
 from .resilience.policy import PolicyMetrics, PolicyRegistry, ResiliencePolicy
-from .resilience.recovery import connection_breaker, recovery_cap
+from .resilience.recovery import connection_backoff, connection_breaker, recovery_cap
 from .resilience.retry import (
     RetryMetrics,
     RetryState,
@@ -157,6 +157,7 @@ __all__ = [
     "breaker_report",
     "classifier",
     "connect_acked",
+    "connection_backoff",
     "connection_breaker",
     "coordinator_report",
     "default_classify",

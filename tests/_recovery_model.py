@@ -12,7 +12,13 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from resilient_conn import Backoff, CircuitBreaker, CircuitOpenError, connection_breaker
+from resilient_conn import (
+    Backoff,
+    CircuitBreaker,
+    CircuitOpenError,
+    connection_breaker,
+    recovery_cap,
+)
 from resilient_conn.connection.decide import Decisions
 from resilient_conn.resilience.classify import Action, Verdict
 
@@ -74,7 +80,9 @@ def recover(
         if seed_breaker
         else connection_breaker(backoff, clock=clock)
     )
-    decisions = Decisions(backoff)
+    # the connection's own breaker paces its probes by the schedule, capped (as the supervisor)
+    paced = not seed_breaker and backoff.jitter == "banded"
+    decisions = Decisions(backoff, recovery_cap(backoff) if paced else None)
     decisions.admitted()  # the decision object walks the states as the supervisor does:
     decisions.dialed()  # CONNECTED until t = 0
     soon = close_code in (1001, 1012)

@@ -27,10 +27,13 @@ from resilient_conn import (
     ConnectionState,
     ResilientConnection,
     StateChange,
+    connection_backoff,
     connection_breaker,
     recovery_cap,
 )
+from resilient_conn.connection.decide import Decisions
 from resilient_conn.realtime import RealtimeClient
+from resilient_conn.resilience.classify import Action, Verdict
 from resilient_conn.testing import FakeClock, PhoenixServer, ScriptedServer
 from tests._recorder import StateRecorder
 from tests._recovery_model import DIAL_TIME, recover
@@ -171,7 +174,7 @@ def test_model_the_seed_breaker_kept_connections_down_for_most_of_a_minute() -> 
     initial=st.floats(0.05, 5.0),
     ratio=st.floats(1.0, 40.0),
     multiplier=st.floats(1.0, 4.0),
-    jitter=st.sampled_from(["full", "equal", "decorrelated", "proportional", "none"]),
+    jitter=st.sampled_from(["full", "equal", "decorrelated", "proportional", "none", "banded"]),
     outage=st.floats(0.0, 200.0),
     close=st.sampled_from([None, 1001, 1012]),
     seed=st.integers(0, 2**32),
@@ -339,3 +342,54 @@ async def test_realtime_channels_rejoin_within_the_cap_after_a_phoenix_restart()
     assert len(connected) == 2
     assert connected_at - back_at <= cap + 1e-9
     assert not math.isinf(cap)
+
+
+# -- the connection's default schedule --------------------------------------------------------
+
+
+def test_connection_backoff_is_banded_half_second_to_four(monkeypatch: pytest.MonkeyPatch) -> None:
+    """connection_backoff(): 0.5 s windows growing x1.5 to 4 s, banded; its cap is 4 s; an
+    environment variable still overrides a field; a connection given no backoff uses it."""
+    for key in ("INITIAL_DELAY", "MAX_DELAY", "MULTIPLIER", "JITTER"):
+        monkeypatch.delenv(f"RESILIENT_CONN_BACKOFF_{key}", raising=False)
+    b = connection_backoff()
+    assert (b.initial_delay, b.max_delay, b.multiplier, b.jitter) == (0.5, 4.0, 1.5, "banded")
+    assert recovery_cap(b) == 4.0
+    assert ResilientConnection("ws://127.0.0.1:9/").backoff == b
+    monkeypatch.setenv("RESILIENT_CONN_BACKOFF_MAX_DELAY", "10")
+    assert connection_backoff().max_delay == 10.0
+    assert connection_backoff().initial_delay == 0.5
+
+
+def test_own_breaker_open_still_waits_the_banded_window() -> None:
+    """With its own breaker open, a banded connection waits its schedule's next window
+    (capped), never dialing sooner; with a shared breaker (no pace cap) it waits on the
+    breaker alone."""
+    backoff = connection_backoff().with_(rng=random.Random(3))
+    for paced in (True, False):
+        decisions = Decisions(backoff, recovery_cap(backoff) if paced else None)
+        decisions.admitted()
+        decisions.dialed()
+        refused = Verdict(Action.RETRY, "refused")
+        decisions.after(refused, stable=True, breaker_state=BreakerState.CLOSED, retry_after=0)
+        decisions.admitted()
+        step = decisions.after(
+            refused, stable=False, breaker_state=BreakerState.OPEN, retry_after=0.5
+        )
+        assert step.state is ConnectionState.CIRCUIT_OPEN
+        if paced:
+            assert 0.5 <= step.sleep <= 1.25  # the second window: 0.5 + u * 0.75
+        else:
+            assert step.sleep == 0.0
+
+
+def test_model_banded_recovery_after_a_short_restart() -> None:
+    """Over 400 seeds, a default connection is back well inside a second (median) after a
+    2 s outage and within the 4 s cap after any outage; with 1012 the same."""
+    backoff = connection_backoff()
+    for close in (None, 1012):
+        short = sorted(recover(2.0, backoff, seed=s, close_code=close).delay for s in range(400))
+        assert short[200] < 0.8
+        long = [recover(120.0, backoff, seed=s, close_code=close) for s in range(100)]
+        assert max(r.delay for r in long) <= 4.0 + DIAL_TIME
+        assert max(r.longest_wait for r in long) <= 4.0

@@ -48,7 +48,7 @@ from ..coordination import RecoveryCoordinator
 from ..resilience.backoff import Backoff
 from ..resilience.breaker import BreakerLease, CircuitBreaker
 from ..resilience.classify import Classifier, default_classify
-from ..resilience.recovery import connection_breaker
+from ..resilience.recovery import connection_backoff, connection_breaker, recovery_cap
 from ._closing import Closing, in_supervisor
 from ._observe import Observing
 from ._receiving import Receiving
@@ -73,12 +73,14 @@ class ResilientConnection(Observing, Receiving, Closing):
     Args:
         url: ``ws://`` or ``wss://`` URL, or a callable (sync or async) returning one, evaluated
             before every dial.
-        backoff: Delay schedule between dials (default ``Backoff()``: full jitter, 1 s to 60 s).
+        backoff: Delay schedule between dials (default
+            :func:`~resilient_conn.connection_backoff`: ``"banded"`` windows of 0.5 s growing
+            x1.5 to 4 s; see docs/recovery.md).
         breaker: Circuit breaker gating every dial (default
             :func:`~resilient_conn.connection_breaker` on ``backoff``: opens after 3 failures,
-            stays open from ``initial_delay`` growing to :func:`~resilient_conn.recovery_cap`
-            (1 s to 4 s with the default backoff), one stable probe closes it; see
-            docs/recovery.md).
+            one stable probe closes it; while it is open the backoff still paces the probes,
+            and the next dial after the server is back comes within
+            :func:`~resilient_conn.recovery_cap`, 4 s by default; see docs/recovery.md).
         coordinator: A :class:`~resilient_conn.RecoveryCoordinator` shared with other
             connections to the same upstream: one circuit, one probe and a reconnect ramp for
             all of them (see ``docs/recovery.md``). It gates every dial; unless ``breaker`` is
@@ -184,7 +186,7 @@ class ResilientConnection(Observing, Receiving, Closing):
         default_name = (urlsplit(url).hostname or "connection") if isinstance(url, str) else display
         self.name = name or default_name
         """The connection's name in logs, hooks, health and metrics."""
-        self.backoff = backoff if backoff is not None else Backoff()
+        self.backoff = backoff if backoff is not None else connection_backoff()
         if not isinstance(self.backoff, Backoff):
             raise ConfigError(f"backoff must be a Backoff, got {type(backoff).__name__}")
         self.breaker = (
@@ -275,7 +277,9 @@ class ResilientConnection(Observing, Receiving, Closing):
         self._live = False  # transport open, on_open done, buffer flushed: sends go direct
         self.generation = 0
         """Increments each time a new transport opens."""
-        self._decisions = Decisions(self.backoff)
+        # a banded schedule's windows go on while its own breaker is open (docs/recovery.md)
+        paced = breaker is None and coordinator is None and self.backoff.jitter == "banded"
+        self._decisions = Decisions(self.backoff, recovery_cap(self.backoff) if paced else None)
         self._last_error: BaseException | None = None
         self._fatal: ConnectionFailedError | None = None
         self._abort: tuple[str, BaseException | None] | None = None

@@ -15,8 +15,9 @@ What follows a dial or transport that ended, with the breaker already told of th
 verdict / breaker         next
 ========================  ====================================================================
 fatal                     ``FAILED`` (no retry storm: 401/403/404, bad URL, TLS certificate)
-breaker OPEN              ``CIRCUIT_OPEN``; sleep only a server's ``Retry-After`` hint, then
-                          the loop waits on the breaker for its probe
+breaker OPEN              ``CIRCUIT_OPEN``; sleep a server's ``Retry-After`` hint and, with
+                          the connection's own breaker (``pace_cap``), the schedule's next
+                          delay capped at ``pace_cap``; then the loop waits on the breaker
 otherwise                 ``BACKOFF`` for the next delay of the schedule; ``soon`` (close 1012)
                           takes the first step's delay; ``RETRY_AFTER`` waits at least the hint
 ========================  ====================================================================
@@ -73,11 +74,15 @@ class Decisions:
 
     Args:
         backoff: The connection's delay schedule.
+        pace_cap: With the connection's own breaker and a ``"banded"`` schedule: its recovery
+            cap. While that breaker is open the schedule's next delay (capped at this) still
+            passes before the probe; ``None`` waits on the breaker alone.
     """
 
     __slots__ = (
         "_backoff",
         "_delays",
+        "_pace_cap",
         "attempt",
         "closing",
         "connected_once",
@@ -85,8 +90,9 @@ class Decisions:
         "state",
     )
 
-    def __init__(self, backoff: Backoff) -> None:
+    def __init__(self, backoff: Backoff, pace_cap: float | None = None) -> None:
         self._backoff = backoff
+        self._pace_cap = pace_cap
         self._delays: Iterator[float] = backoff.delays()
         self.state = _S.IDLE
         """The state the supervisor is in (every move goes through this object)."""
@@ -196,17 +202,20 @@ class Decisions:
             self.attempt += 1
             self.consecutive_failures += 1
         delay = next(self._delays)
-        if verdict.soon:
+        if verdict.soon and not (stable and self._backoff.jitter == "banded"):
+            # the first step's delay; a banded schedule just restarted is in its first
+            # window already, at its own phase (a fresh draw would bunch its later windows)
             delay = self._backoff.delay(0)
         hinted = verdict.action is Action.RETRY_AFTER
         if hinted:
             delay = max(delay, verdict.delay)
         if breaker_state in _OPEN:
-            wait = max(retry_after, verdict.delay)
+            sleep = verdict.delay if hinted else 0.0  # the server's hint still holds
+            if self._pace_cap is not None:  # its own breaker: the schedule still paces
+                sleep = max(sleep, min(delay, self._pace_cap))
+            wait = max(retry_after, sleep)
             return self._move(
-                _S.CIRCUIT_OPEN,
-                f"{verdict.kind}; circuit open, next probe in {wait:.3f}s",
-                verdict.delay if hinted else 0.0,  # the server's hint still holds
+                _S.CIRCUIT_OPEN, f"{verdict.kind}; circuit open, next probe in {wait:.3f}s", sleep
             )
         return self._move(_S.BACKOFF, f"{verdict.kind}; next dial in {delay:.3f}s", delay)
 

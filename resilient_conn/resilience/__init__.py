@@ -9,7 +9,7 @@ from .backoff import JITTER_STRATEGIES, Backoff, JitterStrategy
 from .breaker import BreakerLease, BreakerMetrics, BreakerState, BreakerTransition, CircuitBreaker
 from .classify import Action, Verdict, classifier, default_classify
 from .policy import PolicyMetrics, PolicyRegistry, ResiliencePolicy
-from .recovery import connection_breaker, recovery_cap
+from .recovery import connection_backoff, connection_breaker, recovery_cap
 from .retry import retry, retrying
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "ResiliencePolicy",
     "Verdict",
     "classifier",
+    "connection_backoff",
     "connection_breaker",
     "default_classify",
     "recovery_cap",

@@ -14,12 +14,21 @@ With ``exp(n) = min(max_delay, initial_delay * multiplier ** n)`` for the 0-base
 ``"decorrelated"`` ``U(initial_delay, min(max_delay, 3 * previous))`` (AWS "decorrelated")
 ``"proportional"`` ``U(exp(n) * (1 - r), min(max_delay, exp(n) * (1 + r)))``, ``r`` =
                    ``jitter_ratio`` (the original "±10 %" design)
+``"banded"``       one draw ``u = U(0, 1)`` per schedule; windows of width ``exp(n)`` are laid
+                   end to end from the start and attempt ``n`` falls ``u`` of the way through
+                   its window: delay 0 is ``u * exp(0)``, delay n is
+                   ``exp(n-1) + u * (exp(n) - exp(n-1))`` (so within ``[0, exp(n)]``, like
+                   ``"full"``). Many schedules started together (clients that lost one server
+                   at once) fill every window evenly instead of bunching early, as full
+                   jitter's sums do: the flattest reconnect wave (docs/recovery.md).
 =================  ==========================================================================
 
 Jitter survives the cap: the cap bounds the *range* a delay is drawn from, it never clamps
 the drawn value onto ``max_delay``. So at the cap ``"full"`` draws from ``[0, max]``,
 ``"equal"`` from ``[max/2, max]``, ``"proportional"`` from ``[max * (1 - r), max]`` and
-``"decorrelated"`` from ``[initial, max]`` (AWS writes ``min(cap, U(base, 3 * prev))``,
+``"decorrelated"`` from ``[initial, max]``, and a ``"banded"`` schedule keeps its own phase
+``u * max`` inside windows of width ``max`` (the delays are all ``max`` there, but the dials of
+many schedules stay spread over the window) (AWS writes ``min(cap, U(base, 3 * prev))``,
 which piles about two draws in three exactly onto the cap; capping the range first keeps
 the same shape below the cap and stays spread at it). Every delay is within
 ``[0, max_delay]``; the exponent is capped, so attempt 100 000 is as cheap as attempt 10.
@@ -39,7 +48,7 @@ from . import config
 
 __all__ = ["JITTER_STRATEGIES", "Backoff", "JitterStrategy"]
 
-JitterStrategy = Literal["full", "equal", "decorrelated", "proportional", "none"]
+JitterStrategy = Literal["full", "equal", "decorrelated", "proportional", "none", "banded"]
 """Name of a jitter strategy."""
 
 JITTER_STRATEGIES: tuple[JitterStrategy, ...] = (
@@ -48,6 +57,7 @@ JITTER_STRATEGIES: tuple[JitterStrategy, ...] = (
     "decorrelated",
     "proportional",
     "none",
+    "banded",
 )
 """Every accepted value of ``jitter``."""
 
@@ -182,7 +192,7 @@ class Backoff:
             value = self.rng.uniform(low, min(cap, prev * 3.0))
         else:
             base = self.exponential(attempt)
-            if strategy == "full":
+            if strategy == "full" or strategy == "banded":  # one draw of banded: full's
                 value = self.rng.uniform(0.0, base)
             elif strategy == "equal":
                 half = base / 2.0
@@ -204,9 +214,25 @@ class Backoff:
         return self._iterate()
 
     def _iterate(self) -> Iterator[float]:
+        if self.jitter == "banded":
+            yield from self._banded()
+            return
         attempt = 0
         previous: float | None = None
         while True:
             previous = self.delay(attempt, previous)
             yield previous
             attempt += 1
+
+    def _banded(self) -> Iterator[float]:
+        """Windows of width ``exp(n)`` end to end; attempt ``n`` at ``u`` through its window."""
+        u = self.rng.random()
+        cap = self.max_delay
+        attempt = 0
+        previous = 0.0  # the width of the window before (none before attempt 0)
+        while True:
+            width = self.exponential(attempt)
+            yield min(cap, max(0.0, previous + u * (width - previous)))
+            previous = width
+            if width < cap:  # past the cap every window is max_delay wide
+                attempt += 1

@@ -103,7 +103,7 @@ def _s(
     return Setting(name, default, type(default), help, minimum, positive, choices)
 
 
-_JITTERS = ("full", "equal", "decorrelated", "proportional", "none")
+_JITTERS = ("full", "equal", "decorrelated", "proportional", "none", "banded")
 
 SETTINGS: dict[str, Setting] = {
     s.name: s
