@@ -69,6 +69,7 @@ _quiet()
 HAVE_COORDINATION = importlib.util.find_spec("resilient_conn.coordination") is not None
 OUTAGES = (2.0, 20.0, 120.0)
 KINDS = ("resilient_conn", "websockets")
+SHOW_WAVE = False
 
 
 def _raise_fd_limit() -> None:
@@ -275,6 +276,8 @@ def summarise(records: list[tuple[list[float], float | None]], down: float, back
         counts[min(buckets - 1, int((t - start) / 0.1))] += 1
     mean = len(after) / buckets
     return {
+        "wave": counts,
+        "wait": start - back,
         "median": statistics.median(delays) if delays else math.nan,
         "max": delays[-1] if delays else math.nan,
         "dials_outage": sum(during),
@@ -352,6 +355,10 @@ def show(label: str, rounds: list[dict], many: bool) -> None:
     )
     per_round = ", ".join(f"{r['max']:.2f}" for r in rounds)
     print(f"  {'':<16} all back, per round: {per_round} s")
+    if many and SHOW_WAVE:
+        for r in rounds:
+            print(f"  {'':<16} wave from {r['wait']:.2f} s after return, dials per 100 ms: "
+                  f"{' '.join(str(c) for c in r['wave'])}")
 
 
 def main() -> None:
@@ -367,6 +374,7 @@ def main() -> None:
     parser.add_argument("--coordinator", action="store_true")
     parser.add_argument("--no-peer", action="store_true", help="skip websockets' clients")
     parser.add_argument("--only", choices=("1", "N"), help="run only the 1- or N-client case")
+    parser.add_argument("--wave", action="store_true", help="print each round's dials per 100 ms")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--client", nargs=3, metavar=("KIND", "URL", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -378,6 +386,8 @@ def main() -> None:
         kind, url, count = args.client
         asyncio.run(clients(kind, url, int(count), args.backoff, args.coordinator))
         return
+    global SHOW_WAVE
+    SHOW_WAVE = args.wave
     if args.coordinator and not HAVE_COORDINATION:
         raise SystemExit("--coordinator: resilient_conn.coordination is not in this checkout")
     _raise_fd_limit()

@@ -19,8 +19,8 @@ S0 = UpstreamState()
 def test_defaults_are_documented_values() -> None:
     """The defaults are the module constants the docs name."""
     s = RecoverySettings()
-    assert (s.failure_threshold, s.open_time, s.max_open) == (3, 0.5, 2.0)
-    assert (s.ramp_rate, s.ramp_burst, s.probe_ttl) == (1000.0, 20, 15.0)
+    assert (s.failure_threshold, s.open_time, s.max_open) == (3, 0.5, 1.0)
+    assert (s.ramp_rate, s.ramp_burst, s.probe_ttl, s.max_dialing) == (1000.0, 20, 15.0, 64)
 
 
 @pytest.mark.parametrize(
@@ -100,7 +100,7 @@ def test_probe_failure_grows_open_time_up_to_the_cap_and_stable_resets() -> None
 def test_probe_connection_that_dies_before_stable_reopens_at_once() -> None:
     """An upstream that accepts and drops: the probe's round trip closes the circuit, its
     death before stable_after re-opens it at once and for longer (one dial per cycle)."""
-    s = RecoverySettings(failure_threshold=3, open_time=1.0)
+    s = RecoverySettings(failure_threshold=3, open_time=1.0, max_open=2.0)
     st_ = S0
     for _ in range(3):
         st_ = fail(st_, s, "x", 0.0)

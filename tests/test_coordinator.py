@@ -285,7 +285,7 @@ def test_for_url_shares_one_coordinator_per_host_and_port() -> None:
         assert a.name == "feed.example:443"
         assert a is not RecoveryCoordinator.for_url("ws://feed.example/ws")
         with pytest.raises(ConfigError, match="other settings"):
-            RecoveryCoordinator.for_url("wss://feed.example", settings=RecoverySettings(3, 2.0))
+            RecoveryCoordinator.for_url("wss://feed.example", settings=RecoverySettings(3, 0.25))
         with pytest.raises(ConfigError, match="no host"):
             RecoveryCoordinator.for_url("wss:///path")
         with pytest.raises(ConfigError, match="unknown scheme"):

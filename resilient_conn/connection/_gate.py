@@ -5,7 +5,9 @@ through ``coordinator.permit(name)``:
 
 * the wait for admission shows as a state change: ``CIRCUIT_OPEN`` with the reason
   ``"circuit open, waiting for the probe time"`` or ``"circuit open, probe held by another
-  connection"``, ``BACKOFF`` with ``"waiting for reconnect ramp"``;
+  connection"``, ``BACKOFF`` with ``"waiting for reconnect ramp"`` or ``"waiting for other
+  dials to this upstream"`` (the coordinator's in-flight dial window, ``max_dialing``);
+* the handshake done is ``permit.dialed()`` (frees the dial's slot of that window);
 * a failed dial, or a transport that ends before ``stable_after``, is ``permit.failed()``; a
   transport that stays up ``stable_after`` is ``permit.succeeded()``;
 * a probe dial sends one ping right after the handshake and its pong is
@@ -23,7 +25,7 @@ import anyio
 from websockets.exceptions import ConcurrencyError, ConnectionClosed
 
 from ..adapters.base import Transport
-from ..coordination import REASON_RAMP, DialKind, Permit, RecoveryCoordinator
+from ..coordination import REASON_DIALING, REASON_RAMP, DialKind, Permit, RecoveryCoordinator
 from ..resilience.backoff import Backoff
 from ..resilience.classify import Action, Verdict
 
@@ -46,6 +48,10 @@ class Gate(Protocol):
     """What the supervisor uses of a permit (a coordinator's, or the no-op one)."""
 
     kind: DialKind | None
+
+    def dialed(self) -> None:
+        """The handshake is done: the dial no longer counts as in flight."""
+        ...
 
     async def succeeded(self, *, stable: bool = True) -> None:
         """Report a round trip (``stable=False``) or a connection that proved stable."""
@@ -72,6 +78,9 @@ class NoPermit:
     ) -> None:
         return None
 
+    def dialed(self) -> None:
+        """Nothing in flight to free."""
+
     async def succeeded(self, *, stable: bool = True) -> None:
         """Nothing to record."""
 
@@ -91,9 +100,9 @@ def gate(conn: Gated) -> Permit | NoPermit:
     def on_wait(reason: str, seconds: float) -> None:
         # through the decision object: nothing once closing (the wait is about to be
         # cancelled), CONNECTING first on a first dial, then CIRCUIT_OPEN or BACKOFF (ramp)
-        conn._waiting(reason, ramp=reason == REASON_RAMP)
+        conn._waiting(reason, ramp=reason in (REASON_RAMP, REASON_DIALING))
 
-    return coordinator.permit(conn.name, on_wait=on_wait)
+    return coordinator.permit(conn.name, on_wait=on_wait, windowed=True)
 
 
 def pause(conn: Gated, sleep: float, verdict: Verdict) -> float:

@@ -304,6 +304,8 @@ class Supervising:
                 ws = await dial(self._url_source, self._headers_source, self._dial_options)
             except Exception as exc:
                 return self._classify(exc), exc, False
+            if self._permit is not None:
+                self._permit.dialed()  # frees the coordinator's in-flight dial slot
             step = self._decisions.dialed()
             if step.stop:
                 self._ws, self._opened = ws, False  # the closer closes it, without draining

@@ -22,6 +22,8 @@ The interface a supervisor uses around each dial::
         permit.kind      # DialKind.PROBE | DialKind.RAMP | DialKind.NORMAL
         permit.reason    # why it waited ("" if it did not), permit.waited: seconds
         ws = await dial(...)
+        permit.dialed()                       # handshake done: frees one of the
+                                              # settings.max_dialing in-flight slots
         await permit.succeeded(stable=False)  # optional: first round trip on a PROBE
         ...                                     # (closes the circuit, starts the ramp)
         await permit.succeeded()              # connection stayed up stable_after
@@ -54,6 +56,7 @@ from .coordinator import (
 )
 from .decide import (
     DEFAULT_FAILURE_THRESHOLD,
+    DEFAULT_MAX_DIALING,
     DEFAULT_MAX_OPEN,
     DEFAULT_OPEN_MULTIPLIER,
     DEFAULT_OPEN_TIME,
@@ -61,6 +64,7 @@ from .decide import (
     DEFAULT_RAMP_BURST,
     DEFAULT_RAMP_HOLD,
     DEFAULT_RAMP_RATE,
+    REASON_DIALING,
     REASON_OPEN,
     REASON_PROBE_HELD,
     REASON_RAMP,
@@ -75,6 +79,7 @@ from .store import CoordinatorStore, LocalStore, StoreHealth, Transition
 
 __all__ = (
     "DEFAULT_FAILURE_THRESHOLD",
+    "DEFAULT_MAX_DIALING",
     "DEFAULT_MAX_OPEN",
     "DEFAULT_OPEN_MULTIPLIER",
     "DEFAULT_OPEN_TIME",
@@ -82,6 +87,7 @@ __all__ = (
     "DEFAULT_RAMP_BURST",
     "DEFAULT_RAMP_HOLD",
     "DEFAULT_RAMP_RATE",
+    "REASON_DIALING",
     "REASON_OPEN",
     "REASON_PROBE_HELD",
     "REASON_RAMP",

@@ -10,21 +10,21 @@ import math
 import os
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
 
 from .._core.clock import SYSTEM_CLOCK, Clock
 from .._core.errors import ConfigError
-from .._core.log import get_logger, redact_text
+from .._core.log import get_logger
 from .._core.notify import Notifier
+from ._snapshot import CoordinatorSnapshot, upstream_key
+from ._window import DialWindow
 from .decide import (
+    REASON_DIALING,
     Admission,
     DialKind,
-    Phase,
     RecoverySettings,
     UpstreamState,
     admit,
@@ -32,7 +32,7 @@ from .decide import (
     release,
     succeed,
 )
-from .store import CoordinatorStore, LocalStore, StoreHealth
+from .store import CoordinatorStore, LocalStore
 
 __all__ = [
     "CoordinatorSnapshot",
@@ -49,53 +49,8 @@ be ``inf``: until the state changes)."""
 _log = get_logger()
 _PROCESS = f"{os.getpid()}-{secrets.token_hex(3)}"
 _DEFAULTS: dict[str, RecoveryCoordinator] = {}
-_DEFAULT_PORTS = {"ws": 80, "http": 80, "wss": 443, "https": 443}
 _OUTCOME_TIMEOUT = 5.0
 """Bound on recording an outcome (a shared store answers or falls back well before)."""
-
-
-@dataclass(frozen=True, slots=True)
-class CoordinatorSnapshot:
-    """A cheap, JSON-safe view of a coordinator (for health reports and metrics).
-
-    Attributes:
-        name: The upstream's name (the store key).
-        phase: The shared circuit's phase as last seen by this process.
-        failures: Failures in a row while closed.
-        reopenings: Consecutive re-openings (the open time grows with it).
-        next_open_time: The open time the next opening would last.
-        probe_held: Whether a probe lease is held (by any process).
-        ramping: Whether reconnections go through the token bucket.
-        admitted: Permits granted by this process, by kind.
-        waits: Times a permit of this process had to wait.
-        store: The store's health.
-    """
-
-    name: str
-    phase: Phase
-    failures: int
-    reopenings: int
-    next_open_time: float
-    probe_held: bool
-    ramping: bool
-    admitted: dict[str, int]
-    waits: int
-    store: StoreHealth
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-safe dict."""
-        return {
-            "name": self.name,
-            "phase": self.phase.value,
-            "failures": self.failures,
-            "reopenings": self.reopenings,
-            "next_open_time": self.next_open_time,
-            "probe_held": self.probe_held,
-            "ramping": self.ramping,
-            "admitted": dict(self.admitted),
-            "waits": self.waits,
-            "store": self.store.to_dict(),
-        }
 
 
 class RecoveryCoordinator:
@@ -117,6 +72,7 @@ class RecoveryCoordinator:
         "_admitted",
         "_clock",
         "_counter",
+        "_dialing",
         "_flushed",
         "_flushing",
         "_pending",
@@ -155,6 +111,7 @@ class RecoveryCoordinator:
         self._abandoned: set[str] = set()  # cancelled while their request was in flight
         self._flushing = False
         self._flushed = Notifier()
+        self._dialing = DialWindow(self.settings.max_dialing, self._clock)
 
     @classmethod
     def for_url(
@@ -173,18 +130,7 @@ class RecoveryCoordinator:
             ConfigError: ``url`` has no host, or ``settings``/``store`` differ from those
                 of the existing coordinator for that host:port.
         """
-        try:
-            parts = urlsplit(url)
-            host, port = parts.hostname, parts.port
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise ConfigError(f"not a URL: {redact_text(str(url))!r}") from exc
-        if not host:
-            raise ConfigError(f"URL has no host: {redact_text(url)!r}")
-        if port is None:
-            port = _DEFAULT_PORTS.get(parts.scheme.lower())
-        if port is None:
-            raise ConfigError(f"URL has no port and an unknown scheme: {redact_text(url)!r}")
-        key = f"{host.lower()}:{port}"
+        key = upstream_key(url)
         existing = _DEFAULTS.get(key)
         if existing is None:
             existing = _DEFAULTS[key] = cls(key, settings=settings, store=store)
@@ -195,13 +141,28 @@ class RecoveryCoordinator:
             raise ConfigError(f"the coordinator for {key} already exists with another store")
         return existing
 
-    def permit(self, connection: str = "", *, on_wait: WaitCallback | None = None) -> Permit:
+    def permit(
+        self,
+        connection: str = "",
+        *,
+        on_wait: WaitCallback | None = None,
+        windowed: bool = False,
+    ) -> Permit:
         """Return a permit to dial, to use as ``async with coordinator.permit(name) as p:``.
 
         Entering waits (no polling) until the dial is admitted; see :class:`Permit`.
+
+        Args:
+            connection: The caller's name (for logs and the probe lease).
+            on_wait: Called ``on_wait(reason, seconds)`` when a wait with a new reason starts.
+            windowed: The caller reports the end of its dial (:meth:`Permit.dialed`, or an
+                outcome, or leaving the block) promptly, so the permit may take a slot of the
+                in-flight dial window (``settings.max_dialing``; see
+                ``coordination/_window.py``). ``ResilientConnection`` does. A permit held
+                for a connection's whole life without reporting must leave it ``False``.
         """
         holder = f"{_PROCESS}:{next(self._counter)}:{connection[:80]}"
-        return Permit(self, holder, on_wait)
+        return Permit(self, holder, on_wait, windowed)
 
     def snapshot(self) -> CoordinatorSnapshot:
         """Return the state as last seen by this process (no I/O)."""
@@ -332,20 +293,28 @@ class Permit:
 
     __slots__ = (
         "_coordinator",
+        "_dialing",
         "_holder",
         "_on_wait",
         "_outcome",
+        "_windowed",
         "kind",
         "reason",
         "waited",
     )
 
     def __init__(
-        self, coordinator: RecoveryCoordinator, holder: str, on_wait: WaitCallback | None
+        self,
+        coordinator: RecoveryCoordinator,
+        holder: str,
+        on_wait: WaitCallback | None,
+        windowed: bool = False,
     ) -> None:
         self._coordinator = coordinator
         self._holder = holder
         self._on_wait = on_wait
+        self._windowed = windowed
+        self._dialing = False  # holds one of the coordinator's in-flight dial slots
         self._outcome: str | None = None
         self.kind: DialKind | None = None
         """The admitted dial kind (``None`` until entered)."""
@@ -361,26 +330,50 @@ class Permit:
         store, clock = coordinator.store, coordinator._clock
         holder, reserved, last_reason = self._holder, False, ""
         started = clock.now()
+        slots = coordinator._dialing if self._windowed else None
+        holding = False  # a slot of the in-flight dial window (windowed permits only)
         while True:
-            decision = await coordinator._decide(holder, reserved)
+            try:
+                decision = await coordinator._decide(holder, reserved)
+            except BaseException:
+                if holding and slots is not None:
+                    slots.release(None)
+                raise
             if decision.kind is not None:
-                break
+                if slots is None or holding:
+                    break
+                if decision.kind is DialKind.PROBE:
+                    slots.take()  # the one probe never waits for the window
+                    holding = True
+                    break
+                if slots.try_acquire():
+                    holding = True
+                    break
+                # No slot free: wait for one, then ask again (the circuit may have opened
+                # meanwhile; a ramp slot already booked is kept).
+                reserved = decision.kind is DialKind.RAMP
+                last_reason = self._waiting(REASON_DIALING, math.inf, last_reason)
+                await slots.acquire()
+                holding = True
+                continue
+            if holding and slots is not None:
+                slots.release(None)
+                holding = False
             reserved = decision.reserved
-            if decision.reason != last_reason:
-                last_reason = decision.reason
-                coordinator._waits += 1
-                if self._on_wait is not None:
-                    try:
-                        self._on_wait(decision.reason, decision.wait)
-                    except Exception:
-                        _log.exception("resilient_conn.coordinator_on_wait_failed")
+            last_reason = self._waiting(decision.reason, decision.wait, last_reason)
             wait = min(max(decision.wait, 0.0), store.poll_interval)
             changed = await coordinator._sleep_or_change(wait)
             if reserved and not changed and wait >= decision.wait:
                 # Our booked slot came and nothing changed meanwhile (the circuit did not
                 # re-open): dial without another round trip to the store.
-                decision = Admission(DialKind.RAMP)
-                break
+                if slots is None:
+                    decision = Admission(DialKind.RAMP)
+                    break
+                if slots.try_acquire():
+                    holding = True
+                    decision = Admission(DialKind.RAMP)
+                    break
+        self._dialing = holding
         kind = decision.kind
         assert kind is not None
         self.kind = kind
@@ -388,6 +381,17 @@ class Permit:
         self.waited = max(0.0, clock.now() - started)
         coordinator._admitted[kind.value] += 1
         return self
+
+    def _waiting(self, reason: str, seconds: float, last: str) -> str:
+        """Count a wait with a new reason and tell ``on_wait``; return the reason."""
+        if reason != last:
+            self._coordinator._waits += 1
+            if self._on_wait is not None:
+                try:
+                    self._on_wait(reason, seconds)
+                except Exception:
+                    _log.exception("resilient_conn.coordinator_on_wait_failed")
+        return reason
 
     async def __aexit__(
         self,
@@ -401,6 +405,20 @@ class Permit:
             self._outcome = "released"
             holder, settings = self._holder, self._coordinator.settings
             await self._record(lambda st, now: (release(st, settings, holder, now), None))
+        self.dialed(None)
+
+    def dialed(self, ok: bool | None = True) -> None:
+        """The dial is over: free its in-flight slot (see ``settings.max_dialing``).
+
+        Args:
+            ok: ``True`` (default) the handshake completed: the window grows; ``False`` the
+                dial failed: it shrinks; ``None`` no outcome. :meth:`succeeded`,
+                :meth:`failed` and leaving the block free the slot too; a second call does
+                nothing.
+        """
+        if self._dialing:
+            self._dialing = False
+            self._coordinator._dialing.release(ok)
 
     async def succeeded(self, *, stable: bool = True) -> None:
         """Report that the dial worked.
@@ -410,6 +428,7 @@ class Permit:
                 growth); False for a round trip on a fresh connection (enough for a probe to
                 close the circuit). May be called with False, then again with True.
         """
+        self.dialed()
         if self._outcome == "stable" or self.kind is None:
             return
         self._outcome = "stable" if stable else "alive"
@@ -423,6 +442,7 @@ class Permit:
 
         Ignored after ``succeeded(stable=True)`` and after an earlier ``failed``.
         """
+        self.dialed(False)
         if self._outcome in ("stable", "failed", "released") or self.kind is None:
             return
         self._outcome = "failed"

@@ -45,6 +45,7 @@ from .._core.errors import ConfigError
 
 __all__ = [
     "DEFAULT_FAILURE_THRESHOLD",
+    "DEFAULT_MAX_DIALING",
     "DEFAULT_MAX_OPEN",
     "DEFAULT_OPEN_MULTIPLIER",
     "DEFAULT_OPEN_TIME",
@@ -52,6 +53,7 @@ __all__ = [
     "DEFAULT_RAMP_BURST",
     "DEFAULT_RAMP_HOLD",
     "DEFAULT_RAMP_RATE",
+    "REASON_DIALING",
     "REASON_OPEN",
     "REASON_PROBE_HELD",
     "REASON_RAMP",
@@ -72,7 +74,7 @@ DEFAULT_OPEN_TIME = 0.5
 """First open time in seconds: the scale of the reconnect backoff's first delay (0.5-1 s)."""
 DEFAULT_OPEN_MULTIPLIER = 2.0
 """Growth of the open time per consecutive re-opening."""
-DEFAULT_MAX_OPEN = 2.0
+DEFAULT_MAX_OPEN = 1.0
 """Cap on the open time in seconds: the longest a client waits after its server is back
 (plus the probe's own dial)."""
 DEFAULT_PROBE_TTL = 15.0
@@ -81,6 +83,8 @@ DEFAULT_RAMP_RATE = 1000.0
 """Reconnections admitted per second while the ramp is on."""
 DEFAULT_RAMP_BURST = 20
 """Token bucket capacity: reconnections admitted at once when the ramp starts."""
+DEFAULT_MAX_DIALING = 64
+"""Dials of one process's coordinator in flight at once (dial to handshake done)."""
 DEFAULT_RAMP_HOLD = 2.0
 """Seconds the ramp stays on at least after a probe succeeds (so waiters in other
 processes, woken by a message, still meet the bucket rather than an open door)."""
@@ -89,6 +93,9 @@ REASON_OPEN = "circuit open, waiting for the probe time"
 """Wait reason while the shared circuit is OPEN."""
 REASON_PROBE_HELD = "circuit open, probe held by another connection"
 """Wait reason while another caller holds the probe lease."""
+REASON_DIALING = "waiting for other dials to this upstream"
+"""Wait reason for a caller waiting for a slot of the in-flight dial window
+(``max_dialing``)."""
 REASON_RAMP = "waiting for reconnect ramp"
 """Wait reason for a caller holding a reserved slot of the token bucket."""
 
@@ -126,7 +133,7 @@ class RecoverySettings:
         open_multiplier: Growth per consecutive re-opening, ``>= 1``
             (default :data:`DEFAULT_OPEN_MULTIPLIER` = 2).
         max_open: Cap on the open time in seconds, ``>= open_time``
-            (default :data:`DEFAULT_MAX_OPEN` = 2).
+            (default :data:`DEFAULT_MAX_OPEN` = 1).
         probe_ttl: Lifetime of the probe lease in seconds, ``> 0``
             (default :data:`DEFAULT_PROBE_TTL` = 15).
         ramp_rate: Reconnections per second after a successful probe, ``> 0``
@@ -134,6 +141,12 @@ class RecoverySettings:
         ramp_burst: Token bucket capacity, ``>= 1`` (default :data:`DEFAULT_RAMP_BURST` = 20).
         ramp_hold: Least seconds the ramp stays on; it ends once past that and the bucket
             is full again, ``>= 0`` (default :data:`DEFAULT_RAMP_HOLD` = 2).
+        max_dialing: Dials admitted by one coordinator object (one process) that may be in
+            flight at once, from admission until the handshake is done or the dial failed,
+            ``>= 1`` (default :data:`DEFAULT_MAX_DIALING` = 64). The token bucket caps the
+            rate; this makes the ramp follow the server's own handshake rate when that is
+            slower, and bounds the redials that go out before the first failures open the
+            circuit. Local to the process, never stored.
 
     Raises:
         ConfigError: A value is out of range or not a number.
@@ -147,9 +160,11 @@ class RecoverySettings:
     ramp_rate: float = DEFAULT_RAMP_RATE
     ramp_burst: int = DEFAULT_RAMP_BURST
     ramp_hold: float = DEFAULT_RAMP_HOLD
+    max_dialing: int = DEFAULT_MAX_DIALING
 
     def __post_init__(self) -> None:
         _check_int("failure_threshold", self.failure_threshold, 1)
+        _check_int("max_dialing", self.max_dialing, 1)
         _check_int("ramp_burst", self.ramp_burst, 1)
         for name in (
             "open_time",
