@@ -35,12 +35,13 @@ import anyio
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.datastructures import Headers
 from websockets.exceptions import ConcurrencyError, ConnectionClosed, InvalidURI
+from websockets.frames import Opcode
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from .._core.errors import ConfigError
 from .._core.log import is_secret_name, redact_url
-from .base import AdapterFactory, DialOptions, Transport
+from .base import AdapterFactory, DialOptions, Message, Transport
 from .checks import check_headers
 
 __all__ = [
@@ -104,6 +105,10 @@ def check_ws_url(url: object, param: str = "url") -> str:
     return url
 
 
+_OPEN = State.OPEN
+_TEXT = Opcode.TEXT
+
+
 class WebsocketsTransport(ClientConnection):
     """websockets' ``ClientConnection`` plus the members the Transport protocol adds.
 
@@ -149,6 +154,70 @@ class WebsocketsTransport(ClientConnection):
     def abort(self) -> None:
         """Drop the TCP connection at once, without a closing handshake."""
         self.transport.abort()
+
+    def start_send(self, message: Message) -> Awaitable[None] | None:
+        """Write one message now; return None if that is all, else what finishes it.
+
+        The common case (the WebSocket OPEN, no fragmented send in progress, the TCP transport
+        not closing) is websockets' own ``send`` without its coroutine and context manager:
+        the frame goes to the Sans-I/O protocol and its bytes to the transport, at once. Only
+        when that write leaves the transport above its high-water mark (the peer is not
+        reading) is the returned awaitable websockets' ``drain()``; any other case returns
+        websockets' ``send()`` itself, untouched (it raises ``ConnectionClosed`` on a closing
+        transport). The caller bounds what it awaits.
+        """
+        protocol = self.protocol
+        if (
+            protocol.state is _OPEN
+            and self.send_in_progress is None
+            and not protocol.expect_continuation_frame
+            and not self.transport.is_closing()
+        ):
+            if message.__class__ is str:
+                protocol.send_text(message.encode())
+            elif isinstance(message, bytes):
+                protocol.send_binary(message)
+            else:
+                return self.send(message)  # str subclasses and wrong types: websockets decides
+            try:
+                self.send_data()
+            except Exception as exc:  # as websockets' send: end the connection, say how
+                return self._write_failed(exc)
+            return self.drain() if self.paused else None
+        return self.send(message)
+
+    async def _write_failed(self, exc: Exception) -> None:
+        self.transport.abort()
+        await asyncio.shield(self.connection_lost_waiter)
+        raise self.close_exc from exc
+
+    def recv_nowait(self) -> Message | None:
+        """The next message if a whole one is already queued, else None (then ``recv()``).
+
+        Takes one unfragmented frame from websockets' own inbound queue, as its ``recv()``
+        would (decoded text or bytes, the reading flow control resumed below the low-water
+        mark), without a coroutine. Anything else (no frame, a fragmented message, invalid
+        UTF-8 that must close the connection with 1007, a ``recv()`` already waiting) is
+        left to ``recv()``.
+        """
+        assembler = self.recv_messages
+        frames = assembler.frames.queue
+        if not frames or assembler.get_in_progress:
+            return None
+        frame = frames[0]
+        data = frame.data
+        if not frame.fin or data.__class__ is not bytes:
+            return None
+        if frame.opcode is _TEXT:
+            try:
+                message: Message = data.decode()
+            except UnicodeDecodeError:
+                return None
+        else:
+            message = data
+        frames.popleft()
+        assembler.maybe_resume()
+        return message
 
     @property
     def close_exc(self) -> ConnectionClosed:
