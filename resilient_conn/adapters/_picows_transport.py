@@ -99,9 +99,9 @@ class PicowsTransport(picows.WSListener):
             if self._frags is not None:
                 self._fail(1002, "new message in the middle of a fragmented one")
                 return
-            if frame.payload_size > self._max_size:
-                self._fail(1009, f"message over max_size ({self._max_size} bytes)")
-                return
+            # (no size check: picows refuses any frame over max_frame_size, which the
+            # adapter sets to max_size, closing with 1009 itself; fragments are summed in
+            # _continue)
             if frame.fin:
                 if kind is _TEXT:
                     try:

@@ -205,16 +205,17 @@ class WebsocketsTransport(ClientConnection):
         if not frames or assembler.get_in_progress:
             return None
         frame = frames[0]
-        data = frame.data
-        if not frame.fin or data.__class__ is not bytes:
+        data = frame.data  # a bytearray as websockets parses it (bytes from an extension)
+        cls = data.__class__
+        if not frame.fin or (cls is not bytearray and cls is not bytes):
             return None
         if frame.opcode is _TEXT:
             try:
-                message: Message = data.decode()
+                message: Message = data.decode()  # type: ignore[union-attr]
             except UnicodeDecodeError:
                 return None
         else:
-            message = data
+            message = bytes(data)  # what websockets' b"".join() makes of one frame
         frames.popleft()
         assembler.maybe_resume()
         return message
