@@ -9,8 +9,11 @@ redirect loop, fatal), except that every credential-looking header (``Authorizat
 
 The transport is websockets' own ``ClientConnection``, subclassed to add what
 :class:`~resilient_conn.adapters.base.Transport` asks for (``abort``, ``is_open``,
-``serve``): ``send`` and ``recv`` are websockets' methods, untouched, so the message path
-costs nothing extra.
+``serve``, ``start_send``, ``recv_nowait``): ``send`` and ``recv`` are websockets' methods,
+untouched. The connection's message path uses the two fast halves, which skip websockets'
+per-message coroutines and context manager in the common case (an open connection that can
+write at once, a whole message already queued) and hand everything else to ``send`` /
+``recv``: cheaper per message than websockets' own API.
 Keepalive is ours, not websockets': when a ping goes unanswered for ``ping_timeout`` the
 transport is declared dead at once, instead of waiting ``close_timeout`` for a closing
 handshake that a dead peer never sends.

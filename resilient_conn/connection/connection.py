@@ -10,8 +10,9 @@ gated by a circuit breaker, and dials again. The application keeps one object::
         async for message in conn:          # continues across reconnects
             handle(message)
 
-The receive path adds no queue: ``recv()`` awaits the current transport's own ``recv()``
-directly, and only when that transport ends does it wait for the next one.
+The receive path adds no queue: ``recv()`` takes a message the current transport already
+holds, or awaits the transport's own ``recv()`` directly, and only when that transport ends
+does it wait for the next one.
 """
 
 from __future__ import annotations
