@@ -220,7 +220,8 @@ class WebsocketsTransport(ClientConnection):
         else:
             message = bytes(data)  # what websockets' b"".join() makes of one frame
         frames.popleft()
-        assembler.maybe_resume()
+        if assembler.paused:  # reading stopped at max_queue: resume it at the low-water mark
+            assembler.maybe_resume()
         return message
 
     @property
