@@ -51,6 +51,31 @@ def _kind(message: object) -> picows.WSMsgType:
 class PicowsTransport(picows.WSListener):
     """One picows connection seen as a websockets-style transport (built by the adapter)."""
 
+    # Slots: on a Python subclass of picows' Cython listener, an attribute kept in the
+    # instance __dict__ costs ~23 ns a read against ~6 ns for a slot (CPython 3.11), and
+    # on_ws_frame / recv_nowait / start_send read a dozen per message. (__dict__ stays for
+    # anything else set on an instance.)
+    __slots__ = (
+        "__dict__",
+        "_close_exc",
+        "_close_timeout",
+        "_done",
+        "_drain",
+        "_failure",
+        "_frag_size",
+        "_frag_text",
+        "_frags",
+        "_loop",
+        "_max_queue",
+        "_max_size",
+        "_pings",
+        "_queue",
+        "_reading_paused",
+        "_waiter",
+        "_ws",
+        "subprotocol",
+    )
+
     def __init__(self, max_size: int, max_queue: int, close_timeout: float) -> None:
         self._loop = asyncio.get_running_loop()
         self._ws: picows.WSTransport | None = None
