@@ -15,7 +15,7 @@ import pytest
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from resilient_conn import ResilientConnection
+from resilient_conn import Backoff, ResilientConnection
 from resilient_conn.adapters.websocket import WebsocketsTransport
 from resilient_conn.connection.buffer import message_size
 from resilient_conn.testing import ScriptedServer
@@ -193,3 +193,25 @@ async def test_start_send_on_a_closing_transport_raises_connection_closed(
                 assert pending is not None
                 with pytest.raises(ConnectionClosed):
                     await pending
+
+
+async def test_a_send_that_must_wait_is_bounded_by_send_timeout(transport: str) -> None:
+    """Through the connection, a write left waiting (writing paused and never resumed: a peer
+    that stopped reading) ends after send_timeout: the transport is aborted as a dead peer
+    (send_timeout failure) and the message is buffered and flushed on the next transport."""
+    async with ScriptedServer() as server:
+        async with ResilientConnection(
+            server.url, ping_interval=0, compression=None, transport=transport,
+            send_timeout=0.2, backoff=Backoff(initial_delay=0.01, max_delay=0.05),
+        ) as conn:
+            await conn.wait_connected(5)
+            ws: Any = conn._ws
+            ws.pause_writing()  # never resumed
+            with anyio.fail_after(5):
+                await conn.send("stuck")  # returns once buffered, after send_timeout
+            with anyio.fail_after(10):
+                await conn.wait_connected()
+                assert conn._ws is not ws
+                assert await conn.recv() == "stuck"  # flushed on the next transport
+            assert conn.stats.failures == {"send_timeout": 1}
+            assert conn.stats.messages_out == 1  # counted once, when it was flushed
