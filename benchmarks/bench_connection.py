@@ -18,7 +18,10 @@ Each scenario runs ``--rounds`` interleaved rounds (the order of the clients alt
 client doing one pipelined throughput run (a producer task sends N while the consumer reads N)
 and ``--rtts`` sequential round trips. The machine is shared, so we report medians: msgs/s,
 the ratio of medians to raw websockets (and to raw picows for picows), the median of the
-per-round ratios, and p50 round trip.
+per-round ratios, p50 round trip, and this process's CPU time per message during the
+throughput runs (the servers run in their own processes, the other clients are idle then):
+CPU time is far less disturbed by other jobs on the machine than wall time, so its ratios are
+the steadier comparison of what each client costs.
 
 Targets (issue 15): ours websockets >= 0.99x raw websockets throughput client-bound, p50 RTT
 <= 1.02x; ours picows >= 1.8x raw websockets (64 B, client-bound) and >= 0.97x raw picows.
@@ -218,35 +221,44 @@ async def scenario(
         closers.append(op.aclose)
         clients.append(Client("ours picows", *pair(op.send, op.__anext__)))
     tput: dict[str, list[float]] = {c.name: [] for c in clients}
+    cpu: dict[str, list[float]] = {c.name: [] for c in clients}
     lat: dict[str, list[float]] = {c.name: [] for c in clients}
     for c in clients:  # warm-up
         await c.tput(min(n, 1000), payload)
     for i in range(args.rounds):
         order = clients if i % 2 == 0 else clients[::-1]
         for c in order:
+            started = time.process_time()
             tput[c.name].append(await c.tput(n, payload))
+            cpu[c.name].append((time.process_time() - started) / n)
             lat[c.name].extend(await c.rtt(args.rtts, payload))
     for close in closers:
         await close()
-    report(title, n, size, args, tput, lat)
+    report(title, n, size, args, tput, lat, cpu)
 
 
 def report(title: str, n: int, size: int, args: argparse.Namespace,
-           tput: dict[str, list[float]], lat: dict[str, list[float]]) -> None:
+           tput: dict[str, list[float]], lat: dict[str, list[float]],
+           cpu: dict[str, list[float]]) -> None:
     print(f"\n## {title}: {size} B, {n} messages x {args.rounds} interleaved rounds, "
           f"{args.rtts} round trips per round; medians")
     print(f"{'client':<17}{'msgs/s':>10}{'/raw ws':>9}{'per-round':>10}{'/raw picows':>12}"
-          f"{'p50 RTT us':>11}{'/raw ws':>9}")
+          f"{'p50 RTT us':>11}{'/raw ws':>9}{'CPU us/msg':>11}{'/raw ws':>9}{'/raw picows':>12}")
     ws_t = tput["raw websockets"]
     ws_l = statistics.median(lat["raw websockets"])
+    ws_c = statistics.median(cpu["raw websockets"])
     pic_t = tput.get("raw picows")
+    pic_c = statistics.median(cpu["raw picows"]) if "raw picows" in cpu else None
     for name, values in tput.items():
         med = statistics.median(values)
         per_round = statistics.median(v / b for v, b in zip(values, ws_t, strict=True))
         vs_picows = f"{med / statistics.median(pic_t):>12.3f}" if pic_t else f"{'':>12}"
         p50 = statistics.median(lat[name])
+        c = statistics.median(cpu[name])
+        c_picows = f"{c / pic_c:>12.3f}" if pic_c else f"{'':>12}"
         print(f"{name:<17}{med:>10,.0f}{med / statistics.median(ws_t):>9.3f}{per_round:>10.3f}"
-              f"{vs_picows}{p50 * 1e6:>11.1f}{p50 / ws_l:>9.3f}")
+              f"{vs_picows}{p50 * 1e6:>11.1f}{p50 / ws_l:>9.3f}{c * 1e6:>11.2f}{c / ws_c:>9.3f}"
+              f"{c_picows}")
 
 
 def start(code: str) -> tuple[subprocess.Popen[str], int]:

@@ -59,6 +59,26 @@ class Transport(Protocol):
         """
         ...
 
+    def start_send(self, message: Message) -> Awaitable[None] | None:
+        """Hand one message to the transport now, without a coroutine on the common path.
+
+        The connection's ``send()`` goes through here: most writes finish at once and return
+        None. Otherwise the returned awaitable finishes the send: it waits while the peer is
+        not reading (flow control), or raises ``ConnectionClosed`` once the transport is
+        closing. The caller bounds that wait (``send_timeout``); :meth:`send` is the same
+        with no bound.
+        """
+        ...
+
+    def recv_nowait(self) -> Message | None:
+        """The next whole message if one is ready now, else None (then await :meth:`recv`).
+
+        Also None while a :meth:`recv` is waiting, or whenever the message needs the full
+        path (a fragmented one, invalid UTF-8 that closes the transport): :meth:`recv`
+        handles those.
+        """
+        ...
+
     async def recv(self) -> Message:
         """Receive the next whole message (fragments reassembled).
 

@@ -9,8 +9,11 @@ redirect loop, fatal), except that every credential-looking header (``Authorizat
 
 The transport is websockets' own ``ClientConnection``, subclassed to add what
 :class:`~resilient_conn.adapters.base.Transport` asks for (``abort``, ``is_open``,
-``serve``): ``send`` and ``recv`` are websockets' methods, untouched, so the message path
-costs nothing extra.
+``serve``, ``start_send``, ``recv_nowait``): ``send`` and ``recv`` are websockets' methods,
+untouched. The connection's message path uses the two fast halves, which skip websockets'
+per-message coroutines and context manager in the common case (an open connection that can
+write at once, a whole message already queued) and hand everything else to ``send`` /
+``recv``: cheaper per message than websockets' own API.
 Keepalive is ours, not websockets': when a ping goes unanswered for ``ping_timeout`` the
 transport is declared dead at once, instead of waiting ``close_timeout`` for a closing
 handshake that a dead peer never sends.
@@ -35,12 +38,13 @@ import anyio
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.datastructures import Headers
 from websockets.exceptions import ConcurrencyError, ConnectionClosed, InvalidURI
+from websockets.frames import Opcode
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from .._core.errors import ConfigError
 from .._core.log import is_secret_name, redact_url
-from .base import AdapterFactory, DialOptions, Transport
+from .base import AdapterFactory, DialOptions, Message, Transport
 from .checks import check_headers
 
 __all__ = [
@@ -104,6 +108,10 @@ def check_ws_url(url: object, param: str = "url") -> str:
     return url
 
 
+_OPEN = State.OPEN
+_TEXT = Opcode.TEXT
+
+
 class WebsocketsTransport(ClientConnection):
     """websockets' ``ClientConnection`` plus the members the Transport protocol adds.
 
@@ -149,6 +157,72 @@ class WebsocketsTransport(ClientConnection):
     def abort(self) -> None:
         """Drop the TCP connection at once, without a closing handshake."""
         self.transport.abort()
+
+    def start_send(self, message: Message) -> Awaitable[None] | None:
+        """Write one message now; return None if that is all, else what finishes it.
+
+        The common case (the WebSocket OPEN, no fragmented send in progress, the TCP transport
+        not closing) is websockets' own ``send`` without its coroutine and context manager:
+        the frame goes to the Sans-I/O protocol and its bytes to the transport, at once. Only
+        when that write leaves the transport above its high-water mark (the peer is not
+        reading) is the returned awaitable websockets' ``drain()``; any other case returns
+        websockets' ``send()`` itself, untouched (it raises ``ConnectionClosed`` on a closing
+        transport). The caller bounds what it awaits.
+        """
+        protocol = self.protocol
+        if (
+            protocol.state is _OPEN
+            and self.send_in_progress is None
+            and not protocol.expect_continuation_frame
+            and not self.transport.is_closing()
+        ):
+            if message.__class__ is str:
+                protocol.send_text(message.encode())
+            elif isinstance(message, bytes):
+                protocol.send_binary(message)
+            else:
+                return self.send(message)  # str subclasses and wrong types: websockets decides
+            try:
+                self.send_data()
+            except Exception as exc:  # as websockets' send: end the connection, say how
+                return self._write_failed(exc)
+            return self.drain() if self.paused else None
+        return self.send(message)
+
+    async def _write_failed(self, exc: Exception) -> None:
+        self.transport.abort()
+        await asyncio.shield(self.connection_lost_waiter)
+        raise self.close_exc from exc
+
+    def recv_nowait(self) -> Message | None:
+        """The next message if a whole one is already queued, else None (then ``recv()``).
+
+        Takes one unfragmented frame from websockets' own inbound queue, as its ``recv()``
+        would (decoded text or bytes, the reading flow control resumed below the low-water
+        mark), without a coroutine. Anything else (no frame, a fragmented message, invalid
+        UTF-8 that must close the connection with 1007, a ``recv()`` already waiting) is
+        left to ``recv()``.
+        """
+        assembler = self.recv_messages
+        frames = assembler.frames.queue
+        if not frames or assembler.get_in_progress:
+            return None
+        frame = frames[0]
+        data = frame.data  # a bytearray as websockets parses it (bytes from an extension)
+        cls = data.__class__
+        if not frame.fin or (cls is not bytearray and cls is not bytes):
+            return None
+        if frame.opcode is _TEXT:
+            try:
+                message: Message = data.decode()  # type: ignore[union-attr]
+            except UnicodeDecodeError:
+                return None
+        else:
+            message = bytes(data)  # what websockets' b"".join() makes of one frame
+        frames.popleft()
+        if assembler.paused:  # reading stopped at max_queue: resume it at the low-water mark
+            assembler.maybe_resume()
+        return message
 
     @property
     def close_exc(self) -> ConnectionClosed:

@@ -31,33 +31,46 @@ class Receiving(Supervising):
         while True:
             ws = self._ws
             if ws is not None and not self._closing:
-                try:
-                    message = await ws.recv()
-                except ConnectionClosed:
-                    await self._wait_for_transport(ws)
-                    continue
-                stats = self.stats
-                stats.messages_in += 1
-                stats.bytes_in += message_size(message)
+                message = ws.recv_nowait()
+                if message is None:
+                    try:
+                        message = await ws.recv()
+                    except ConnectionClosed:
+                        await self._wait_for_transport(ws)
+                        continue
+                self._count_in(message)
                 return message
             await self._wait_for_transport(ws)
+
+    def _count_in(self, message: Message) -> None:
+        stats = self.stats
+        stats.messages_in += 1
+        stats.bytes_in += message_size(message)
 
     def __aiter__(self) -> AsyncIterator[Message]:
         return self
 
     async def __anext__(self) -> Message:
-        # Fast path: straight to the open transport's recv (one coroutine less per message
-        # than going through recv()); anything unusual takes the full path below.
+        # Fast path: a message the open transport already holds is taken without a coroutine
+        # (recv_nowait); else its own recv() is awaited directly. Anything unusual (no
+        # transport, closing, the transport ended) takes the full path below.
         ws = self._ws
         if ws is not None and not self._closing:
-            try:
-                message = await ws.recv()
-            except ConnectionClosed:
-                pass
-            else:
-                stats = self.stats
+            message = ws.recv_nowait()
+            if message is None:
+                try:
+                    message = await ws.recv()
+                except ConnectionClosed:
+                    message = None
+            if message is not None:
+                stats = self.stats  # _count_in(), inline: this runs once per message
                 stats.messages_in += 1
-                stats.bytes_in += message_size(message)
+                cls = message.__class__
+                stats.bytes_in += (
+                    len(message)
+                    if cls is bytes or (cls is str and message.isascii())
+                    else message_size(message)
+                )
                 return message
         try:
             return await self.recv()

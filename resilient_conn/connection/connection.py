@@ -10,8 +10,9 @@ gated by a circuit breaker, and dials again. The application keeps one object::
         async for message in conn:          # continues across reconnects
             handle(message)
 
-The receive path adds no queue: ``recv()`` awaits the current transport's own ``recv()``
-directly, and only when that transport ends does it wait for the next one.
+The receive path adds no queue: ``recv()`` takes a message the current transport already
+holds, or awaits the transport's own ``recv()`` directly, and only when that transport ends
+does it wait for the next one.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from .._core.log import get_logger, redact_url
 from .._core.notify import Notifier
 from ..adapters.base import Transport, get_adapter
 from ..adapters.checks import check_callables, check_connect_kwargs, check_headers
-from ..adapters.deadlines import finish_within
 from ..adapters.websocket import (
     DialOptions,
     HeadersSource,
@@ -402,21 +402,22 @@ class ResilientConnection(Observing, Receiving, Closing):
             ConnectionFailedError: The connection failed.
             ConnectionClosedError: The connection was closed by its user.
         """
-        raw: object = message  # users pass anything: one rule on every path
-        if not isinstance(raw, (str, bytes)):
-            if not isinstance(raw, (bytearray, memoryview)):
-                raise TypeError(f"message must be str or bytes, got {type(raw).__name__}")
-            message = bytes(raw)
+        cls = message.__class__
+        if cls is not str and cls is not bytes:  # users pass anything: one rule on every path
+            raw: object = message
+            if not isinstance(raw, (str, bytes)):
+                if not isinstance(raw, (bytearray, memoryview)):
+                    raise TypeError(f"message must be str or bytes, got {type(raw).__name__}")
+                message = bytes(raw)
         ws = self._ws
         if ws is not None and (self._live or ON_OPEN.get() == (id(self), self.generation)):
-            try:  # send_within(), its fast half inline: no timer unless the write waits
-                write = ws.send(message)
-                try:
-                    first = write.send(None)
-                except StopIteration:
-                    pass
-                else:
-                    await finish_within(write, first, self.options.send_timeout)
+            try:
+                # Written at once (no coroutine, no timer) unless the transport must wait:
+                # the peer is not reading, or it is closing. Only then a deadline.
+                pending = ws.start_send(message)
+                if pending is not None:
+                    async with asyncio.timeout(self.options.send_timeout):
+                        await pending
             except (ConnectionClosed, TimeoutError) as exc:
                 # The transport died under us, or its peer stopped reading for send_timeout
                 # (a dead peer: abort it). Buffer the message for the next transport, and stop
@@ -428,7 +429,11 @@ class ResilientConnection(Observing, Receiving, Closing):
             else:
                 stats = self.stats
                 stats.messages_out += 1
-                stats.bytes_out += message_size(message)
+                stats.bytes_out += (
+                    len(message)  # message_size(), inline for the common types
+                    if cls is bytes or (cls is str and message.isascii())
+                    else message_size(message)
+                )
                 return
         self._raise_if_over()
         if not buffer:
