@@ -215,3 +215,42 @@ async def test_a_send_that_must_wait_is_bounded_by_send_timeout(transport: str) 
                 assert await conn.recv() == "stuck"  # flushed on the next transport
             assert conn.stats.failures == {"send_timeout": 1}
             assert conn.stats.messages_out == 1  # counted once, when it was flushed
+
+
+def test_the_installed_websockets_has_the_fast_path() -> None:
+    """The websockets release installed (CI runs the lowest and the newest allowed) has every
+    internal the fast halves call, so they are on."""
+    from resilient_conn.adapters import websocket
+
+    assert websocket._has_fast_path()
+    assert websocket._FAST_PATH
+
+
+async def test_without_the_fast_path_messages_go_through_websockets_own_methods(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the fast halves off (a websockets release without the internals they read),
+    start_send hands every message to websockets' send() and recv_nowait returns None: text
+    and bytes still arrive in order through recv(), and the counters are unchanged."""
+    from resilient_conn.adapters import websocket
+
+    monkeypatch.setattr(websocket, "_FAST_PATH", False)
+    messages: list[str | bytes] = [f"m{i}" if i % 2 else f"b{i}".encode() for i in range(50)]
+    async with ScriptedServer() as server:
+        async with ResilientConnection(server.url, ping_interval=0, compression=None) as conn:
+            ws = await _ws_transport(conn)
+            assert ws.recv_nowait() is None
+            pending = ws.start_send("probe")
+            assert pending is not None  # websockets' own send() coroutine
+            await pending
+            assert await conn.recv() == "probe"
+            received: list[str | bytes] = []
+            with anyio.fail_after(10):
+                for message in messages:
+                    await conn.send(message)
+                async for message in conn:
+                    received.append(message)
+                    if len(received) == len(messages):
+                        break
+    assert received == messages
+    assert conn.stats.messages_in == len(messages) + 1

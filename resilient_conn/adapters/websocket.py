@@ -112,6 +112,29 @@ _OPEN = State.OPEN
 _TEXT = Opcode.TEXT
 
 
+def _has_fast_path() -> bool:
+    """True if websockets has the methods the fast halves call (17.0 to 17.4 do).
+
+    The fast halves (:meth:`WebsocketsTransport.start_send`, ``recv_nowait``) read
+    websockets' internals; a release that renamed a method they call after a side effect
+    turns them off here, once, and the message path is websockets' own ``send`` / ``recv``.
+    Instance attributes they read first are checked where read (``AttributeError`` falls
+    back before anything is written).
+    """
+    from websockets.asyncio.messages import Assembler
+    from websockets.protocol import Protocol
+
+    wanted = (
+        (Protocol, ("send_text", "send_binary")),
+        (ClientConnection, ("send_data", "drain", "send")),
+        (Assembler, ("maybe_resume",)),
+    )
+    return all(callable(getattr(cls, name, None)) for cls, names in wanted for name in names)
+
+
+_FAST_PATH = _has_fast_path()
+
+
 class WebsocketsTransport(ClientConnection):
     """websockets' ``ClientConnection`` plus the members the Transport protocol adds.
 
@@ -170,12 +193,17 @@ class WebsocketsTransport(ClientConnection):
         transport). The caller bounds what it awaits.
         """
         protocol = self.protocol
-        if (
-            protocol.state is _OPEN
-            and self.send_in_progress is None
-            and not protocol.expect_continuation_frame
-            and not self.transport.is_closing()
-        ):
+        try:
+            fast = (
+                _FAST_PATH
+                and protocol.state is _OPEN
+                and self.send_in_progress is None
+                and not protocol.expect_continuation_frame
+                and not self.transport.is_closing()
+            )
+        except AttributeError:  # a websockets release without these internals: its own send
+            fast = False
+        if fast:
             if message.__class__ is str:
                 protocol.send_text(message.encode())
             elif isinstance(message, bytes):
@@ -203,9 +231,14 @@ class WebsocketsTransport(ClientConnection):
         UTF-8 that must close the connection with 1007, a ``recv()`` already waiting) is
         left to ``recv()``.
         """
-        assembler = self.recv_messages
-        frames = assembler.frames.queue
-        if not frames or assembler.get_in_progress:
+        if not _FAST_PATH:
+            return None
+        try:
+            assembler = self.recv_messages
+            frames = assembler.frames.queue
+            if not frames or assembler.get_in_progress:
+                return None
+        except AttributeError:  # a websockets release without these internals: recv()
             return None
         frame = frames[0]
         data = frame.data  # a bytearray as websockets parses it (bytes from an extension)
