@@ -24,7 +24,9 @@ ResilientConnection's).
 
 ``--coordinator``: the ResilientConnections of each client process share one
 ``RecoveryCoordinator`` (default settings, in-process store; so ``--procs`` coordinators in
-all); an error if this checkout has no ``resilient_conn.coordination``.
+all); with ``--store redis`` every client process uses the same coordinator state in one
+Redis (a ``redis-server`` this run starts on 127.0.0.1): all N clients share one circuit, one
+probe and one ramp. An error if this checkout has no ``resilient_conn.coordination``.
 
 Run (default: 1,000 clients in 2 processes per library, 3 rounds, full-length outages)::
 
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import importlib.util
 import json
@@ -116,11 +119,12 @@ class Tally:
 class Record:
     """Dial times and first-message time of one client since the last mark."""
 
-    __slots__ = ("dials", "first", "tally")
+    __slots__ = ("dials", "failed", "first", "tally")
 
     def __init__(self, tally: Tally) -> None:
         self.tally = tally
         self.dials: list[float] = []
+        self.failed: list[tuple[float, str]] = []  # ours: dials that failed, and how
         self.first: float | None = None
 
     def dialed(self) -> None:
@@ -141,7 +145,12 @@ async def run_ours(url: str, rec: Record, options: dict[str, Any]) -> None:
         rec.dialed()
         return url
 
+    def on_change(change: Any) -> None:
+        if change.old.name == "CONNECTING" and change.new.name != "CONNECTED":
+            rec.failed.append((time.monotonic(), change.reason.split(";")[0]))
+
     async with ResilientConnection(dial_url, **options) as conn:
+        conn.on_state_change(on_change)
         async for _ in conn:
             rec.got()
 
@@ -163,7 +172,9 @@ async def run_websockets(url: str, rec: Record) -> None:
             continue
 
 
-async def clients(kind: str, url: str, count: int, backoff: str | None, coord: bool) -> None:
+async def clients(
+    kind: str, url: str, count: int, backoff: str | None, coord: bool, redis: str | None
+) -> None:
     _raise_fd_limit()
     options: dict[str, Any] = {}
     if backoff:
@@ -171,8 +182,13 @@ async def clients(kind: str, url: str, count: int, backoff: str | None, coord: b
 
         initial, cap = (float(x) for x in backoff.split(","))
         options["backoff"] = Backoff(initial, cap)
-    if coord:
-        options["coordinator"] = make_coordinator()
+    async with contextlib.AsyncExitStack() as stack:
+        if coord:
+            options["coordinator"] = await make_coordinator(stack, redis)
+        await _serve_clients(kind, url, count, options)
+
+
+async def _serve_clients(kind: str, url: str, count: int, options: dict[str, Any]) -> None:
     tally = Tally(count)
     records = [Record(tally) for _ in range(count)]
     tasks = [
@@ -192,24 +208,51 @@ async def clients(kind: str, url: str, count: int, backoff: str | None, coord: b
             tally.mark()
             for rec in records:
                 rec.dials.clear()
+                rec.failed.clear()
                 rec.first = None
             print("marked", flush=True)
         elif line.startswith("back?"):  # wait (bounded) until every client has a message
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(tally.all_back.wait(), float(line.split()[1]))
-            print(json.dumps([[r.dials, r.first] for r in records]), flush=True)
+            print(json.dumps([[r.dials, r.first, r.failed] for r in records]), flush=True)
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def make_coordinator() -> Any:
-    """One RecoveryCoordinator (default settings) for this process's connections."""
+async def make_coordinator(stack: contextlib.AsyncExitStack, redis: str | None) -> Any:
+    """One RecoveryCoordinator (default settings) for this process's connections: its state
+    in this process, or (``redis``) in the Redis every client process shares."""
     if not HAVE_COORDINATION:
         raise SystemExit("--coordinator: resilient_conn.coordination is not in this checkout")
-    from resilient_conn.coordination import RecoveryCoordinator
+    from resilient_conn.coordination import RecoveryCoordinator, RedisStore
 
-    return RecoveryCoordinator(f"bench-{os.getpid()}")
+    if redis is None:
+        return RecoveryCoordinator(f"bench-{os.getpid()}")
+    store = await stack.enter_async_context(RedisStore(redis, namespace="bench-recovery"))
+    return RecoveryCoordinator("bench", store=store)
+
+
+def start_redis() -> tuple[subprocess.Popen[bytes], str]:
+    """A throw-away redis-server on 127.0.0.1 (no persistence); its URL."""
+    from resilient_conn.testing.redis_server import free_port, redis_server_path
+
+    path = redis_server_path()
+    if path is None:
+        raise SystemExit("--store redis: no redis-server on this machine")
+    port = free_port()
+    proc = subprocess.Popen(
+        [path, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return proc, f"redis://127.0.0.1:{port}/0"
+        time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("--store redis: redis-server did not start")
 
 
 # --------------------------------------------------------------------------- orchestration
@@ -263,12 +306,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def summarise(records: list[tuple[list[float], float | None]], down: float, back: float) -> dict:
-    delays = sorted(first - back for _, first in records if first is not None)
-    missing = sum(1 for _, first in records if first is None)
-    during = [sum(1 for t in dials if down <= t < back) for dials, _ in records]
+def summarise(records: list[Any], down: float, back: float) -> dict:
+    delays = sorted(first - back for _, first, _ in records if first is not None)
+    missing = sum(1 for _, first, _ in records if first is None)
+    during = [sum(1 for t in dials if down <= t < back) for dials, _, _ in records]
     end = back + (delays[-1] if delays else 0.0)
-    after = sorted(t for dials, _ in records for t in dials if back <= t <= end)
+    after = sorted(t for dials, _, _ in records for t in dials if back <= t <= end)
+    failed = collections.Counter(
+        kind for _, _, fails in records for t, kind in fails if back <= t <= end
+    )
     start = after[0] if after else back  # the wave of redials: its first dial to all back
     buckets = max(1, math.ceil((end - start) / 0.1))
     counts = [0] * buckets
@@ -277,6 +323,7 @@ def summarise(records: list[tuple[list[float], float | None]], down: float, back
     mean = len(after) / buckets
     return {
         "wave": counts,
+        "failed_after": dict(failed),
         "wait": start - back,
         "median": statistics.median(delays) if delays else math.nan,
         "max": delays[-1] if delays else math.nan,
@@ -295,9 +342,10 @@ def run_case(args: argparse.Namespace, port: int, n: int, outage: float) -> dict
     kinds = [k for k in KINDS if not (k == "websockets" and args.no_peer)]
     groups: dict[str, list[Proc]] = {}
     for kind in kinds:
+        coordinated = args.coordinator and kind == "resilient_conn"
         extra = (["--backoff", args.backoff] if args.backoff else []) + (
-            ["--coordinator"] if args.coordinator and kind == "resilient_conn" else []
-        )
+            ["--coordinator"] if coordinated else []
+        ) + (["--redis", args.redis_url] if coordinated and args.redis_url else [])
         groups[kind] = [
             Proc("--client", kind, url, str(count), *extra) for count in per_proc
         ]
@@ -358,7 +406,8 @@ def show(label: str, rounds: list[dict], many: bool) -> None:
     if many and SHOW_WAVE:
         for r in rounds:
             print(f"  {'':<16} wave from {r['wait']:.2f} s after return, dials per 100 ms: "
-                  f"{' '.join(str(c) for c in r['wave'])}")
+                  f"{' '.join(str(c) for c in r['wave'])}; failed dials in it: "
+                  f"{r['failed_after'] or 'none'}")
 
 
 def main() -> None:
@@ -372,6 +421,10 @@ def main() -> None:
     parser.add_argument("--wait", type=float, default=150.0, help="max wait after the return")
     parser.add_argument("--backoff", help="ResilientConnection backoff as INITIAL,MAX")
     parser.add_argument("--coordinator", action="store_true")
+    parser.add_argument(
+        "--store", choices=("local", "redis"), default="local", help="the coordinator's state"
+    )
+    parser.add_argument("--redis", help=argparse.SUPPRESS)
     parser.add_argument("--no-peer", action="store_true", help="skip websockets' clients")
     parser.add_argument("--only", choices=("1", "N"), help="run only the 1- or N-client case")
     parser.add_argument("--wave", action="store_true", help="print each round's dials per 100 ms")
@@ -384,20 +437,34 @@ def main() -> None:
         return
     if args.client is not None:
         kind, url, count = args.client
-        asyncio.run(clients(kind, url, int(count), args.backoff, args.coordinator))
+        asyncio.run(clients(kind, url, int(count), args.backoff, args.coordinator, args.redis))
         return
     global SHOW_WAVE
     SHOW_WAVE = args.wave
     if args.coordinator and not HAVE_COORDINATION:
         raise SystemExit("--coordinator: resilient_conn.coordination is not in this checkout")
     _raise_fd_limit()
+    redis_proc = None
+    args.redis_url = None
+    if args.coordinator and args.store == "redis":
+        redis_proc, args.redis_url = start_redis()
+    try:
+        run_all(args)
+    finally:
+        if redis_proc is not None:
+            redis_proc.kill()
+            redis_proc.wait()
+
+
+def run_all(args: argparse.Namespace) -> None:
+    """Every outage and case of the run, printed as they finish."""
     port = free_port()
     outages = [float(o) * args.scale for o in args.outages.split(",")]
     cases = [n for n in (1, args.clients) if args.only is None or (args.only == "1") == (n == 1)]
     print(
         f"bench_recovery: outages {', '.join(f'{o:g}' for o in outages)} s, cases {cases} "
         f"clients ({args.procs} processes per library for N), {args.rounds} rounds, "
-        f"coordinator={'on' if args.coordinator else 'off'}, cpus={os.cpu_count()}"
+        f"coordinator={args.store if args.coordinator else 'off'}, cpus={os.cpu_count()}"
     )
     for outage in outages:
         for n in cases:

@@ -79,7 +79,7 @@ DEFAULT_MAX_OPEN = 1.0
 (plus the probe's own dial)."""
 DEFAULT_PROBE_TTL = 15.0
 """Seconds a probe lease lives unless its holder reports an outcome or releases it."""
-DEFAULT_RAMP_RATE = 1000.0
+DEFAULT_RAMP_RATE = 600.0
 """Reconnections admitted per second while the ramp is on."""
 DEFAULT_RAMP_BURST = 20
 """Token bucket capacity: reconnections admitted at once when the ramp starts."""
@@ -137,7 +137,7 @@ class RecoverySettings:
         probe_ttl: Lifetime of the probe lease in seconds, ``> 0``
             (default :data:`DEFAULT_PROBE_TTL` = 15).
         ramp_rate: Reconnections per second after a successful probe, ``> 0``
-            (default :data:`DEFAULT_RAMP_RATE` = 1000).
+            (default :data:`DEFAULT_RAMP_RATE` = 600).
         ramp_burst: Token bucket capacity, ``>= 1`` (default :data:`DEFAULT_RAMP_BURST` = 20).
         ramp_hold: Least seconds the ramp stays on; it ends once past that and the bucket
             is full again, ``>= 0`` (default :data:`DEFAULT_RAMP_HOLD` = 2).
