@@ -9,11 +9,13 @@ redirect loop, fatal), except that every credential-looking header (``Authorizat
 
 The transport is websockets' own ``ClientConnection``, subclassed to add what
 :class:`~resilient_conn.adapters.base.Transport` asks for (``abort``, ``is_open``,
-``serve``, ``start_send``, ``recv_nowait``): ``send`` and ``recv`` are websockets' methods,
-untouched. The connection's message path uses the two fast halves, which skip websockets'
-per-message coroutines and context manager in the common case (an open connection that can
-write at once, a whole message already queued) and hand everything else to ``send`` /
-``recv``: cheaper per message than websockets' own API.
+``serve``, ``start_send``, ``start_send_many``, ``recv_nowait``): ``send`` and ``recv`` are
+websockets' methods, untouched. The connection's message path uses the fast halves, which
+skip websockets' per-message coroutines and context manager in the common case (an open
+connection that can write at once, a whole message already queued) and hand everything
+else to ``send`` / ``recv``: cheaper per message than websockets' own API.
+:func:`send_many` writes several messages with one write to the socket, on any websockets
+asyncio connection (client or server).
 Keepalive is ours, not websockets': when a ping goes unanswered for ``ping_timeout`` the
 transport is declared dead at once, instead of waiting ``close_timeout`` for a closing
 handshake that a dead peer never sends.
@@ -30,12 +32,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.connection import Connection
 from websockets.datastructures import Headers
 from websockets.exceptions import ConcurrencyError, ConnectionClosed, InvalidURI
 from websockets.frames import Opcode
@@ -58,6 +61,7 @@ __all__ = [
     "dial",
     "evaluate",
     "keepalive",
+    "send_many",
 ]
 
 T = TypeVar("T")
@@ -217,6 +221,36 @@ class WebsocketsTransport(ClientConnection):
             return self.drain() if self.paused else None
         return self.send(message)
 
+    def start_send_many(self, messages: Sequence[Message]) -> Awaitable[None] | None:
+        """:meth:`start_send` for several messages, with one write to the socket for all.
+
+        The same fast case and the same fallbacks; anything unusual (a message of another
+        type included) goes to :func:`send_many`, websockets' own send path.
+        """
+        protocol = self.protocol
+        try:
+            fast = (
+                _FAST_PATH
+                and protocol.state is _OPEN
+                and self.send_in_progress is None
+                and not protocol.expect_continuation_frame
+                and not self.transport.is_closing()
+            )
+        except AttributeError:  # a websockets release without these internals
+            fast = False
+        if not fast or not all(m.__class__ is str or m.__class__ is bytes for m in messages):
+            return send_many(self, messages)
+        for message in messages:
+            if message.__class__ is str:
+                protocol.send_text(message.encode())
+            else:
+                protocol.send_binary(message)  # type: ignore[arg-type]
+        try:  # only frames here (the state is OPEN): one write for all of them
+            self.transport.writelines(protocol.data_to_send())
+        except Exception as exc:  # as websockets' send: end the connection, say how
+            return self._write_failed(exc)
+        return self.drain() if self.paused else None
+
     async def _write_failed(self, exc: Exception) -> None:
         self.transport.abort()
         await asyncio.shield(self.connection_lost_waiter)
@@ -269,6 +303,35 @@ class WebsocketsTransport(ClientConnection):
     def is_open(self) -> bool:
         """True while the WebSocket is OPEN (no close frame sent or received yet)."""
         return self.protocol.state is State.OPEN
+
+
+async def send_many(ws: Connection, messages: Sequence[Message]) -> None:
+    """Send ``messages`` on ``ws`` in order, each its own message, with one socket write.
+
+    What ``ws.send`` does for each (same frames, same errors), but the frames reach the
+    socket in one ``writelines``: one system call for the lot instead of one per message,
+    on the sender and usually on the receiver too.
+
+    Raises:
+        ConnectionClosed: The connection is closed (nothing was written), or it failed
+            while writing (what was written may or may not have arrived, as for ``send``).
+        TypeError: A message is neither ``str`` nor ``bytes`` (nothing was written).
+    """
+    for message in messages:
+        if not isinstance(message, (str, bytes)):
+            raise TypeError(f"message must be str or bytes, got {type(message).__name__}")
+    while ws.send_in_progress is not None:  # a fragmented message is being sent: wait
+        await asyncio.shield(ws.send_in_progress)
+    async with ws.send_context():  # checks the state; on exit, writes what is left, drains
+        protocol = ws.protocol
+        for message in messages:
+            if isinstance(message, str):
+                protocol.send_text(message.encode())
+            else:
+                protocol.send_binary(message)
+        # Only frames here: the state is OPEN, and the end-of-stream marker websockets
+        # queues only after a close is never among them. The rest is send_context's.
+        ws.transport.writelines(protocol.data_to_send())
 
 
 COMPRESSION_CHOICES = ("auto", "deflate", None)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import enum
 from collections import deque
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Literal
 
 from .envelope import MAX_SEQ, EnvelopeError, Hello, check_epoch, check_session, encode_data
@@ -225,6 +226,17 @@ class OutboundWindow:
             self._bytes -= entry.size
             done.append(entry)
         return done
+
+    def ready_frames(self, seq: int, max_bytes: int) -> list[str | bytes]:
+        """Frames from ``seq`` on, in order, up to one not ready or past ``max_bytes``."""
+        items = self._items
+        out: list[str | bytes] = []
+        for entry in islice(items, max(seq - items[0].seq, 0) if items else 0, None):
+            if not entry.ready or (out and max_bytes <= 0):
+                break
+            out.append(entry.frame)
+            max_bytes -= entry.size
+        return out
 
     def pop_oldest(self) -> Pending:
         """Remove and return the oldest entry (to make room)."""
