@@ -16,6 +16,7 @@ The sending half (the window, the pump, dead letters, gap notices) is
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
@@ -82,6 +83,7 @@ class Endpoint(Outbound):
         self._last: tuple[int, str] | None = None
         self._acked_sent = 0  # ack position the peer has been told on this transport
         self._ack_wake_at = 1 << 64  # delivered position at which the acker wants waking
+        self._ack_due = False  # ack_every reached: recv() lets the acker run before going on
 
     # ------------------------------------------------------------------ acks
     async def ack_loop(self) -> None:
@@ -144,6 +146,9 @@ class Endpoint(Outbound):
         """
         if self._taken is not None:
             self.done_with_taken()
+            if self._ack_due:  # the ack goes out now, not after the whole backlog: the
+                self._ack_due = False  # peer refills its window while we work
+                await asyncio.sleep(0)
         queue = self._queue
         while not queue:
             self._raise_if_ended()
@@ -181,6 +186,9 @@ class Endpoint(Outbound):
             inbound.delivered = seq
             if seq >= self._ack_wake_at:
                 self.ack_work.notify()
+                if seq - self._acked_sent >= self._ack_every:
+                    att = self._current
+                    self._ack_due = att is not None and att.ready and not att.down
 
     def give_back_taken(self) -> None:
         """Put the message ``recv()`` returned last back at the front of the queue.

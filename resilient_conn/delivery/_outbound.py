@@ -31,10 +31,13 @@ from ._transport import Attachment
 from .records import DeliveryDeadLetter, DeliveryStats
 from .state import GapNotice, Pending, StreamState, payload_size
 
-__all__ = ["BATCH_BYTES", "Outbound", "Store"]
+__all__ = ["BATCH", "BATCH_BYTES", "Outbound", "Store"]
 
+BATCH = 64
+"""Most messages the pump hands to the transport in one write: the peer starts on them while
+the next batch is framed (one write of a whole window would leave it idle meanwhile)."""
 BATCH_BYTES = 64 * 1024
-"""Most payload bytes the pump hands to the transport in one write (at least one message)."""
+"""Most payload bytes in one write (a larger message goes alone)."""
 
 _log = structlog.get_logger("resilient_conn.delivery")
 
@@ -283,16 +286,16 @@ class Outbound:
     async def write_ready(self, att: Attachment) -> None:
         """Write every ready message after ``sent_upto`` to ``att`` (caller holds the lock).
 
-        In batches: all that is ready (up to :data:`BATCH_BYTES` of payload) goes to the
-        transport in one call, which writes it to the socket at once (one system call
-        instead of one per message).
+        In batches (up to :data:`BATCH` messages or :data:`BATCH_BYTES` of payload), each
+        handed to the transport in one call that writes it to the socket at once (one
+        system call instead of one per message).
         """
         stats = self.stats
         window = self.state.window
         send_many, down = att.link.fast_send_many()
         while self._current is att and not att.down:
             first = max(self._sent_upto + 1, window.first)
-            frames = window.ready_frames(first, BATCH_BYTES)
+            frames = window.ready_frames(first, BATCH, BATCH_BYTES)
             if not frames:
                 return
             try:

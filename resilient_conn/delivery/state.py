@@ -227,11 +227,12 @@ class OutboundWindow:
             done.append(entry)
         return done
 
-    def ready_frames(self, seq: int, max_bytes: int) -> list[str | bytes]:
-        """Frames from ``seq`` on, in order, up to one not ready or past ``max_bytes``."""
+    def ready_frames(self, seq: int, limit: int, max_bytes: int) -> list[str | bytes]:
+        """Frames from ``seq`` on, in order: at most ``limit``, up to one not ready or bytes."""
         items = self._items
         out: list[str | bytes] = []
-        for entry in islice(items, max(seq - items[0].seq, 0) if items else 0, None):
+        start = max(seq - items[0].seq, 0) if items else 0
+        for entry in islice(items, start, start + limit):
             if not entry.ready or (out and max_bytes <= 0):
                 break
             out.append(entry.frame)
