@@ -1,0 +1,117 @@
+"""How an acknowledged stream paces its writes and acks (one endpoint, a recording link).
+
+The pump hands what is ready to the transport in batches (bounded by count and bytes), in
+order, also when it re-sends after a reconnect; a receiver working through a backlog sends
+an ack every ``ack_every`` messages as it goes, not once at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+import pytest
+
+from resilient_conn import Overflow
+from resilient_conn.delivery._endpoint import Attachment, Endpoint
+from resilient_conn.delivery._outbound import BATCH, BATCH_BYTES
+from resilient_conn.delivery.envelope import Hello, decode, encode_data
+from resilient_conn.delivery.state import OutboundWindow, StreamState
+
+pytestmark = pytest.mark.anyio
+
+
+class _RecordingLink:
+    """A transport that takes every frame and remembers how they were handed over."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str | bytes]] = []
+        self.frames: list[str | bytes] = []
+
+    async def send(self, frame: str | bytes) -> None:
+        self.frames.append(frame)
+
+    async def send_many(self, frames: Sequence[str | bytes]) -> None:
+        self.batches.append(list(frames))
+        self.frames.extend(frames)
+
+    def fail(self, reason: str) -> None:
+        raise AssertionError(reason)
+
+    def fast_send_many(self) -> tuple[Any, tuple[type[Exception], ...]]:
+        return self.send_many, ()
+
+
+def _endpoint(window: int = 1000, ack_every: int = 64) -> Endpoint:
+    return Endpoint(
+        StreamState("s", "mine", OutboundWindow(window, 1 << 30)),
+        overflow=Overflow.BLOCK,
+        send_timeout=5.0,
+        message_ttl=None,
+        max_queue=1000,
+        ack_every=ack_every,
+        ack_delay=60.0,  # only the count triggers acks here
+        dead_letter_capacity=10,
+    )
+
+
+def _attach(ep: Endpoint, hello: Hello) -> tuple[Attachment, _RecordingLink]:
+    link = _RecordingLink()
+    att = Attachment(link)
+    ep.begin(att)
+    assert ep.apply_hello(hello, att)
+    return att, link
+
+
+async def test_ready_messages_go_out_in_bounded_batches_in_order_and_again_after_a_reconnect() -> (
+    None
+):
+    """150 queued messages leave in batches of at most BATCH (64), in sequence order; after
+    a reconnect whose hello says the peer delivered 100, the other 50 are re-sent in one
+    batch and counted as re-sent; large messages make smaller batches (BATCH_BYTES)."""
+    ep = _endpoint()
+    att, link = _attach(ep, Hello("s", "theirs", 1, None, 0))
+    for i in range(150):
+        await ep.send(f"m{i}")
+    await ep.write_ready(att)
+    assert [len(b) for b in link.batches] == [BATCH, BATCH, 150 - 2 * BATCH]
+    assert link.frames == [encode_data(i + 1, f"m{i}") for i in range(150)]
+    assert (ep.stats.written, ep.stats.resent) == (150, 0)
+
+    ep.detach(att)
+    again, relink = _attach(ep, Hello("s", "theirs", 1, "mine", 100))
+    await ep.resume(again, ep.state.hello())
+    assert relink.batches == [[encode_data(i + 1, f"m{i}") for i in range(100, 150)]]
+    assert (ep.stats.written, ep.stats.resent) == (200, 50)
+
+    big = "x" * (BATCH_BYTES // 2 + 1)
+    for _ in range(5):
+        await ep.send(big)
+    await ep.write_ready(again)
+    assert [len(b) for b in relink.batches[1:]] == [2, 2, 1]  # bytes bound, one past it
+
+
+async def test_a_receiver_working_through_a_backlog_acks_every_ack_every_messages() -> None:
+    """200 messages already queued, taken one after another without the application
+    yielding: the acker still sends A64, A128, A192 as the application goes (recv() lets it
+    run), so the sender can refill its window meanwhile; the rest waits for ack_delay."""
+    ep = _endpoint()
+    att, link = _attach(ep, Hello("s", "theirs", 1, None, 0))
+    ep.mark_ready(att)
+    for seq in range(1, 201):
+        assert ep.dispatch_fast(encode_data(seq, f"m{seq}"), att)
+    seen: list[str] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ep.ack_loop)
+        await anyio.wait_all_tasks_blocked()
+        for _ in range(200):
+            message = await ep.recv()
+            assert isinstance(message, str)
+            seen.append(message)
+        ep.done_with_taken()
+        await anyio.wait_all_tasks_blocked()
+        tg.cancel_scope.cancel()
+    assert seen == [f"m{seq}" for seq in range(1, 201)]
+    acks = [decode(frame) for frame in link.frames]
+    assert [a.seq for a in acks] == [64, 128, 192]  # type: ignore[union-attr]
