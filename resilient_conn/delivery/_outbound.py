@@ -178,13 +178,14 @@ class Outbound:
         """
         if not isinstance(message, (str, bytes)):
             raise TypeError(f"message must be str or bytes, got {type(message).__name__}")
-        self._raise_if_ended()
+        if self._ended is not None:
+            raise self._ended
         window = self.state.window
         size = payload_size(message)
-        if not window.can_ever_fit(size):
-            self._refuse(message, DeadLetterReason.TOO_LARGE)
-            return 0
-        if self._blocked or not window.fits(size):
+        if self._blocked or not window.fits(size):  # (what fits now can ever fit)
+            if not window.can_ever_fit(size):
+                self._refuse(message, DeadLetterReason.TOO_LARGE)
+                return 0
             policy = self._overflow
             if policy is Overflow.BLOCK:
                 await self._wait_for_room(size)

@@ -196,7 +196,7 @@ class OutboundWindow:
         entry = Pending(seq, encode_data(seq, payload), size, now, ready)
         self.next_seq = seq + 1
         self._items.append(entry)
-        self._bytes += entry.size
+        self._bytes += size
         return entry
 
     def restore(self, entry: Pending) -> None:
