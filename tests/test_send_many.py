@@ -1,4 +1,5 @@
-"""``send_many``: several messages in one write, on each transport and on a connection.
+"""``start_send_many`` / ``send_many``: several messages in one write, on each transport and
+on a connection.
 
 Each message must still arrive as its own WebSocket message, in order, typed as sent; a
 batch larger than the socket buffers waits for the peer (flow control) and loses nothing;
@@ -6,6 +7,8 @@ bad input is refused before anything is written; a closed transport raises as ``
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import anyio
 import pytest
@@ -32,6 +35,13 @@ async def _open(name: str, url: str) -> Transport:
     return await get_adapter(name, {"compression": None}).connect(url, None, options)
 
 
+async def _send_many(ws: Transport, messages: list[Any]) -> None:
+    """What the connection does with a transport's ``start_send_many``."""
+    pending = ws.start_send_many(messages)
+    if pending is not None:
+        await pending
+
+
 async def _sink(ws: ServerConnection, server: ScriptedServer) -> None:
     async for _ in ws:  # the server records each message it receives
         pass
@@ -42,8 +52,8 @@ async def test_a_batch_arrives_as_separate_messages_in_order(transport: str) -> 
     batch: list[str | bytes] = [f"text {i}" if i % 3 else f"bin {i}".encode() for i in range(50)]
     async with ScriptedServer(_sink) as server:
         ws = await _open(transport, server.url)
-        await ws.send_many(batch)
-        await ws.send_many([])  # nothing to do
+        await _send_many(ws, batch)
+        await _send_many(ws, [])  # nothing to do
         await ws.send("after")
         assert await server.wait_for_messages(51) == [*batch, "after"]
         await ws.close()
@@ -63,7 +73,7 @@ async def test_a_batch_larger_than_the_socket_buffers_waits_for_the_peer(transpo
         ws = await _open(transport, server.url)
         await server.wait_for_connection(1)
         async with anyio.create_task_group() as tg:
-            tg.start_soon(ws.send_many, big)
+            tg.start_soon(_send_many, ws, big)
             await anyio.wait_all_tasks_blocked()
             reading.set()
         got = await server.wait_for_messages(400, timeout=30)
@@ -77,12 +87,12 @@ async def test_bad_input_is_refused_before_anything_is_sent(transport: str) -> N
     async with ScriptedServer(_sink) as server:
         ws = await _open(transport, server.url)
         with pytest.raises(TypeError):
-            await ws.send_many(["fine", 42])  # type: ignore[list-item]
-        await ws.send_many(["next"])
+            await _send_many(ws, ["fine", 42])
+        await _send_many(ws, ["next"])
         assert await server.wait_for_messages(1) == ["next"]
         await ws.close()
         with pytest.raises(ConnectionClosed):
-            await ws.send_many(["late"])
+            await _send_many(ws, ["late"])
 
 
 async def test_connection_send_many_sends_buffers_or_refuses(transport: str) -> None:
