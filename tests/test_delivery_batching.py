@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
+from websockets.asyncio.server import ServerConnection
 
 from resilient_conn import Backoff, CircuitBreaker, Overflow, ResilientConnection
 from resilient_conn.delivery import AckedStream, DeliveryHub
@@ -168,3 +169,75 @@ async def test_batched_writes_lose_nothing_across_resets_on_each_transport(trans
         assert mine == [f"{k}:{i}" for i in range(200)]
     assert stream.dead_letters == []
     assert conn.stats.reconnects >= 2
+
+
+async def test_a_hub_on_websockets_own_server_takes_queued_frames_and_answers() -> None:
+    """A DeliveryHub behind websockets' own ``serve`` (its reader takes queued frames without
+    a coroutine, and writes its answers in batches): 5 senders x 400 messages, every 100th
+    answered; each side gets everything once and in order."""
+    from websockets.asyncio.server import serve
+
+    hub = DeliveryHub()
+    received: list[str | bytes] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        async with hub.serve(ws) as session:
+            async for message in session:
+                received.append(message)
+                if str(message).endswith("99"):  # #99, #199, #299, #399 of each sender
+                    await session.send(f"ok {message}")
+
+    stream = AckedStream("own-server")
+    answers: list[str | bytes] = []
+    async with serve(handler, "127.0.0.1", 0, ping_interval=None) as server:
+        port = server.sockets[0].getsockname()[1]
+        conn = ResilientConnection(
+            f"ws://127.0.0.1:{port}/", on_open=stream.on_open, ping_interval=0
+        )
+        async with conn, stream.open(conn):
+
+            async def send(k: int) -> None:
+                for i in range(400):
+                    await stream.send(f"{k}:{i}")
+
+            async with anyio.create_task_group() as tg:
+                for k in range(5):
+                    tg.start_soon(send, k)
+            await stream.wait_acked(20)
+            with anyio.fail_after(20):
+                while len(answers) < 20:
+                    answers.append(await stream.recv())
+    for k in range(5):
+        assert [m for m in received if str(m).startswith(f"{k}:")] == [
+            f"{k}:{i}" for i in range(400)
+        ]
+    assert len(received) == 2000
+    assert answers == [f"ok {m}" for m in received if str(m).endswith("99")]
+
+
+async def test_recv_nowait_takes_what_a_server_connection_has_queued() -> None:
+    """``recv_nowait`` on a server connection returns the messages already queued (as
+    ``recv()`` would, typed), then None once the queue is empty."""
+    from websockets.asyncio.client import connect
+    from websockets.asyncio.server import serve
+
+    from resilient_conn.adapters.websocket import recv_nowait, send_many
+
+    got: list[str | bytes] = []
+    done = anyio.Event()
+
+    async def handler(ws: ServerConnection) -> None:
+        got.append(await ws.recv())  # the batch arrived in one write: the rest is queued
+        while (message := recv_nowait(ws)) is not None:
+            got.append(message)
+        done.set()
+        await ws.wait_closed()
+
+    batch: list[str | bytes] = [f"m{i}" if i % 2 else f"b{i}".encode() for i in range(50)]
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with connect(f"ws://127.0.0.1:{port}/") as client:
+            await send_many(client, batch)
+            with anyio.fail_after(5):
+                await done.wait()
+    assert got == batch

@@ -14,8 +14,9 @@ websockets' methods, untouched. The connection's message path uses the fast halv
 skip websockets' per-message coroutines and context manager in the common case (an open
 connection that can write at once, a whole message already queued) and hand everything
 else to ``send`` / ``recv``: cheaper per message than websockets' own API.
-:func:`send_many` writes several messages with one write to the socket, on any websockets
-asyncio connection (client or server).
+:func:`send_many` (in ``_batch.py``) writes several messages with one write to the socket,
+and :func:`recv_nowait` takes a queued one, on any websockets asyncio connection (a server's
+too).
 Keepalive is ours, not websockets': when a ping goes unanswered for ``ping_timeout`` the
 transport is declared dead at once, instead of waiting ``close_timeout`` for a closing
 handshake that a dead peer never sends.
@@ -47,6 +48,7 @@ from websockets.uri import parse_uri
 
 from .._core.errors import ConfigError
 from .._core.log import is_secret_name, redact_url
+from ._batch import send_many
 from .base import AdapterFactory, DialOptions, Message, Transport
 from .checks import check_headers
 
@@ -61,6 +63,7 @@ __all__ = [
     "dial",
     "evaluate",
     "keepalive",
+    "recv_nowait",
     "send_many",
 ]
 
@@ -305,33 +308,14 @@ class WebsocketsTransport(ClientConnection):
         return self.protocol.state is State.OPEN
 
 
-async def send_many(ws: Connection, messages: Sequence[Message]) -> None:
-    """Send ``messages`` on ``ws`` in order, each its own message, with one socket write.
+def recv_nowait(ws: Connection) -> Message | None:
+    """:meth:`WebsocketsTransport.recv_nowait` on any websockets asyncio connection.
 
-    What ``ws.send`` does for each (same frames, same errors), but the frames reach the
-    socket in one ``writelines``: one system call for the lot instead of one per message,
-    on the sender and usually on the receiver too.
-
-    Raises:
-        ConnectionClosed: The connection is closed (nothing was written), or it failed
-            while writing (what was written may or may not have arrived, as for ``send``).
-        TypeError: A message is neither ``str`` nor ``bytes`` (nothing was written).
+    The method reads only what every ``Connection`` has, so a server's connection can use it
+    too (the delivery hub's reader does). Skips ``ws.recv()``: use it only where ``recv`` is
+    websockets' own, not an override.
     """
-    for message in messages:
-        if not isinstance(message, (str, bytes)):
-            raise TypeError(f"message must be str or bytes, got {type(message).__name__}")
-    while ws.send_in_progress is not None:  # a fragmented message is being sent: wait
-        await asyncio.shield(ws.send_in_progress)
-    async with ws.send_context():  # checks the state; on exit, writes what is left, drains
-        protocol = ws.protocol
-        for message in messages:
-            if isinstance(message, str):
-                protocol.send_text(message.encode())
-            else:
-                protocol.send_binary(message)
-        # Only frames here: the state is OPEN, and the end-of-stream marker websockets
-        # queues only after a close is never among them. The rest is send_context's.
-        ws.transport.writelines(protocol.data_to_send())
+    return WebsocketsTransport.recv_nowait(ws)  # type: ignore[arg-type]
 
 
 COMPRESSION_CHOICES = ("auto", "deflate", None)
