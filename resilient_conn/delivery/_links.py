@@ -11,7 +11,7 @@ import anyio
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from ..adapters._batch import send_many
+from ..adapters.websocket import send_many
 from ._transport import LinkDown
 from .envelope import EnvelopeError
 
