@@ -14,7 +14,9 @@ SIGKILL (restarted; resume from its log), and the client process killed with SIG
 mid-stream (durable outbox only; a new client process re-sends what was pending).
 
 Then throughput without faults, in the same run: plain sends, acknowledged stream, durable
-outbox (64-byte messages, no proxy), and the latency of ``send()`` with a durable outbox.
+outbox (64-byte messages, no proxy), the CPU time per message of the client process and of
+the server process (steadier than msg/s on a busy machine), and the latency of ``send()``
+with a durable outbox.
 
 Run: .venv/bin/python benchmarks/bench_delivery.py [--senders 100] [--messages 300]
      [--rounds 5] [--throughput-only]
@@ -119,6 +121,16 @@ class Server:
         )
         assert self.proc.stdout is not None
         self.port = int(self.proc.stdout.readline())
+
+    def cpu(self) -> float:
+        """CPU seconds (user + system) the server process has used so far (Linux /proc)."""
+        assert self.proc is not None
+        try:
+            with open(f"/proc/{self.proc.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         assert self.proc is not None
@@ -325,6 +337,8 @@ async def throughput(
     server.start()
     base = f"ws://127.0.0.1:{server.port}"
     rates: dict[str, list[float]] = {"plain sends": [], "acked stream": [], "durable outbox": []}
+    cpu_client: dict[str, list[float]] = {name: [] for name in rates}
+    cpu_server: dict[str, list[float]] = {name: [] for name in rates}
     total = senders * messages
     for r in range(rounds):
         order = list(rates)
@@ -336,9 +350,11 @@ async def throughput(
                 async with conn:
                     await conn.wait_connected(10)
                     start = time.perf_counter()
+                    cpu0, server0 = time.process_time(), server.cpu()
                     await _senders(conn.send, senders, messages, f"p{r}", lambda t: None)
                     await _sync(conn)
                     elapsed = time.perf_counter() - start
+                    cpu1, server1 = time.process_time(), server.cpu()
             else:
                 outbox = None
                 if name == "durable outbox":
@@ -348,10 +364,14 @@ async def throughput(
                 async with conn, stream.open(conn):
                     await conn.wait_connected(10)
                     start = time.perf_counter()
+                    cpu0, server0 = time.process_time(), server.cpu()
                     await _senders(stream.send, senders, messages, f"a{r}", lambda t: None)
                     await stream.wait_acked(60)
                     elapsed = time.perf_counter() - start
+                    cpu1, server1 = time.process_time(), server.cpu()
             rates[name].append(total / elapsed)
+            cpu_client[name].append((cpu1 - cpu0) / total * 1e6)
+            cpu_server[name].append((server1 - server0) / total * 1e6)
     plain = statistics.median(rates["plain sends"])
     print(
         f"\nthroughput: {senders} senders x {messages} messages of {SIZE} B, "
@@ -361,6 +381,10 @@ async def throughput(
     for name, values in rates.items():
         med = statistics.median(values)
         print(f"  {name:<16}{med:>12,.0f}  x{med / plain:.2f}   (min {min(values):,.0f})")
+    print("CPU per message, median (us): client process / server process (load-independent)")
+    for name in rates:
+        c, s = statistics.median(cpu_client[name]), statistics.median(cpu_server[name])
+        print(f"  {name:<16}{c:>8.1f} / {s:.1f}")
 
     # latency of send(): in-memory window vs durable outbox (commit before return)
     for concurrency in (1, senders):

@@ -4,6 +4,7 @@ notices, and a model of two peers over transports that die at any point (pure)."
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -422,8 +423,11 @@ class _NullLink:
     def fail(self, reason: str) -> None:
         raise AssertionError(reason)
 
-    def fast_send(self) -> tuple[Any, tuple[type[Exception], ...]]:
-        return self.send, ()
+    async def send_many(self, frames: Sequence[str | bytes]) -> None:
+        self.frames.extend(frames)
+
+    def fast_send_many(self) -> tuple[Any, tuple[type[Exception], ...]]:
+        return self.send_many, ()
 
 
 @pytest.mark.anyio

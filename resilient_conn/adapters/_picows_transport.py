@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Any, cast
 
 import picows
@@ -354,6 +354,22 @@ class PicowsTransport(picows.WSListener):
         if closing:
             return self._closed_error()
         ws.send(_TEXT if message.__class__ is str else _kind(message), message)  # type: ignore[union-attr]
+        drain = self._drain
+        return None if drain is None else self._drained(drain)
+
+    def start_send_many(self, messages: Sequence[Message]) -> Awaitable[None] | None:
+        """:meth:`start_send` for several messages, in order (picows writes each at once).
+
+        Raises:
+            TypeError: A message is neither ``str`` nor ``bytes`` (nothing was written).
+        """
+        kinds = [_TEXT if m.__class__ is str else _kind(m) for m in messages]
+        ws = self._ws
+        closing = ws is None or ws.is_disconnected or ws.close_handshake is not None
+        if closing:
+            return self._closed_error()
+        for kind, message in zip(kinds, messages, strict=True):
+            ws.send(kind, message)  # type: ignore[union-attr]
         drain = self._drain
         return None if drain is None else self._drained(drain)
 

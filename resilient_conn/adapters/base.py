@@ -28,7 +28,7 @@ The error vocabulary is websockets' on every adapter, so one classifier serves t
 from __future__ import annotations
 
 import importlib
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -67,6 +67,15 @@ class Transport(Protocol):
         not reading (flow control), or raises ``ConnectionClosed`` once the transport is
         closing. The caller bounds that wait (``send_timeout``); :meth:`send` is the same
         with no bound.
+        """
+        ...
+
+    def start_send_many(self, messages: Sequence[Message]) -> Awaitable[None] | None:
+        """:meth:`start_send` for several messages: each its own message, in order.
+
+        With as few writes to the socket as the library allows (websockets: one for the
+        lot). Raises ``TypeError`` (or returns an awaitable that does) for a message that is
+        neither ``str`` nor ``bytes``, before anything is written.
         """
         ...
 

@@ -9,11 +9,14 @@ redirect loop, fatal), except that every credential-looking header (``Authorizat
 
 The transport is websockets' own ``ClientConnection``, subclassed to add what
 :class:`~resilient_conn.adapters.base.Transport` asks for (``abort``, ``is_open``,
-``serve``, ``start_send``, ``recv_nowait``): ``send`` and ``recv`` are websockets' methods,
-untouched. The connection's message path uses the two fast halves, which skip websockets'
-per-message coroutines and context manager in the common case (an open connection that can
-write at once, a whole message already queued) and hand everything else to ``send`` /
-``recv``: cheaper per message than websockets' own API.
+``serve``, ``start_send``, ``start_send_many``, ``recv_nowait``): ``send`` and ``recv`` are
+websockets' methods, untouched. The connection's message path uses the fast halves, which
+skip websockets' per-message coroutines and context manager in the common case (an open
+connection that can write at once, a whole message already queued) and hand everything
+else to ``send`` / ``recv``: cheaper per message than websockets' own API.
+:func:`send_many` (in ``_batch.py``) writes several messages with one write to the socket,
+and :func:`recv_nowait` takes a queued one, on any websockets asyncio connection (a server's
+too).
 Keepalive is ours, not websockets': when a ping goes unanswered for ``ping_timeout`` the
 transport is declared dead at once, instead of waiting ``close_timeout`` for a closing
 handshake that a dead peer never sends.
@@ -30,12 +33,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.connection import Connection
 from websockets.datastructures import Headers
 from websockets.exceptions import ConcurrencyError, ConnectionClosed, InvalidURI
 from websockets.frames import Opcode
@@ -44,6 +48,7 @@ from websockets.uri import parse_uri
 
 from .._core.errors import ConfigError
 from .._core.log import is_secret_name, redact_url
+from ._batch import send_many
 from .base import AdapterFactory, DialOptions, Message, Transport
 from .checks import check_headers
 
@@ -58,6 +63,8 @@ __all__ = [
     "dial",
     "evaluate",
     "keepalive",
+    "recv_nowait",
+    "send_many",
 ]
 
 T = TypeVar("T")
@@ -217,6 +224,36 @@ class WebsocketsTransport(ClientConnection):
             return self.drain() if self.paused else None
         return self.send(message)
 
+    def start_send_many(self, messages: Sequence[Message]) -> Awaitable[None] | None:
+        """:meth:`start_send` for several messages, with one write to the socket for all.
+
+        The same fast case and the same fallbacks; anything unusual (a message of another
+        type included) goes to :func:`send_many`, websockets' own send path.
+        """
+        protocol = self.protocol
+        try:
+            fast = (
+                _FAST_PATH
+                and protocol.state is _OPEN
+                and self.send_in_progress is None
+                and not protocol.expect_continuation_frame
+                and not self.transport.is_closing()
+            )
+        except AttributeError:  # a websockets release without these internals
+            fast = False
+        if not fast or not all(m.__class__ is str or m.__class__ is bytes for m in messages):
+            return send_many(self, messages)
+        for message in messages:
+            if message.__class__ is str:
+                protocol.send_text(message.encode())
+            else:
+                protocol.send_binary(message)  # type: ignore[arg-type]
+        try:  # only frames here (the state is OPEN): one write for all of them
+            self.transport.writelines(protocol.data_to_send())
+        except Exception as exc:  # as websockets' send: end the connection, say how
+            return self._write_failed(exc)
+        return self.drain() if self.paused else None
+
     async def _write_failed(self, exc: Exception) -> None:
         self.transport.abort()
         await asyncio.shield(self.connection_lost_waiter)
@@ -269,6 +306,16 @@ class WebsocketsTransport(ClientConnection):
     def is_open(self) -> bool:
         """True while the WebSocket is OPEN (no close frame sent or received yet)."""
         return self.protocol.state is State.OPEN
+
+
+def recv_nowait(ws: Connection) -> Message | None:
+    """:meth:`WebsocketsTransport.recv_nowait` on any websockets asyncio connection.
+
+    The method reads only what every ``Connection`` has, so a server's connection can use it
+    too (the delivery hub's reader does). Skips ``ws.recv()``: use it only where ``recv`` is
+    websockets' own, not an override.
+    """
+    return WebsocketsTransport.recv_nowait(ws)  # type: ignore[arg-type]
 
 
 COMPRESSION_CHOICES = ("auto", "deflate", None)

@@ -52,6 +52,7 @@ from ..resilience.recovery import connection_backoff, connection_breaker, recove
 from ._closing import Closing, in_supervisor
 from ._observe import Observing
 from ._receiving import Receiving
+from ._sending import Sending
 from ._supervisor import ON_OPEN, Message
 from .buffer import DeadLetter, message_size
 from .decide import Decisions
@@ -67,7 +68,7 @@ Probe = Callable[["ResilientConnection"], Awaitable[float]]
 
 _S = ConnectionState
 
-class ResilientConnection(Observing, Receiving, Closing):
+class ResilientConnection(Observing, Receiving, Sending, Closing):
     """A WebSocket connection that reconnects by itself and loses nothing silently.
 
     Args:

@@ -5,7 +5,7 @@ The counterpart of the server's transports in ``_links.py``.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 
 from .._core.errors import ConnectionClosedError, ConnectionFailedError, NotConnectedError
@@ -36,8 +36,8 @@ class ConnLink:
         """Drop the current transport: the server broke the protocol."""
         self.conn.fail_current("delivery_protocol_error", ConnectionError(reason))
 
-    def fast_send(
+    def fast_send_many(
         self,
-    ) -> tuple[Callable[[str | bytes], Awaitable[None]], tuple[type[Exception], ...]]:
-        """The connection's own ``send`` (no wrapper per frame) and the errors meaning down."""
-        return partial(self.conn.send, buffer=False), _DOWN
+    ) -> tuple[Callable[[Sequence[str | bytes]], Awaitable[None]], tuple[type[Exception], ...]]:
+        """The connection's own ``send_many`` (no wrapper per call), the errors meaning down."""
+        return partial(self.conn.send_many, buffer=False), _DOWN

@@ -16,6 +16,7 @@ The sending half (the window, the pump, dead letters, gap notices) is
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
@@ -76,12 +77,12 @@ class Endpoint(Outbound):
         self._max_queue = max_queue
         self._ack_every = ack_every
         self._ack_delay = ack_delay
-        self._queue: deque[tuple[str | bytes, int, str]] = deque()
-        # returned by recv(), not yet done with: (seq, epoch, payload)
-        self._taken: tuple[int, str, str | bytes] | None = None
+        self._queue: deque[tuple[int, str, str | bytes]] = deque()  # (seq, epoch, payload)
+        self._taken: tuple[int, str, str | bytes] | None = None  # recv() returned, not done
         self._last: tuple[int, str] | None = None
         self._acked_sent = 0  # ack position the peer has been told on this transport
         self._ack_wake_at = 1 << 64  # delivered position at which the acker wants waking
+        self._ack_due = False  # ack_every reached: recv() lets the acker run before going on
 
     # ------------------------------------------------------------------ acks
     async def ack_loop(self) -> None:
@@ -144,6 +145,9 @@ class Endpoint(Outbound):
         """
         if self._taken is not None:
             self.done_with_taken()
+            if self._ack_due:  # the ack goes out now, not after the whole backlog: the
+                self._ack_due = False  # peer refills its window while we work
+                await asyncio.sleep(0)
         queue = self._queue
         while not queue:
             self._raise_if_ended()
@@ -156,13 +160,11 @@ class Endpoint(Outbound):
                     or (stop is not None and stop() is not None)
                 )
             )
-        payload, seq, epoch = queue.popleft()
-        self._taken = (seq, epoch, payload)
-        self._last = (seq, epoch)
-        if self.room.waiters:
-            self.room.notify()
+        taken = self._taken = queue.popleft()
+        self._last = (taken[0], taken[1])
+        self.room.notify()  # (free when nobody waits)
         self.stats.delivered += 1
-        return payload
+        return taken[2]
 
     def done_with_taken(self) -> None:
         """The application is done with the message ``recv()`` returned last: ack it.
@@ -181,6 +183,9 @@ class Endpoint(Outbound):
             inbound.delivered = seq
             if seq >= self._ack_wake_at:
                 self.ack_work.notify()
+                if seq - self._acked_sent >= self._ack_every:
+                    att = self._current
+                    self._ack_due = att is not None and att.ready and not att.down
 
     def give_back_taken(self) -> None:
         """Put the message ``recv()`` returned last back at the front of the queue.
@@ -193,7 +198,7 @@ class Endpoint(Outbound):
             return
         self._taken = None
         self.stats.delivered -= 1
-        self._queue.appendleft((taken[2], taken[0], taken[1]))
+        self._queue.appendleft(taken)
 
     @property
     def position(self) -> tuple[str, int] | None:
@@ -219,7 +224,7 @@ class Endpoint(Outbound):
             and (epoch := inbound.peer_epoch) is not None
         ):
             inbound.received = seq
-            self._queue.append((data[1], seq, epoch))
+            self._queue.append((seq, epoch, data[1]))
             self.data_ready.notify()
             return True
         return False
@@ -283,7 +288,7 @@ class Endpoint(Outbound):
                 )
             epoch = self.state.inbound.peer_epoch
             assert epoch is not None
-            queue.append((frame.payload, frame.seq, epoch))
+            queue.append((frame.seq, epoch, frame.payload))
             self.data_ready.notify()
         elif verdict is DataVerdict.DUPLICATE:
             self.stats.duplicates += 1

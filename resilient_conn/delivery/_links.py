@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from functools import partial
 from typing import Any
 
 import anyio
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from ..adapters.websocket import send_many
 from ._transport import LinkDown
 from .envelope import EnvelopeError
 
@@ -44,10 +46,14 @@ class ServerLink:
         if self.scope is not None:
             self.scope.cancel()
 
-    def fast_send(
+    def fast_send_many(
         self,
-    ) -> tuple[Callable[[str | bytes], Awaitable[None]], tuple[type[Exception], ...]]:
-        return self.send, (LinkDown,)
+    ) -> tuple[Callable[[Sequence[str | bytes]], Awaitable[None]], tuple[type[Exception], ...]]:
+        return self.send_many, (LinkDown,)
+
+    async def send_many(self, frames: Sequence[str | bytes]) -> None:
+        for frame in frames:
+            await self.send(frame)
 
     async def send(self, frame: str | bytes) -> None:
         raise NotImplementedError
@@ -76,10 +82,10 @@ class WebsocketsLink(ServerLink):
         except ConnectionClosed:
             raise Closed from None
 
-    def fast_send(
+    def fast_send_many(
         self,
-    ) -> tuple[Callable[[str | bytes], Awaitable[None]], tuple[type[Exception], ...]]:
-        return self.ws.send, (LinkDown, ConnectionClosed)
+    ) -> tuple[Callable[[Sequence[str | bytes]], Awaitable[None]], tuple[type[Exception], ...]]:
+        return partial(send_many, self.ws), (LinkDown, ConnectionClosed)
 
     async def close(self, code: int, reason: str) -> None:
         with anyio.move_on_after(2.0):

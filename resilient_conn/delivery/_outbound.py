@@ -31,7 +31,13 @@ from ._transport import Attachment
 from .records import DeliveryDeadLetter, DeliveryStats
 from .state import GapNotice, Pending, StreamState, payload_size
 
-__all__ = ["Outbound", "Store"]
+__all__ = ["BATCH", "BATCH_BYTES", "Outbound", "Store"]
+
+BATCH = 64
+"""Most messages the pump hands to the transport in one write: the peer starts on them while
+the next batch is framed (one write of a whole window would leave it idle meanwhile)."""
+BATCH_BYTES = 64 * 1024
+"""Most payload bytes in one write (a larger message goes alone)."""
 
 _log = structlog.get_logger("resilient_conn.delivery")
 
@@ -172,13 +178,14 @@ class Outbound:
         """
         if not isinstance(message, (str, bytes)):
             raise TypeError(f"message must be str or bytes, got {type(message).__name__}")
-        self._raise_if_ended()
+        if self._ended is not None:
+            raise self._ended
         window = self.state.window
         size = payload_size(message)
-        if not window.can_ever_fit(size):
-            self._refuse(message, DeadLetterReason.TOO_LARGE)
-            return 0
-        if self._blocked or not window.fits(size):
+        if self._blocked or not window.fits(size):  # (what fits now can ever fit)
+            if not window.can_ever_fit(size):
+                self._refuse(message, DeadLetterReason.TOO_LARGE)
+                return 0
             policy = self._overflow
             if policy is Overflow.BLOCK:
                 await self._wait_for_room(size)
@@ -278,27 +285,35 @@ class Outbound:
         return entry if entry is not None and entry.ready else None
 
     async def write_ready(self, att: Attachment) -> None:
-        """Write every ready message after ``sent_upto`` to ``att`` (caller holds the lock)."""
+        """Write every ready message after ``sent_upto`` to ``att`` (caller holds the lock).
+
+        In batches (up to :data:`BATCH` messages or :data:`BATCH_BYTES` of payload), each
+        handed to the transport in one call that writes it to the socket at once (one
+        system call instead of one per message).
+        """
         stats = self.stats
-        send, down = att.link.fast_send()
+        window = self.state.window
+        send_many, down = att.link.fast_send_many()
         while self._current is att and not att.down:
-            entry = self._next_ready()
-            if entry is None:
+            first = max(self._sent_upto + 1, window.first)
+            frames = window.ready_frames(first, BATCH, BATCH_BYTES)
+            if not frames:
                 return
             try:
-                await send(entry.frame)
+                await send_many(frames)
             except down:
                 att.down = True
                 return
             if self._current is not att:
                 return
-            seq = entry.seq
-            self._sent_upto = seq
-            stats.written += 1
-            if seq <= self._high_written:
-                stats.resent += 1
-            else:
-                self._high_written = seq
+            last = first + len(frames) - 1
+            self._sent_upto = last
+            stats.written += len(frames)
+            high = self._high_written
+            if first <= high:
+                stats.resent += min(last, high) - first + 1
+            if last > high:
+                self._high_written = last
 
     async def pump(self) -> None:
         """Loop: write ready messages whenever the current transport is ready."""

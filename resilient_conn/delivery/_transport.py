@@ -5,7 +5,7 @@ The client's link is in ``_conn_link.py``, the server's (websockets, ASGI) in ``
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -27,10 +27,14 @@ class Link(Protocol):
     def fail(self, reason: str) -> None:
         """Drop the transport because the peer broke the protocol."""
 
-    def fast_send(
+    def fast_send_many(
         self,
-    ) -> tuple[Callable[[str | bytes], Awaitable[None]], tuple[type[Exception], ...]]:
-        """A writer for the hot path (no wrapper per frame) and the errors meaning LinkDown."""
+    ) -> tuple[Callable[[Sequence[str | bytes]], Awaitable[None]], tuple[type[Exception], ...]]:
+        """A writer of several frames at once (the pump's), and the errors meaning LinkDown.
+
+        The writer sends the frames in order, each its own WebSocket message, with as few
+        writes to the socket as the transport allows; no wrapper per call on the hot path.
+        """
 
 
 @dataclass(eq=False, slots=True)

@@ -319,21 +319,41 @@ class DurableOutbox:
                 error = OutboxError(f"{self.path}: commit failed: {exc}")
                 with contextlib.suppress(Exception):
                     db.execute("ROLLBACK")
-            for future in futures:
-                self._resolve(future, None, error)
-            if error is not None and self._failed is not None:
-                assert self._loop is not None
-                with contextlib.suppress(RuntimeError):
-                    self._loop.call_soon_threadsafe(self._failed, error)
-            if appended and error is None and self._committed is not None:
-                committed = self._committed
-                assert self._loop is not None
-                with contextlib.suppress(RuntimeError):
-                    self._loop.call_soon_threadsafe(committed, appended)
+            self._report(futures, error, appended)
             if stop:
                 for op in stop:
                     self._resolve(op[1], None, None)
                 return
+
+    def _report(
+        self,
+        futures: list[asyncio.Future[None]],
+        error: BaseException | None,
+        appended: list[Pending],
+    ) -> None:
+        """Settle a batch's senders and report the commit (or its failure) to the stream.
+
+        One hop to the event loop per batch, not one per message: each hop writes to the
+        loop's wake-up pipe, a system call.
+        """
+        failed = self._failed if error is not None else None
+        committed = self._committed if error is None and appended else None
+
+        def settle() -> None:
+            for future in futures:
+                if not future.done():
+                    if error is None:
+                        future.set_result(None)
+                    else:
+                        future.set_exception(error)
+            if failed is not None and error is not None:
+                failed(error)
+            if committed is not None:
+                committed(appended)
+
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            self._loop.call_soon_threadsafe(settle)
 
     def _write(
         self,

@@ -27,6 +27,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import anyio
@@ -35,6 +36,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from .._core.errors import ConfigError, ConnectionClosedError
+from ..adapters.websocket import recv_nowait
 from ..connection.buffer import DeadLetterReason, Overflow
 from ._endpoint import Attachment, Endpoint, LinkDown
 from ._epoch import new_epoch
@@ -344,13 +346,23 @@ class DeliveryHub:
         closed: tuple[type[BaseException], ...] = (Closed,)
         if isinstance(link, WebsocketsLink):  # the hot path: no wrapper per frame
             recv, closed = link.ws.recv, (Closed, ConnectionClosed)
+        nowait: Callable[[], str | bytes | None] = _no_message
+        if isinstance(link, WebsocketsLink) and type(link.ws).recv is ServerConnection.recv:
+            nowait = partial(recv_nowait, link.ws)  # a queued message without a coroutine
         fast, dispatch = ep.dispatch_fast, ep.dispatch
         try:
             while not att.down:
-                raw = await recv()
+                raw = nowait()
+                if raw is None:
+                    raw = await recv()
                 if not fast(raw, att):
                     await dispatch(raw, att)
         except closed:
             pass
         ep.detach(att)
         ep.data_ready.notify()
+
+
+def _no_message() -> None:
+    """No queued message to take without a coroutine (an ASGI link, an overridden recv)."""
+    return None

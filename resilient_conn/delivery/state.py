@@ -21,6 +21,7 @@ from __future__ import annotations
 import enum
 from collections import deque
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Literal
 
 from .envelope import MAX_SEQ, EnvelopeError, Hello, check_epoch, check_session, encode_data
@@ -195,7 +196,7 @@ class OutboundWindow:
         entry = Pending(seq, encode_data(seq, payload), size, now, ready)
         self.next_seq = seq + 1
         self._items.append(entry)
-        self._bytes += entry.size
+        self._bytes += size
         return entry
 
     def restore(self, entry: Pending) -> None:
@@ -225,6 +226,18 @@ class OutboundWindow:
             self._bytes -= entry.size
             done.append(entry)
         return done
+
+    def ready_frames(self, seq: int, limit: int, max_bytes: int) -> list[str | bytes]:
+        """Frames from ``seq`` on, in order: at most ``limit``, up to one not ready or bytes."""
+        items = self._items
+        out: list[str | bytes] = []
+        start = max(seq - items[0].seq, 0) if items else 0
+        for entry in islice(items, start, start + limit):
+            if not entry.ready or (out and max_bytes <= 0):
+                break
+            out.append(entry.frame)
+            max_bytes -= entry.size
+        return out
 
     def pop_oldest(self) -> Pending:
         """Remove and return the oldest entry (to make room)."""

@@ -1,0 +1,80 @@
+"""Sending several messages at once: ``send_many()``, one write to the socket for the lot.
+
+Mixed into :class:`~resilient_conn.ResilientConnection` above
+:class:`._supervisor.Supervising`, whose fields it reads. For a producer that has several
+messages ready at once (a queue, a re-send after a reconnect): each message still goes out
+as its own WebSocket message, in order, but the transport writes them together (websockets:
+one system call instead of one per message, on this side and usually on the peer's too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from websockets.exceptions import ConnectionClosed
+
+from .._core.errors import NotConnectedError
+from ._supervisor import ON_OPEN, Message, Supervising
+from .buffer import message_size
+
+__all__ = ["Sending"]
+
+
+class Sending(Supervising):
+    """``send_many()`` of a ``ResilientConnection`` (fields set by ``__init__``)."""
+
+    async def send_many(self, messages: Sequence[Message], *, buffer: bool = True) -> None:
+        """Send ``messages`` in order, each as its own message, in one write when connected.
+
+        Like ``await conn.send(m)`` for each message in turn, with the same rules (while
+        disconnected they are buffered, bounded, or ``NotConnectedError`` is raised), but
+        the transport writes them together: cheaper per message than ``send()`` in a loop.
+
+        Args:
+            messages: Text (``str``) or binary (``bytes``; a ``bytearray`` or ``memoryview``
+                is copied to ``bytes``) messages. Anything else is a TypeError before any
+                message is sent.
+            buffer: False to raise :class:`NotConnectedError` instead of buffering (then
+                none of the messages was sent).
+
+        Raises:
+            BufferFullError: As for ``send()``.
+            NotConnectedError: ``buffer=False`` and no transport is open.
+            ConnectionFailedError: The connection failed.
+            ConnectionClosedError: The connection was closed by its user.
+        """
+        batch: list[Message] = []
+        for raw in messages:
+            item: object = raw  # users pass anything: one rule on every path, as send()
+            if not isinstance(item, (str, bytes)):
+                if not isinstance(item, (bytearray, memoryview)):
+                    raise TypeError(f"message must be str or bytes, got {type(item).__name__}")
+                raw = bytes(item)
+            batch.append(raw)
+        if not batch:
+            return
+        ws = self._ws
+        if ws is not None and (self._live or ON_OPEN.get() == (id(self), self.generation)):
+            try:  # as send(): written at once unless the transport must wait
+                pending = ws.start_send_many(batch)
+                if pending is not None:
+                    async with asyncio.timeout(self.options.send_timeout):
+                        await pending
+            except (ConnectionClosed, TimeoutError) as exc:
+                # As send(): the transport died, or its peer stopped reading. What was
+                # written may be lost: the messages take send()'s path (the buffer).
+                if isinstance(exc, TimeoutError):
+                    self.fail_current("send_timeout", exc)
+                if self._ws is ws:
+                    self._live = False
+            else:
+                stats = self.stats
+                stats.messages_out += len(batch)
+                stats.bytes_out += sum(map(message_size, batch))
+                return
+        self._raise_if_over()
+        if not buffer:
+            raise NotConnectedError(f"{self.name}: no transport is open")
+        for message in batch:
+            await self.send(message)
