@@ -220,9 +220,10 @@ async def test_a_send_that_must_wait_is_bounded_by_send_timeout(transport: str) 
 def test_the_installed_websockets_has_the_fast_path() -> None:
     """The websockets release installed (CI runs the lowest and the newest allowed) has every
     internal the fast halves call, so they are on."""
-    from resilient_conn.adapters import websocket
+    from resilient_conn.adapters import _batch, websocket
 
-    assert websocket._has_fast_path()
+    assert _batch.has_fast_path()
+    assert _batch.FAST_PATH
     assert websocket._FAST_PATH
 
 
@@ -232,9 +233,10 @@ async def test_without_the_fast_path_messages_go_through_websockets_own_methods(
     """With the fast halves off (a websockets release without the internals they read),
     start_send hands every message to websockets' send() and recv_nowait returns None: text
     and bytes still arrive in order through recv(), and the counters are unchanged."""
-    from resilient_conn.adapters import websocket
+    from resilient_conn.adapters import _batch, websocket
 
     monkeypatch.setattr(websocket, "_FAST_PATH", False)
+    monkeypatch.setattr(_batch, "FAST_PATH", False)
     messages: list[str | bytes] = [f"m{i}" if i % 2 else f"b{i}".encode() for i in range(50)]
     async with ScriptedServer() as server:
         async with ResilientConnection(server.url, ping_interval=0, compression=None) as conn:
@@ -246,8 +248,9 @@ async def test_without_the_fast_path_messages_go_through_websockets_own_methods(
             assert await conn.recv() == "probe"
             received: list[str | bytes] = []
             with anyio.fail_after(10):
-                for message in messages:
+                for message in messages[:25]:
                     await conn.send(message)
+                await conn.send_many(messages[25:])
                 async for message in conn:
                     received.append(message)
                     if len(received) == len(messages):

@@ -14,7 +14,33 @@ from websockets.asyncio.connection import Connection
 
 from .base import Message
 
-__all__ = ["send_many"]
+__all__ = ["FAST_PATH", "has_fast_path", "send_many"]
+
+
+def has_fast_path() -> bool:
+    """True if websockets has the methods our fast paths call (17.0 to 17.4 do).
+
+    :func:`send_many` and the websockets transport's fast halves (``start_send``,
+    ``start_send_many``, ``recv_nowait``) read websockets' internals; a release that renamed
+    a method they call after a side effect turns them off here, once, and every message goes
+    through websockets' own ``send`` / ``recv``. Instance attributes they read first are
+    checked where read (``AttributeError`` falls back before anything is written).
+    """
+    from websockets.asyncio.client import ClientConnection
+    from websockets.asyncio.messages import Assembler
+    from websockets.protocol import Protocol
+
+    wanted = (
+        (Protocol, ("send_text", "send_binary", "data_to_send")),
+        (Connection, ("send_data", "send_context", "drain", "send")),
+        (ClientConnection, ("send_data", "drain", "send")),
+        (Assembler, ("maybe_resume",)),
+    )
+    return all(callable(getattr(cls, name, None)) for cls, names in wanted for name in names)
+
+
+FAST_PATH = has_fast_path()
+"""Whether the fast paths are on (see :func:`has_fast_path`)."""
 
 
 async def send_many(ws: Connection, messages: Sequence[Message]) -> None:
@@ -32,6 +58,10 @@ async def send_many(ws: Connection, messages: Sequence[Message]) -> None:
     for message in messages:
         if not isinstance(message, (str, bytes)):
             raise TypeError(f"message must be str or bytes, got {type(message).__name__}")
+    if not FAST_PATH:  # a websockets release without the internals used below
+        for message in messages:
+            await ws.send(message)
+        return
     while ws.send_in_progress is not None:  # a fragmented message is being sent: wait
         await asyncio.shield(ws.send_in_progress)
     async with ws.send_context():  # checks the state; on exit, writes what is left, drains

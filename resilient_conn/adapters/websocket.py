@@ -48,7 +48,7 @@ from websockets.uri import parse_uri
 
 from .._core.errors import ConfigError
 from .._core.log import is_secret_name, redact_url
-from ._batch import send_many
+from ._batch import FAST_PATH, send_many
 from .base import AdapterFactory, DialOptions, Message, Transport
 from .checks import check_headers
 
@@ -117,29 +117,9 @@ def check_ws_url(url: object, param: str = "url") -> str:
 
 _OPEN = State.OPEN
 _TEXT = Opcode.TEXT
+_FAST_PATH = FAST_PATH  # this module's switch (see _batch.has_fast_path)
 
 
-def _has_fast_path() -> bool:
-    """True if websockets has the methods the fast halves call (17.0 to 17.4 do).
-
-    The fast halves (:meth:`WebsocketsTransport.start_send`, ``recv_nowait``) read
-    websockets' internals; a release that renamed a method they call after a side effect
-    turns them off here, once, and the message path is websockets' own ``send`` / ``recv``.
-    Instance attributes they read first are checked where read (``AttributeError`` falls
-    back before anything is written).
-    """
-    from websockets.asyncio.messages import Assembler
-    from websockets.protocol import Protocol
-
-    wanted = (
-        (Protocol, ("send_text", "send_binary")),
-        (ClientConnection, ("send_data", "drain", "send")),
-        (Assembler, ("maybe_resume",)),
-    )
-    return all(callable(getattr(cls, name, None)) for cls, names in wanted for name in names)
-
-
-_FAST_PATH = _has_fast_path()
 
 
 class WebsocketsTransport(ClientConnection):
