@@ -6,8 +6,16 @@ Clients compared (each measured in a fresh child process, so RSS is its own):
   keepalive task pings every 20 s);
 - ``raw async-for``: the same plus one task per connection running ``async for message in ws``
   (how a websockets user consumes a feed);
-- ``ours``: ``ResilientConnection`` (keepalive on, 20 s) plus one ``async for`` consumer task
-  each, on the websockets adapter; ``ours picows`` on the picows adapter.
+- ``ours connect``: ``ResilientConnection`` (keepalive on, 20 s), nothing reading: like for like
+  with ``raw connect`` (websockets' queue holds what arrives either way);
+- ``ours``: the same plus one ``async for`` consumer task each, on the websockets adapter: like
+  for like with ``raw async-for``; ``ours picows`` on the picows adapter.
+
+Both sides use the same settings: compression (``--no-compression`` turns it off on the server
+and every client), keepalive every 20 s with a 20 s timeout, ``max_queue`` 16 and ``max_size``
+1 MiB (websockets' defaults and ours). The ``like`` column is each client's ratio to its like:
+``ours connect`` / ``raw connect`` and ``ours`` / ``raw async-for`` (the issue's target is
+``ours connect`` <= 1.1x ``raw connect``).
 
 The echo server runs in a separate process on 127.0.0.1 and never sends. Variants run in
 interleaved rounds (the machine is shared, so figures are noisy); medians are reported, with
@@ -50,7 +58,8 @@ async def main():
 asyncio.run(main())
 """
 
-VARIANTS = ["raw connect", "raw async-for", "ours", "ours picows"]
+VARIANTS = ["raw connect", "raw async-for", "ours connect", "ours", "ours picows"]
+LIKE = {"ours connect": "raw connect", "ours": "raw async-for", "ours picows": "raw async-for"}
 
 
 def rss_kb() -> int:
@@ -105,7 +114,8 @@ async def child(variant: str, url: str, n: int, idle: float, compression: str | 
                 conn.start()
                 await conn.wait_connected(60)
                 opened.append(conn)
-                consumers.append(asyncio.create_task(drain(conn)))
+                if variant != "ours connect":
+                    consumers.append(asyncio.create_task(drain(conn)))
             else:
                 ws = await connect(url, compression=compression, open_timeout=60)
                 opened.append(ws)
@@ -206,7 +216,7 @@ def main() -> None:
         server.wait(10)
     print(f"{args.n} idle connections per process, {args.rounds} interleaved rounds, "
           f"{args.idle:g} s idle CPU sample, compression={compression}; medians")
-    print(f"{'client':<16}{'RSS KB/conn':>12}{'ratio':>7}{'tasks/conn*':>12}"
+    print(f"{'client':<16}{'RSS KB/conn':>12}{'ratio':>7}{'like':>7}{'tasks/conn*':>12}"
           f"{'idle CPU %':>11}{'ratio':>7}{'open s':>8}")
     base = results[variants[0]]
     base_rss = statistics.median(r["rss_per_conn_kb"] for r in base)
@@ -217,7 +227,12 @@ def main() -> None:
         cpu = statistics.median(r["idle_cpu_pct"] for r in rs)
         tasks = statistics.median(r["tasks_per_conn"] for r in rs)
         opened = statistics.median(r["open_seconds"] for r in rs)
-        print(f"{variant:<16}{rss:>12.1f}{rss / base_rss:>7.2f}{tasks:>12.2f}"
+        like = LIKE.get(variant)
+        like_ratio = (
+            rss / statistics.median(r["rss_per_conn_kb"] for r in results[like])
+            if like in results else float("nan")
+        )
+        print(f"{variant:<16}{rss:>12.1f}{rss / base_rss:>7.2f}{like_ratio:>7.2f}{tasks:>12.2f}"
               f"{cpu:>11.3f}{cpu / base_cpu if base_cpu else float('nan'):>7.2f}{opened:>8.2f}")
     print("* tasks the client library keeps per connection (the consumer's own task excluded)")
     for variant in variants:

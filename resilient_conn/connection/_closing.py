@@ -55,6 +55,8 @@ def _fresh_context() -> contextvars.Context:
 class Closing(Supervising):
     """The closing half of ``ResilientConnection`` (its fields are set by ``__init__``)."""
 
+    __slots__ = ()  # the fields are ResilientConnection's slots
+
     _closer: asyncio.Task[None] | None
     _closed_event: asyncio.Event | None
 

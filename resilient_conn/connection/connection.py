@@ -137,6 +137,8 @@ class ResilientConnection(Observing, Receiving, Closing):
         ConfigError: A bad argument (a ``ValueError``) naming the parameter.
     """
 
+    __slots__ = ()  # the fields are slots of Supervising (connection/_supervisor.py)
+
     def __init__(
         self,
         url: UrlSource,
@@ -286,6 +288,7 @@ class ResilientConnection(Observing, Receiving, Closing):
         self._lease: BreakerLease | None = None
         self._permit = None
         self._stable = False
+        self._stable_handle: asyncio.TimerHandle | None = None  # the flap guard's loop timer
         self._changed = Notifier()  # notified on every transport/state/buffer change
         self._supervisor: asyncio.Task[None] | None = None
         # aclose() stops the supervisor through this scope (not Task.cancel()), so shielded
