@@ -17,6 +17,7 @@ directly, and only when that transport ends does it wait for the next one.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections import deque
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -33,13 +34,12 @@ from .._core.errors import (
     NotConnectedError,
 )
 from .._core.hooks import HookSet, Unsubscribe
-from .._core.log import get_logger, redact_url
+from .._core.log import connection_logger, redact_url
 from .._core.notify import Notifier
-from ..adapters.base import Transport, get_adapter
+from ..adapters.base import Transport
 from ..adapters.checks import check_callables, check_connect_kwargs, check_headers
 from ..adapters.deadlines import finish_within
 from ..adapters.websocket import (
-    DialOptions,
     HeadersSource,
     UrlSource,
     check_ws_url,
@@ -57,7 +57,7 @@ from .buffer import DeadLetter, message_size
 from .decide import Decisions
 from .events import ConnectionState, StateChange
 from .metrics import ConnectionStats
-from .options import ConnectionOptions
+from .options import ConnectionOptions, dial_options
 from .outbox import Outbox
 
 __all__ = ["ResilientConnection", "in_supervisor"]
@@ -181,9 +181,11 @@ class ResilientConnection(Observing, Receiving, Closing):
         else:
             self._url_source = check_ws_url(url)
             display = redact_url(url)
+            display = url if display == url else display  # one string for many connections
         self.url = display
         """The URL for display (redacted), or the name of the URL callable."""
-        default_name = (urlsplit(url).hostname or "connection") if isinstance(url, str) else display
+        host = urlsplit(url).hostname if isinstance(url, str) else display
+        default_name = sys.intern(host or "connection")  # connections to one host share it
         self.name = name or default_name
         """The connection's name in logs, hooks, health and metrics."""
         self.backoff = backoff if backoff is not None else Backoff()
@@ -241,15 +243,8 @@ class ResilientConnection(Observing, Receiving, Closing):
         connect_kwargs["compression"] = compression
         self.transport = transport
         """The transport adapter's name (``"websockets"`` or ``"picows"``)."""
-        self._dial_options = DialOptions(
-            options.open_timeout,
-            options.close_timeout,
-            options.max_size,
-            options.max_queue,
-            connect_kwargs,
-            get_adapter(transport, connect_kwargs),
-        )
-        self._log = get_logger(connection=self.name)
+        self._dial_options = dial_options(options, transport, connect_kwargs)
+        self._log = connection_logger(self.name)
 
         self.stats = ConnectionStats()
         """Live counters (dials, reconnects, failures by kind, messages and bytes each way...)."""
