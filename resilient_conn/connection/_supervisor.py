@@ -15,6 +15,7 @@ buffer flush (or a probe's round trip) are tasks only while they run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import time
 from collections.abc import Awaitable, Callable
@@ -54,6 +55,7 @@ Message = str | bytes
 
 _S = ConnectionState
 _NO_PAUSE = -1.0  # _decide(): dial again without a pause (not even a zero sleep)
+_NO_SCOPE = contextlib.nullcontext()
 
 class Supervising:
     """The supervisor half of ``ResilientConnection`` (its fields are set by ``__init__``)."""
@@ -61,9 +63,9 @@ class Supervising:
     # ResilientConnection's fields as slots (~40: past what a key-sharing dict keeps compact);
     # "__dict__" stays for attributes of a subclass or a test's own, made only on first use.
     __slots__ = (
-        "__dict__", "__weakref__", "_abort", "_changed", "_classify", "_clock",
-        "_closed_event", "_closer", "_closing", "_connected_at", "_connected_wall", "_decisions",
-        "_dial_options", "_disconnected_at", "_fatal", "_headers_source", "_last_error", "_lease",
+        "__dict__", "__weakref__", "_abort", "_changed", "_classify", "_clock", "_closed_event",
+        "_closer", "_closing", "_connected_at", "_connected_wall", "_decisions", "_dial_options",
+        "_disconnected_at", "_fatal", "_headers_source", "_holding", "_last_error", "_lease",
         "_live", "_log", "_on_open", "_opened", "_outbox", "_permit", "_probe", "_rtt", "_scope",
         "_stable", "_stable_handle", "_state", "_state_hooks", "_supervisor", "_url_source", "_ws",
         "backoff", "breaker", "coordinator", "generation", "name", "options", "stats", "transport",
@@ -105,6 +107,7 @@ class Supervising:
     _changed: Notifier
     _supervisor: asyncio.Task[None] | None
     _scope: anyio.CancelScope | None
+    _holding: bool
     _closing: bool
 
     def report_alive(self, rtt: float | None = None) -> None:
@@ -198,8 +201,7 @@ class Supervising:
         SUPERVISOR.set(id(self))  # inherited by on_open, keepalive and flush tasks
         error: BaseException | None
         try:
-            assert self._scope is not None
-            with self._scope:
+            with self._scope or _NO_SCOPE:  # no scope: aclose() uses Task.cancel() (_closing)
                 while True:
                     async with gate(self) as permit:  # the shared coordinator's admission
                         self._permit = permit
@@ -329,20 +331,14 @@ class Supervising:
         self._ws, self._opened = ws, True
         self._apply(step)
         # No task group per transport: keepalive and (on the system clock) the stable timer
-        # are loop timers; on_open + flush, and a probe's round trip, are tasks only while
-        # they run, beside the watch on the transport (if the transport dies while on_open is
-        # stuck, the supervisor still moves on).
+        # are loop timers; on_open + flush, and a probe's round trip, are tasks only while they
+        # run, beside the watch (if the transport dies while on_open is stuck, we move on).
         opts = self.options
         loop = asyncio.get_running_loop()
         alive = None
         if opts.ping_interval > 0:
-            alive = Keepalive(
-                ws,
-                opts.ping_interval,
-                opts.ping_timeout,
-                on_alive=self.report_alive,
-                on_dead=self.fail_current,
-            )
+            alive = Keepalive(ws, opts.ping_interval, opts.ping_timeout,
+                              on_alive=self.report_alive, on_dead=self.fail_current)
             alive.start()
         # Tasks beside the watch while they run; idle, not even an empty list is held here.
         helpers: list[asyncio.Task[None]] | None = None
@@ -375,11 +371,15 @@ class Supervising:
             for task in helpers or ():
                 if task is not opener:
                     task.cancel()
-            with anyio.CancelScope(shield=True):  # a shielded flush write ends first (bounded)
-                if alive is not None:
-                    await alive.aclose()
-                if helpers:
-                    await asyncio.gather(*helpers, return_exceptions=True)
+            self._holding = True  # aclose() does not Task.cancel() this section (_closing)
+            try:
+                with anyio.CancelScope(shield=True):  # a shielded flush write ends first
+                    if alive is not None:
+                        await alive.aclose()
+                    if helpers:
+                        await asyncio.gather(*helpers, return_exceptions=True)
+            finally:
+                self._holding = False
             stable, self._stable = self._stable, False
             self._live = False
             if not self._closing:  # aclose() takes the transport over to drain and close it
