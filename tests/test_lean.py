@@ -258,3 +258,41 @@ def test_hook_set_copies_on_change() -> None:
     hooks.emit(4)
     assert seen[-1] == ("second", 4)
     assert hooks.pending == 0
+
+
+async def test_a_close_while_the_supervisor_waits_for_its_helpers_lets_them_finish() -> None:
+    """Without a coordinator the supervisor holds no cancel scope: aclose() stops it with
+    Task.cancel(), but never while it waits (shielded) for the helper tasks of a transport that
+    just ended. A close arriving then is left to the supervisor: it lets on_open finish, returns
+    by itself (not cancelled) at its next decision without dialing again, and the connection
+    ends CLOSED."""
+    release = anyio.Event()
+    entered = anyio.Event()
+
+    async def on_open(_conn: ResilientConnection) -> None:
+        entered.set()
+        with anyio.CancelScope(shield=True):  # outlives the end of its transport
+            await release.wait()
+
+    async with ScriptedServer() as server:
+        conn = ResilientConnection(server.url, on_open=on_open, drain_timeout=10)
+        assert conn._scope is None
+        conn.start()
+        await entered.wait()
+        await server.stop()  # the transport ends while on_open still runs
+        with anyio.fail_after(5):
+            while not conn._holding:
+                await anyio.wait_all_tasks_blocked()
+        supervisor = conn._supervisor
+        assert supervisor is not None
+        closer = asyncio.ensure_future(conn.aclose())
+        await anyio.wait_all_tasks_blocked()
+        assert not closer.done()
+        assert conn._holding  # not cancelled: still waiting for on_open
+        release.set()
+        with anyio.fail_after(10):
+            await closer
+        assert conn.state is ConnectionState.CLOSED
+        assert supervisor.done()
+        assert not supervisor.cancelled()
+        assert len(server.connections) == 1
