@@ -23,7 +23,7 @@ ratios to ``raw connect``. RSS per connection = (RSS with N open - RSS before di
 
 Run: .venv/bin/python benchmarks/bench_idle.py [--n 1000] [--rounds 3] [--idle 25]
      .venv/bin/python benchmarks/bench_idle.py --ten-thousand     # N = 10,000
-     .venv/bin/python benchmarks/bench_idle.py --tracemalloc ours  # where our bytes go
+     .venv/bin/python benchmarks/bench_idle.py --tracemalloc "ours connect"  # where our bytes go
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ async def child(variant: str, url: str, n: int, idle: float, compression: str | 
     if trace:
         import tracemalloc
 
-        tracemalloc.start(5)
+        tracemalloc.start(25)
         snap0 = tracemalloc.take_snapshot()
     tasks0 = len(asyncio.all_tasks())
     rss0 = rss_kb()
@@ -131,8 +131,17 @@ async def child(variant: str, url: str, n: int, idle: float, compression: str | 
     top: list[str] = []
     if trace:
         snap1 = tracemalloc.take_snapshot()
-        stats = snap1.compare_to(snap0, "lineno")
-        top = [f"{s.size_diff / n:8.0f} B/conn  {s.traceback[0]}" for s in stats[:25]]
+        # each allocation charged to its innermost line in resilient_conn (the line of ours
+        # that made it, however deep in websockets or asyncio it happened), else its own line
+        by_line: dict[str, int] = {}
+        for stat in snap1.compare_to(snap0, "traceback"):
+            frames = list(stat.traceback)[::-1]  # innermost first
+            ours = next((f for f in frames if "/resilient_conn/" in f.filename), frames[0])
+            key = f"{ours.filename.rsplit('/site-packages/', 1)[-1]}:{ours.lineno}"
+            by_line[key] = by_line.get(key, 0) + stat.size_diff
+        ranked = sorted(by_line.items(), key=lambda kv: -kv[1])[:25]
+        top = [f"{size / n:8.0f} B/conn  {where}" for where, size in ranked]
+        top.append(f"{sum(by_line.values()) / n:8.0f} B/conn  traced in all")
         tracemalloc.stop()
     cpu0 = time.process_time()
     wall0 = time.perf_counter()
