@@ -52,10 +52,10 @@ from .outbox import Outbox
 __all__ = ["ON_OPEN", "SUPERVISOR", "Message", "Supervising", "describe"]
 
 Message = str | bytes
-
 _S = ConnectionState
 _NO_PAUSE = -1.0  # _decide(): dial again without a pause (not even a zero sleep)
 _NO_SCOPE = contextlib.nullcontext()
+
 
 class Supervising:
     """The supervisor half of ``ResilientConnection`` (its fields are set by ``__init__``)."""
