@@ -6,8 +6,16 @@ Clients compared (each measured in a fresh child process, so RSS is its own):
   keepalive task pings every 20 s);
 - ``raw async-for``: the same plus one task per connection running ``async for message in ws``
   (how a websockets user consumes a feed);
-- ``ours``: ``ResilientConnection`` (keepalive on, 20 s) plus one ``async for`` consumer task
-  each, on the websockets adapter; ``ours picows`` on the picows adapter.
+- ``ours connect``: ``ResilientConnection`` (keepalive on, 20 s), nothing reading: like for like
+  with ``raw connect`` (websockets' queue holds what arrives either way);
+- ``ours``: the same plus one ``async for`` consumer task each, on the websockets adapter: like
+  for like with ``raw async-for``; ``ours picows`` on the picows adapter.
+
+Both sides use the same settings: compression (``--no-compression`` turns it off on the server
+and every client), keepalive every 20 s with a 20 s timeout, ``max_queue`` 16 and ``max_size``
+1 MiB (websockets' defaults and ours). The ``like`` column is each client's ratio to its like:
+``ours connect`` / ``raw connect`` and ``ours`` / ``raw async-for`` (the issue's target is
+``ours connect`` <= 1.1x ``raw connect``).
 
 The echo server runs in a separate process on 127.0.0.1 and never sends. Variants run in
 interleaved rounds (the machine is shared, so figures are noisy); medians are reported, with
@@ -15,7 +23,7 @@ ratios to ``raw connect``. RSS per connection = (RSS with N open - RSS before di
 
 Run: .venv/bin/python benchmarks/bench_idle.py [--n 1000] [--rounds 3] [--idle 25]
      .venv/bin/python benchmarks/bench_idle.py --ten-thousand     # N = 10,000
-     .venv/bin/python benchmarks/bench_idle.py --tracemalloc ours  # where our bytes go
+     .venv/bin/python benchmarks/bench_idle.py --tracemalloc "ours connect"  # where our bytes go
 """
 
 from __future__ import annotations
@@ -50,7 +58,8 @@ async def main():
 asyncio.run(main())
 """
 
-VARIANTS = ["raw connect", "raw async-for", "ours", "ours picows"]
+VARIANTS = ["raw connect", "raw async-for", "ours connect", "ours", "ours picows"]
+LIKE = {"ours connect": "raw connect", "ours": "raw async-for", "ours picows": "raw async-for"}
 
 
 def rss_kb() -> int:
@@ -89,7 +98,7 @@ async def child(variant: str, url: str, n: int, idle: float, compression: str | 
     if trace:
         import tracemalloc
 
-        tracemalloc.start(5)
+        tracemalloc.start(25)
         snap0 = tracemalloc.take_snapshot()
     tasks0 = len(asyncio.all_tasks())
     rss0 = rss_kb()
@@ -105,7 +114,8 @@ async def child(variant: str, url: str, n: int, idle: float, compression: str | 
                 conn.start()
                 await conn.wait_connected(60)
                 opened.append(conn)
-                consumers.append(asyncio.create_task(drain(conn)))
+                if variant != "ours connect":
+                    consumers.append(asyncio.create_task(drain(conn)))
             else:
                 ws = await connect(url, compression=compression, open_timeout=60)
                 opened.append(ws)
@@ -121,8 +131,17 @@ async def child(variant: str, url: str, n: int, idle: float, compression: str | 
     top: list[str] = []
     if trace:
         snap1 = tracemalloc.take_snapshot()
-        stats = snap1.compare_to(snap0, "lineno")
-        top = [f"{s.size_diff / n:8.0f} B/conn  {s.traceback[0]}" for s in stats[:25]]
+        # each allocation charged to its innermost line in resilient_conn (the line of ours
+        # that made it, however deep in websockets or asyncio it happened), else its own line
+        by_line: dict[str, int] = {}
+        for stat in snap1.compare_to(snap0, "traceback"):
+            frames = list(stat.traceback)[::-1]  # innermost first
+            ours = next((f for f in frames if "/resilient_conn/" in f.filename), frames[0])
+            key = f"{ours.filename.rsplit('/site-packages/', 1)[-1]}:{ours.lineno}"
+            by_line[key] = by_line.get(key, 0) + stat.size_diff
+        ranked = sorted(by_line.items(), key=lambda kv: -kv[1])[:25]
+        top = [f"{size / n:8.0f} B/conn  {where}" for where, size in ranked]
+        top.append(f"{sum(by_line.values()) / n:8.0f} B/conn  traced in all")
         tracemalloc.stop()
     cpu0 = time.process_time()
     wall0 = time.perf_counter()
@@ -206,7 +225,7 @@ def main() -> None:
         server.wait(10)
     print(f"{args.n} idle connections per process, {args.rounds} interleaved rounds, "
           f"{args.idle:g} s idle CPU sample, compression={compression}; medians")
-    print(f"{'client':<16}{'RSS KB/conn':>12}{'ratio':>7}{'tasks/conn*':>12}"
+    print(f"{'client':<16}{'RSS KB/conn':>12}{'ratio':>7}{'like':>7}{'tasks/conn*':>12}"
           f"{'idle CPU %':>11}{'ratio':>7}{'open s':>8}")
     base = results[variants[0]]
     base_rss = statistics.median(r["rss_per_conn_kb"] for r in base)
@@ -217,7 +236,12 @@ def main() -> None:
         cpu = statistics.median(r["idle_cpu_pct"] for r in rs)
         tasks = statistics.median(r["tasks_per_conn"] for r in rs)
         opened = statistics.median(r["open_seconds"] for r in rs)
-        print(f"{variant:<16}{rss:>12.1f}{rss / base_rss:>7.2f}{tasks:>12.2f}"
+        like = LIKE.get(variant)
+        like_ratio = (
+            rss / statistics.median(r["rss_per_conn_kb"] for r in results[like])
+            if like in results else float("nan")
+        )
+        print(f"{variant:<16}{rss:>12.1f}{rss / base_rss:>7.2f}{like_ratio:>7.2f}{tasks:>12.2f}"
               f"{cpu:>11.3f}{cpu / base_cpu if base_cpu else float('nan'):>7.2f}{opened:>8.2f}")
     print("* tasks the client library keeps per connection (the consumer's own task excluded)")
     for variant in variants:

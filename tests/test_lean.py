@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import inspect
 
 import anyio
 import pytest
@@ -151,3 +152,147 @@ async def test_an_idle_connected_connection_holds_one_task(transport: str) -> No
             await anyio.wait_all_tasks_blocked()
             assert _library_tasks() == ["_supervise"] * 3
             assert all(conn.state is ConnectionState.CONNECTED for conn in conns)
+
+
+async def test_an_idle_connection_suspends_three_frames_on_one_future() -> None:
+    """Once stable, an idle connection's supervisor is suspended in three coroutine frames
+    (the loop, the transport's watch, the transport's serve) awaiting one plain future: no
+    asyncio.wait machinery, no dial helper frame, and the fired stable timer's handle dropped.
+    The connection still notices the server going away and reconnects."""
+    async with ScriptedServer() as server:
+        conn = ResilientConnection(server.url, ping_interval=20, stable_after=0.05)
+        async with conn:
+            await conn.wait_connected(5)
+            await conn._changed.wait_until(lambda: conn._stable, timeout=10)
+            await anyio.wait_all_tasks_blocked()
+            assert conn._stable_handle is None
+            assert conn._supervisor is not None
+            chain, coro = [], conn._supervisor.get_coro()
+            while True:
+                chain.append(coro.cr_code.co_name)
+                if not inspect.iscoroutine(coro.cr_await):
+                    break
+                coro = coro.cr_await
+            assert chain == ["_supervise", "_run_transport", "serve"]
+            leaving = coro.cr_frame.f_locals["leaving"]  # serve() awaits this future directly
+            assert isinstance(leaving, asyncio.Future)
+            assert not leaving.done()
+            assert type(coro.cr_await).__name__ == "FutureIter"
+            generation = conn.generation
+            await server.restart()
+            await conn._changed.wait_until(
+                lambda: conn.generation > generation and conn.is_connected, timeout=10
+            )
+
+
+async def test_connections_with_equal_settings_share_their_immutable_parts() -> None:
+    """Connections with equal settings share one ConnectionOptions, one DialOptions (with its
+    adapter) and, per name, one bound logger; a different setting or a pass-through argument
+    other than compression gets its own, and each connection still runs with its own values."""
+    a = ResilientConnection("ws://127.0.0.1:1/", compression=None)
+    b = ResilientConnection("ws://127.0.0.1:1/", compression=None)
+    assert a.options is b.options
+    assert a._dial_options is b._dial_options
+    assert a._log is b._log
+    other = ResilientConnection("ws://127.0.0.1:1/", compression=None, ping_interval=5)
+    assert other.options is not a.options
+    assert other.options.ping_interval == 5
+    assert a.options.ping_interval == 20
+    deflate = ResilientConnection("ws://127.0.0.1:1/", compression="deflate")
+    assert deflate._dial_options is not a._dial_options
+    assert deflate._dial_options.extra["compression"] == "deflate"
+    agent = ResilientConnection("ws://127.0.0.1:1/", compression=None, user_agent_header="x/1")
+    again = ResilientConnection("ws://127.0.0.1:1/", compression=None, user_agent_header="x/1")
+    assert agent._dial_options is not again._dial_options
+    assert agent._dial_options.extra["user_agent_header"] == "x/1"
+    named = ResilientConnection("ws://127.0.0.1:1/", name="feed")
+    assert named._log is not a._log
+    assert named.name == "feed"
+    assert a.name == "127.0.0.1"
+
+
+async def test_connection_fields_are_slots_yet_attributes_can_still_be_added() -> None:
+    """The connection's fields live in slots (no per-instance dict is made for them), while a
+    subclass or a test can still set attributes of its own (a dict made on first use)."""
+
+    class Mine(ResilientConnection):
+        pass
+
+    conn = ResilientConnection("ws://127.0.0.1:1/")
+    assert conn.__dict__ == {}  # every field is a slot
+    conn.extra_note = "mine"  # type: ignore[attr-defined]
+    assert conn.extra_note == "mine"  # type: ignore[attr-defined]
+    sub = Mine("ws://127.0.0.1:1/")
+    sub.more = 1  # type: ignore[attr-defined]
+    assert sub.state is ConnectionState.IDLE
+    assert sub.more == 1
+
+
+def test_hook_set_copies_on_change() -> None:
+    """A hook set without callbacks shares the empty tuple; a callback that unsubscribes
+    during an emit does not stop the others from getting that event, and a callback added
+    twice is removed one registration at a time."""
+    from resilient_conn._core.hooks import HookSet
+
+    hooks: HookSet[int] = HookSet("test")
+    assert hooks._callbacks == ()
+    assert hooks._tasks is None
+    seen: list[tuple[str, int]] = []
+    unsubscribe_first = hooks.add(lambda e: (seen.append(("first", e)), unsubscribe_first()))
+    hooks.add(lambda e: seen.append(("second", e)))
+    hooks.emit(1)
+    hooks.emit(2)
+    assert seen == [("first", 1), ("second", 1), ("second", 2)]
+
+    def twice(e: int) -> None:
+        seen.append(("twice", e))
+
+    seen.clear()
+    drop = hooks.add(twice)
+    hooks.add(twice)
+    drop()
+    hooks.emit(3)
+    assert seen == [("second", 3), ("twice", 3)]
+    drop()
+    drop()  # idempotent once none is left
+    hooks.emit(4)
+    assert seen[-1] == ("second", 4)
+    assert hooks.pending == 0
+
+
+async def test_a_close_while_the_supervisor_waits_for_its_helpers_lets_them_finish() -> None:
+    """Without a coordinator the supervisor holds no cancel scope: aclose() stops it with
+    Task.cancel(), but never while it waits (shielded) for the helper tasks of a transport that
+    just ended. A close arriving then is left to the supervisor: it lets on_open finish, returns
+    by itself (not cancelled) at its next decision without dialing again, and the connection
+    ends CLOSED."""
+    release = anyio.Event()
+    entered = anyio.Event()
+
+    async def on_open(_conn: ResilientConnection) -> None:
+        entered.set()
+        with anyio.CancelScope(shield=True):  # outlives the end of its transport
+            await release.wait()
+
+    async with ScriptedServer() as server:
+        conn = ResilientConnection(server.url, on_open=on_open, drain_timeout=10)
+        assert conn._scope is None
+        conn.start()
+        await entered.wait()
+        await server.stop()  # the transport ends while on_open still runs
+        with anyio.fail_after(5):
+            while not conn._holding:
+                await anyio.wait_all_tasks_blocked()
+        supervisor = conn._supervisor
+        assert supervisor is not None
+        closer = asyncio.ensure_future(conn.aclose())
+        await anyio.wait_all_tasks_blocked()
+        assert not closer.done()
+        assert conn._holding  # not cancelled: still waiting for on_open
+        release.set()
+        with anyio.fail_after(10):
+            await closer
+        assert conn.state is ConnectionState.CLOSED
+        assert supervisor.done()
+        assert not supervisor.cancelled()
+        assert len(server.connections) == 1

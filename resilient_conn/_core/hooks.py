@@ -49,19 +49,24 @@ class HookSet(Generic[E]):
     def __init__(self, kind: str, timeout: float = 5.0) -> None:
         self._kind = kind
         self._timeout = timeout
-        self._callbacks: list[Callable[[E], Any]] = []
-        # task -> the callback's awaitable, closed on aclose() if the task never got to it
-        self._tasks: dict[asyncio.Task[None], Awaitable[Any]] = {}
+        # Copied on change, never mutated: emit() iterates it as it is, and a set without
+        # callbacks (most of them) shares the empty tuple instead of holding an empty list.
+        self._callbacks: tuple[Callable[[E], Any], ...] = ()
+        # task -> the callback's awaitable, closed on aclose() if the task never got to it;
+        # made by the first async callback (None until then: nothing per idle owner)
+        self._tasks: dict[asyncio.Task[None], Awaitable[Any]] | None = None
 
     def add(self, callback: Callable[[E], Any]) -> Unsubscribe:
         """Register ``callback`` and return a handle that removes it."""
         if not callable(callback):
             raise TypeError(f"{self._kind} callback must be callable, got {callback!r}")
-        self._callbacks.append(callback)
+        self._callbacks = (*self._callbacks, callback)
 
         def unsubscribe() -> None:
+            callbacks = self._callbacks
             with contextlib.suppress(ValueError):
-                self._callbacks.remove(callback)
+                i = callbacks.index(callback)
+                self._callbacks = callbacks[:i] + callbacks[i + 1 :]
 
         return unsubscribe
 
@@ -70,7 +75,7 @@ class HookSet(Generic[E]):
 
     def emit(self, event: E) -> None:
         """Deliver ``event`` to every callback, isolating each from the others and the caller."""
-        for callback in tuple(self._callbacks):
+        for callback in self._callbacks:
             try:
                 result = callback(event)
             except Exception as exc:
@@ -98,11 +103,14 @@ class HookSet(Generic[E]):
             )
             return
         task = loop.create_task(self._run(callback, awaitable))
+        if self._tasks is None:
+            self._tasks = {}
         self._tasks[task] = awaitable
         task.add_done_callback(self._forget)
 
     def _forget(self, task: asyncio.Task[None]) -> None:
-        self._tasks.pop(task, None)
+        if self._tasks is not None:
+            self._tasks.pop(task, None)
 
     async def _run(self, callback: Callable[[E], Any], awaitable: Awaitable[Any]) -> None:
         IN_HOOK.set(self._kind)  # this task's own context (and the tasks the hook spawns)
@@ -127,11 +135,11 @@ class HookSet(Generic[E]):
     @property
     def pending(self) -> int:
         """How many async callbacks are still running."""
-        return len(self._tasks)
+        return len(self._tasks or ())
 
     def cancel(self) -> None:
         """Cancel every running async callback now (without waiting for them to end)."""
-        for task, awaitable in list(self._tasks.items()):
+        for task, awaitable in list((self._tasks or {}).items()):
             if task.done():
                 continue
             task.cancel()
@@ -144,7 +152,7 @@ class HookSet(Generic[E]):
         Args:
             grace: Seconds to wait before cancelling (0 cancels at once).
         """
-        pending = dict(self._tasks)
+        pending = dict(self._tasks or {})
         if pending and grace > 0:
             await asyncio.wait(pending, timeout=grace)
         for task in pending:

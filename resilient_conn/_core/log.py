@@ -7,6 +7,7 @@ exception message or a health report.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Iterable, Mapping
@@ -21,6 +22,7 @@ __all__ = [
     "SECRET_WORDS",
     "WEBSOCKETS_LOGGERS",
     "RedactingFilter",
+    "connection_logger",
     "debug_enabled",
     "get_logger",
     "install_websockets_redaction",
@@ -106,6 +108,16 @@ def get_logger(**context: Any) -> Any:
     :mod:`resilient_conn._core.logroute`.
     """
     return RoutedLogger(LIBRARY_LOGGER, context)
+
+
+@functools.lru_cache(maxsize=256)
+def connection_logger(name: str) -> Any:
+    """Return ``get_logger(connection=name)``, one object per name.
+
+    A bound logger is immutable (``bind`` returns a new one), so the connections of one name
+    (by default the URL's host: every connection to one upstream) share it.
+    """
+    return get_logger(connection=name)
 
 
 def redact_url(url: str) -> str:

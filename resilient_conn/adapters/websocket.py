@@ -130,7 +130,9 @@ class WebsocketsTransport(ClientConnection):
     """
 
     # Made only while serve() waits (nothing per idle connection otherwise): set once the
-    # protocol leaves OPEN, a close frame sent or received.
+    # protocol leaves OPEN (a close frame sent or received) or the connection is lost, so
+    # serve() awaits this one future alone (no asyncio.wait: its sets, callbacks and frames
+    # would sit in memory for the whole life of an idle connection).
     _leaving: asyncio.Future[None] | None = None
 
     def data_received(self, data: bytes) -> None:
@@ -138,6 +140,13 @@ class WebsocketsTransport(ClientConnection):
         super().data_received(data)
         leaving = self._leaving
         if leaving is not None and self.protocol.state is not State.OPEN and not leaving.done():
+            leaving.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Let websockets record the loss, then wake :meth:`serve` (asyncio)."""
+        super().connection_lost(exc)
+        leaving = self._leaving
+        if leaving is not None and not leaving.done():
             leaving.set_result(None)
 
     async def serve(self) -> None:
@@ -149,10 +158,10 @@ class WebsocketsTransport(ClientConnection):
         peer started gets ``close_timeout`` to finish, then is aborted. No task is made.
         """
         lost = self.connection_lost_waiter
-        if self.protocol.state is State.OPEN:
+        if self.protocol.state is State.OPEN and not lost.done():
             leaving = self._leaving = self.loop.create_future()
             try:
-                await asyncio.wait((lost, leaving), return_when=asyncio.FIRST_COMPLETED)
+                await leaving
             finally:
                 self._leaving = None
                 leaving.cancel()

@@ -55,6 +55,8 @@ def _fresh_context() -> contextvars.Context:
 class Closing(Supervising):
     """The closing half of ``ResilientConnection`` (its fields are set by ``__init__``)."""
 
+    __slots__ = ()  # the fields are ResilientConnection's slots
+
     _closer: asyncio.Task[None] | None
     _closed_event: asyncio.Event | None
 
@@ -123,13 +125,20 @@ class Closing(Supervising):
         """Stop the supervisor, aborting its transport if it takes longer than ``budget``.
 
         The supervisor may be finishing a buffered write (shielded); past the budget the
-        abort ends whatever it still waits for at once.
+        abort ends whatever it still waits for at once. With a shared coordinator it is
+        stopped through its cancel scope (the coordinator's shielded sections finish first).
+        Without one it holds no scope while idle, so it is stopped with ``Task.cancel()``,
+        unless it is in its own shielded section (``_holding``: after a transport ended,
+        waiting for its helper tasks, bounded): from there it returns by itself at its next
+        decision, which says stop once closing.
         """
         task = self._supervisor
         if task is None:
             return
-        assert self._scope is not None
-        self._scope.cancel()
+        if self._scope is not None:
+            self._scope.cancel()
+        elif not self._holding:
+            task.cancel()
         with anyio.move_on_after(budget):
             await asyncio.wait({task})
         if not task.done():

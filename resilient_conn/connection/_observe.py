@@ -28,6 +28,8 @@ __all__ = ["Observing"]
 class Observing(Supervising):
     """Health and round trips of a ``ResilientConnection`` (its fields are set by ``__init__``)."""
 
+    __slots__ = ()  # the fields are ResilientConnection's slots
+
     url: str
     _probe: Callable[[Any], Awaitable[float]] | None
 

@@ -21,6 +21,8 @@ __all__ = ["Receiving"]
 class Receiving(Supervising):
     """``recv()`` and iteration of a ``ResilientConnection`` (fields set by ``__init__``)."""
 
+    __slots__ = ()  # the fields are ResilientConnection's slots
+
     async def recv(self) -> Message:
         """Receive the next message, waiting across reconnects.
 

@@ -6,16 +6,15 @@ the transport, ask :mod:`.decide` what the ending means, set the state, pause, a
 again; the closer (:mod:`._closing`) drains and closes. The one place a state changes is
 :meth:`Supervising._set_state` (the table in :mod:`.events`).
 
-It speaks the :class:`~resilient_conn.adapters.base.Transport` protocol only, and holds one
-task per idle connection: keepalive is a loop timer (:class:`~resilient_conn.adapters.keepalive.
-Keepalive`), so is the flap guard's stable timer on the system clock, and ``on_open`` plus the
-buffer flush (or a probe's round trip) are tasks only while they run.
+It speaks the Transport protocol only and holds one task per idle connection: keepalive and
+the flap guard's stable timer are loop timers, ``on_open`` plus the buffer flush (or a probe's
+round trip) are tasks only while they run.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
+import contextlib
 import inspect
 import time
 from collections.abc import Awaitable, Callable
@@ -41,6 +40,7 @@ from ..resilience.backoff import Backoff
 from ..resilience.breaker import BreakerLease, CircuitBreaker
 from ..resilience.classify import Action, Classifier, Verdict
 from ._gate import Gate, gate, needs_probe, pause, probe_round_trip
+from ._marks import ON_OPEN, SUPERVISOR, describe
 from .buffer import DeadLetterReason
 from .decide import Decisions, Step
 from .events import TRANSITIONS, ConnectionState, IllegalTransition, StateChange
@@ -48,33 +48,28 @@ from .metrics import ConnectionStats
 from .options import ConnectionOptions
 from .outbox import Outbox
 
-__all__ = ["Message", "Supervising", "describe"]
+__all__ = ["ON_OPEN", "SUPERVISOR", "Message", "Supervising", "describe"]
 
 Message = str | bytes
-
 _S = ConnectionState
-
-# Set inside the supervisor's own tasks: aclose() from there would wait for itself.
-SUPERVISOR: contextvars.ContextVar[int | None] = contextvars.ContextVar(
-    "resilient_conn_supervisor", default=None
-)
-
-# Sends made from inside on_open (or a task it spawned while that transport is current) go
-# straight to the new transport, ahead of what is buffered: (connection id, generation).
-ON_OPEN: contextvars.ContextVar[tuple[int, int] | None] = contextvars.ContextVar(
-    "resilient_conn_on_open", default=None
-)
-
-
-def describe(error: BaseException) -> str:
-    """``"TypeName: message"``, redacted: short enough for logs and health reports."""
-    text = str(error)
-    name = type(error).__name__
-    return redact_text(f"{name}: {text}" if text else name)
+_NO_PAUSE = -1.0  # _decide(): dial again without a pause (not even a zero sleep)
+_NO_SCOPE = contextlib.nullcontext()
 
 
 class Supervising:
     """The supervisor half of ``ResilientConnection`` (its fields are set by ``__init__``)."""
+
+    # ResilientConnection's fields as slots (~40: past what a key-sharing dict keeps compact);
+    # "__dict__" stays for attributes of a subclass or a test's own, made only on first use.
+    __slots__ = (
+        "__dict__", "__weakref__", "_abort", "_changed", "_classify", "_clock", "_closed_event",
+        "_closer", "_closing", "_connected_at", "_connected_wall", "_decisions", "_dial_options",
+        "_disconnected_at", "_fatal", "_headers_source", "_holding", "_last_error", "_lease",
+        "_live", "_log", "_on_open", "_opened", "_outbox", "_permit", "_probe", "_rtt", "_scope",
+        "_stable", "_stable_handle", "_state", "_state_hooks", "_supervisor", "_url_source", "_ws",
+        "backoff", "breaker", "coordinator", "generation", "name", "options", "stats", "transport",
+        "url",
+    )
 
     name: str
     backoff: Backoff
@@ -107,9 +102,11 @@ class Supervising:
     _lease: BreakerLease | None
     _permit: Gate | None
     _stable: bool
+    _stable_handle: asyncio.TimerHandle | None
     _changed: Notifier
     _supervisor: asyncio.Task[None] | None
     _scope: anyio.CancelScope | None
+    _holding: bool
     _closing: bool
 
     def report_alive(self, rtt: float | None = None) -> None:
@@ -194,11 +191,54 @@ class Supervising:
         ws.abort()
 
     async def _supervise(self) -> None:
+        """Admit, dial, serve, decide, pause: until a fatal error or the user closes.
+
+        Every move comes from :class:`.decide.Decisions`; once the user closed, each of its
+        answers is ``stop`` and the loop returns without touching the state. One flat loop:
+        an idle connection suspends three frames (this, _run_transport, the transport's serve).
+        """
         SUPERVISOR.set(id(self))  # inherited by on_open, keepalive and flush tasks
+        error: BaseException | None
         try:
-            assert self._scope is not None
-            with self._scope:
-                await self._dial_loop()
+            with self._scope or _NO_SCOPE:  # no scope: aclose() uses Task.cancel() (_closing)
+                while True:
+                    async with gate(self) as permit:  # the shared coordinator's admission
+                        self._permit = permit
+                        try:
+                            lease = await self._admit()
+                            if lease is None:
+                                return
+                            try:
+                                try:
+                                    ws = await dial(
+                                        self._url_source, self._headers_source, self._dial_options
+                                    )
+                                except Exception as exc:
+                                    verdict, error, stable = self._classify(exc), exc, False
+                                else:
+                                    if self._permit is not None:
+                                        self._permit.dialed()  # frees its in-flight slot
+                                    step = self._decisions.dialed()
+                                    if step.stop:  # the closer closes it, without draining
+                                        self._ws, self._opened = ws, False
+                                        lease.release()
+                                        return
+                                    verdict, error, stable = await self._run_transport(
+                                        ws, lease, step
+                                    )
+                            except BaseException:
+                                lease.release()
+                                raise
+                            if not stable:
+                                lease.failure(error)
+                                await permit.failed(error)
+                        finally:
+                            self._permit = None
+                    sleep = self._decide(verdict, error, stable)
+                    if sleep is None:
+                        return
+                    if sleep >= 0:  # not _NO_PAUSE
+                        await self._clock.sleep(sleep)
         except Exception as exc:  # a bug in the supervisor must not die silently
             self._log.exception("resilient_conn.supervisor_crashed")
             step = self._decisions.crashed()
@@ -217,52 +257,35 @@ class Supervising:
                 self.stats.circuit_opens += 1
             self._apply(step)
 
-    async def _dial_loop(self) -> None:
-        """Admit, dial, serve, decide, pause: until a fatal error or the user closes.
-
-        Every move comes from :class:`.decide.Decisions`; once the user closed, each of its
-        answers is ``stop`` and the loop returns without touching the state.
-        """
-        while True:
-            async with gate(self) as permit:  # the shared coordinator's admission, if any
-                self._permit = permit
-                try:
-                    lease = await self._admit()
-                    if lease is None:
-                        return
-                    ended = await self._dial_and_serve(lease)
-                    if ended is None:
-                        return
-                    verdict, error, stable = ended
-                    if not stable:
-                        lease.failure(error)
-                        await permit.failed(error)
-                finally:
-                    self._permit = None
-            self.stats.count_failure(verdict.kind)
-            if error is not None:
-                self._last_error = error
-            breaker = self.breaker
-            step = self._decisions.after(
-                verdict, stable=stable, breaker_state=breaker.state, retry_after=breaker.retry_after
-            )
-            if step.state is _S.FAILED:
-                self._enter_failed(step, verdict, error)
-                return
-            if step.stop:
-                return
-            self._log.info(
-                "resilient_conn.failure",
-                kind=verdict.kind,
-                action=verdict.action.value,
-                attempt=self._decisions.attempt,
-                error=None if error is None else describe(error),
-            )
-            if step.state is _S.CIRCUIT_OPEN:
-                self.stats.circuit_opens += 1
-            self._apply(step, self._last_error)
-            if step.state is _S.BACKOFF or step.sleep:
-                await self._clock.sleep(pause(self, step.sleep, verdict))
+    def _decide(
+        self, verdict: Verdict, error: BaseException | None, stable: bool
+    ) -> float | None:
+        """Count how a dial or transport ended, move the state; the pause, or None to stop."""
+        self.stats.count_failure(verdict.kind)
+        if error is not None:
+            self._last_error = error
+        breaker = self.breaker
+        step = self._decisions.after(
+            verdict, stable=stable, breaker_state=breaker.state, retry_after=breaker.retry_after
+        )
+        if step.state is _S.FAILED:
+            self._enter_failed(step, verdict, error)
+            return None
+        if step.stop:
+            return None
+        self._log.info(
+            "resilient_conn.failure",
+            kind=verdict.kind,
+            action=verdict.action.value,
+            attempt=self._decisions.attempt,
+            error=None if error is None else describe(error),
+        )
+        if step.state is _S.CIRCUIT_OPEN:
+            self.stats.circuit_opens += 1
+        self._apply(step, self._last_error)
+        if step.state is _S.BACKOFF or step.sleep:
+            return pause(self, step.sleep, verdict)
+        return _NO_PAUSE
 
     async def _admit(self) -> BreakerLease | None:
         """Wait until the breaker admits a dial (no polling while it is open).
@@ -291,31 +314,6 @@ class Supervising:
             self.stats.dials += 1
             return lease
 
-    async def _dial_and_serve(
-        self, lease: BreakerLease
-    ) -> tuple[Verdict, BaseException | None, bool] | None:
-        """Dial once and serve the transport until it ends: how it ended, and if it was stable.
-
-        Returns None when the user closed while dialing (a transport that opened anyway is
-        left in ``_ws`` for the closer).
-        """
-        try:
-            try:
-                ws = await dial(self._url_source, self._headers_source, self._dial_options)
-            except Exception as exc:
-                return self._classify(exc), exc, False
-            if self._permit is not None:
-                self._permit.dialed()  # frees the coordinator's in-flight dial slot
-            step = self._decisions.dialed()
-            if step.stop:
-                self._ws, self._opened = ws, False  # the closer closes it, without draining
-                lease.release()
-                return None
-            return await self._run_transport(ws, lease, step)
-        except BaseException:
-            lease.release()
-            raise
-
     async def _run_transport(
         self, ws: Transport, lease: BreakerLease, step: Step
     ) -> tuple[Verdict, BaseException | None, bool]:
@@ -334,25 +332,20 @@ class Supervising:
         self._ws, self._opened = ws, True
         self._apply(step)
         # No task group per transport: keepalive and (on the system clock) the stable timer
-        # are loop timers; on_open + flush, and a probe's round trip, are tasks only while
-        # they run, beside the watch on the transport (if the transport dies while on_open is
-        # stuck, the supervisor still moves on).
+        # are loop timers; on_open + flush, and a probe's round trip, are tasks only while they
+        # run, beside the watch (if the transport dies while on_open is stuck, we move on).
         opts = self.options
         loop = asyncio.get_running_loop()
         alive = None
         if opts.ping_interval > 0:
-            alive = Keepalive(
-                ws,
-                opts.ping_interval,
-                opts.ping_timeout,
-                on_alive=self.report_alive,
-                on_dead=self.fail_current,
-            )
+            alive = Keepalive(ws, opts.ping_interval, opts.ping_timeout,
+                              on_alive=self.report_alive, on_dead=self.fail_current)
             alive.start()
+        # Tasks beside the watch while they run; idle, not even an empty list is held here.
+        helpers: list[asyncio.Task[None]] | None = None
         timer = self._start_stable_timer(lease)
-        helpers: list[asyncio.Task[None]] = []
-        if isinstance(timer, asyncio.Task):
-            helpers.append(timer)
+        if timer is not None:
+            helpers = [timer]
         opener = None
         opener_scope = None
         if self._on_open is not None or self._outbox.buffer:
@@ -360,27 +353,34 @@ class Supervising:
             # shielded (bounded) and must finish, or the message would be sent twice
             opener_scope = anyio.CancelScope()
             opener = loop.create_task(self._open_and_flush(ws, opener_scope))
-            helpers.append(opener)
+            helpers = [*(helpers or ()), opener]
         else:
             self._live = True
             self._wake()
         permit = self._permit
         if needs_probe(permit):
-            helpers.append(loop.create_task(probe_round_trip(ws, permit, opts.ping_timeout)))
+            probe = loop.create_task(probe_round_trip(ws, permit, opts.ping_timeout))
+            helpers = [*(helpers or ()), probe]
         try:
             await ws.serve()
         finally:
-            timer.cancel()
+            handle, self._stable_handle = self._stable_handle, None
+            if handle is not None:
+                handle.cancel()
             if opener_scope is not None:
                 opener_scope.cancel()
-            for task in helpers:
+            for task in helpers or ():
                 if task is not opener:
                     task.cancel()
-            with anyio.CancelScope(shield=True):  # a shielded flush write ends first (bounded)
-                if alive is not None:
-                    await alive.aclose()
-                if helpers:
-                    await asyncio.gather(*helpers, return_exceptions=True)
+            self._holding = True  # aclose() does not Task.cancel() this section (_closing)
+            try:
+                with anyio.CancelScope(shield=True):  # a shielded flush write ends first
+                    if alive is not None:
+                        await alive.aclose()
+                    if helpers:
+                        await asyncio.gather(*helpers, return_exceptions=True)
+            finally:
+                self._holding = False
             stable, self._stable = self._stable, False
             self._live = False
             if not self._closing:  # aclose() takes the transport over to drain and close it
@@ -424,15 +424,17 @@ class Supervising:
             self._live = True
             self._wake()
 
-    def _start_stable_timer(self, lease: BreakerLease) -> asyncio.TimerHandle | asyncio.Task[None]:
+    def _start_stable_timer(self, lease: BreakerLease) -> asyncio.Task[None] | None:
         """Start the flap guard's timer: a loop timer, or a sleeping task where one is needed.
 
-        Only ``clock.sleep`` advances a FakeClock or the testing switch, and a shared
-        coordinator is told of a stable connection by an await: those keep a task.
+        A loop timer's handle stays in ``_stable_handle`` only until it fires (None is
+        returned). Only ``clock.sleep`` advances a FakeClock or the testing switch, and a
+        shared coordinator is told of a stable connection by an await: those get a task.
         """
         loop = asyncio.get_running_loop()
         if self._clock is SYSTEM_CLOCK and not is_testing() and self.coordinator is None:
-            return loop.call_later(self.options.stable_after, self._mark_stable, lease)
+            self._stable_handle = loop.call_later(self.options.stable_after, self._stable_fired)
+            return None
         return loop.create_task(self._stable_timer(lease))
 
     async def _stable_timer(self, lease: BreakerLease) -> None:
@@ -440,6 +442,12 @@ class Supervising:
         self._mark_stable(lease)
         if self._permit is not None:
             await self._permit.succeeded()
+
+    def _stable_fired(self) -> None:
+        self._stable_handle = None
+        lease = self._lease
+        if lease is not None:  # always, while the transport the timer was started for serves
+            self._mark_stable(lease)
 
     def _mark_stable(self, lease: BreakerLease) -> None:
         self._stable = True

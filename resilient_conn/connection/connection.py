@@ -18,6 +18,7 @@ does it wait for the next one.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections import deque
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -34,12 +35,11 @@ from .._core.errors import (
     NotConnectedError,
 )
 from .._core.hooks import HookSet, Unsubscribe
-from .._core.log import get_logger, redact_url
+from .._core.log import connection_logger, redact_url
 from .._core.notify import Notifier
-from ..adapters.base import Transport, get_adapter
+from ..adapters.base import Transport
 from ..adapters.checks import check_callables, check_connect_kwargs, check_headers
 from ..adapters.websocket import (
-    DialOptions,
     HeadersSource,
     UrlSource,
     check_ws_url,
@@ -58,7 +58,7 @@ from .buffer import DeadLetter, message_size
 from .decide import Decisions
 from .events import ConnectionState, StateChange
 from .metrics import ConnectionStats
-from .options import ConnectionOptions
+from .options import ConnectionOptions, dial_options
 from .outbox import Outbox
 
 __all__ = ["ResilientConnection", "in_supervisor"]
@@ -140,6 +140,8 @@ class ResilientConnection(Observing, Receiving, Sending, Closing):
         ConfigError: A bad argument (a ``ValueError``) naming the parameter.
     """
 
+    __slots__ = ()  # the fields are slots of Supervising (connection/_supervisor.py)
+
     def __init__(
         self,
         url: UrlSource,
@@ -182,9 +184,11 @@ class ResilientConnection(Observing, Receiving, Sending, Closing):
         else:
             self._url_source = check_ws_url(url)
             display = redact_url(url)
+            display = url if display == url else display  # one string for many connections
         self.url = display
         """The URL for display (redacted), or the name of the URL callable."""
-        default_name = (urlsplit(url).hostname or "connection") if isinstance(url, str) else display
+        host = urlsplit(url).hostname if isinstance(url, str) else display
+        default_name = sys.intern(host or "connection")  # connections to one host share it
         self.name = name or default_name
         """The connection's name in logs, hooks, health and metrics."""
         self.backoff = backoff if backoff is not None else connection_backoff()
@@ -242,15 +246,8 @@ class ResilientConnection(Observing, Receiving, Sending, Closing):
         connect_kwargs["compression"] = compression
         self.transport = transport
         """The transport adapter's name (``"websockets"`` or ``"picows"``)."""
-        self._dial_options = DialOptions(
-            options.open_timeout,
-            options.close_timeout,
-            options.max_size,
-            options.max_queue,
-            connect_kwargs,
-            get_adapter(transport, connect_kwargs),
-        )
-        self._log = get_logger(connection=self.name)
+        self._dial_options = dial_options(options, transport, connect_kwargs)
+        self._log = connection_logger(self.name)
 
         self.stats = ConnectionStats()
         """Live counters (dials, reconnects, failures by kind, messages and bytes each way...)."""
@@ -291,11 +288,14 @@ class ResilientConnection(Observing, Receiving, Sending, Closing):
         self._lease: BreakerLease | None = None
         self._permit = None
         self._stable = False
+        self._stable_handle: asyncio.TimerHandle | None = None  # the flap guard's loop timer
         self._changed = Notifier()  # notified on every transport/state/buffer change
         self._supervisor: asyncio.Task[None] | None = None
-        # aclose() stops the supervisor through this scope (not Task.cancel()), so shielded
-        # sections (a buffered message being written) finish before it stops.
+        # With a coordinator, aclose() stops the supervisor through this scope (made by start()),
+        # so the coordinator's shielded sections finish first; without, through Task.cancel(),
+        # but never inside the one shielded section of its own (_holding): see _closing.
         self._scope: anyio.CancelScope | None = None
+        self._holding = False
         self._closing = False
         self._closer: asyncio.Task[None] | None = None
         self._closed_event: asyncio.Event | None = None
@@ -369,7 +369,8 @@ class ResilientConnection(Observing, Receiving, Sending, Closing):
         """
         if self._supervisor is not None or self._state is not _S.IDLE:
             raise RuntimeError(f"{self!r} was already started")
-        self._scope = anyio.CancelScope()
+        if self.coordinator is not None:  # nothing per connection otherwise (anyio's scope
+            self._scope = anyio.CancelScope()  # and its task state: ~0.8 KB while idle)
         self._disconnected_at = self._clock.now()  # "down since start" until the first connect
         self._supervisor = asyncio.get_running_loop().create_task(
             self._supervise(), name=f"resilient_conn.supervisor[{self.name}]"

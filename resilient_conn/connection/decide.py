@@ -93,7 +93,8 @@ class Decisions:
     def __init__(self, backoff: Backoff, pace_cap: float | None = None) -> None:
         self._backoff = backoff
         self._pace_cap = pace_cap
-        self._delays: Iterator[float] = backoff.delays()
+        # the schedule, made at the first failure (None: not started, or reset)
+        self._delays: Iterator[float] | None = None
         self.state = _S.IDLE
         """The state the supervisor is in (every move goes through this object)."""
         self.closing = False
@@ -197,11 +198,14 @@ class Decisions:
             step = self._move(_S.FAILED, verdict.kind)
             return Step(step.state, step.reason, stop=True)
         if stable:
-            self._delays = self._backoff.delays()  # stayed up: start the schedule again
+            self._delays = None  # stayed up: start the schedule again
         else:
             self.attempt += 1
             self.consecutive_failures += 1
-        delay = next(self._delays)
+        delays = self._delays
+        if delays is None:
+            delays = self._delays = self._backoff.delays()
+        delay = next(delays)
         if verdict.soon and not (stable and self._backoff.jitter == "banded"):
             # the first step's delay; a banded schedule just restarted is in its first
             # window already, at its own phase (a fresh draw would bunch its later windows)

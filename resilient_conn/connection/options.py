@@ -7,13 +7,57 @@ variable, else the code default in :mod:`resilient_conn.config`. Bad values are 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from .._core.errors import ConfigError
+from ..adapters.base import DialOptions, get_adapter
 from ..resilience import config
 from .buffer import Overflow
 
-__all__ = ["ConnectionOptions"]
+__all__ = ["ConnectionOptions", "dial_options"]
+
+T = TypeVar("T")
+
+# Equal immutable settings are one object, whatever number of connections use them: a process
+# with thousands of connections to one upstream keeps one ConnectionOptions, one DialOptions
+# and one adapter. Bounded (cleared when full): distinct settings only cost the sharing.
+_SHARED: dict[Any, Any] = {}
+_SHARED_MAX = 256
+
+
+def _share(key: object, make: Callable[[], T]) -> T:
+    found: T | None = _SHARED.get(key)
+    if found is None:
+        if len(_SHARED) >= _SHARED_MAX:
+            _SHARED.clear()
+        found = _SHARED[key] = make()
+    return found
+
+
+def dial_options(options: ConnectionOptions, transport: str, extra: dict[str, Any]) -> DialOptions:
+    """What every dial of a connection uses (its adapter included), shared where possible.
+
+    Connections with the same settings that pass nothing but ``compression`` through to the
+    adapter share one: ``DialOptions`` is frozen and an adapter keeps nothing per connection.
+    With other pass-through arguments (an ``ssl`` context, say) each connection gets its own.
+
+    Raises:
+        ConfigError: The adapter refused ``extra`` or ``transport`` is unknown.
+    """
+
+    def make() -> DialOptions:
+        adapter = get_adapter(transport, extra)
+        return DialOptions(
+            options.open_timeout, options.close_timeout, options.max_size, options.max_queue,
+            extra, adapter,
+        )
+
+    if extra.keys() - {"compression"}:
+        return make()
+    limits = (options.open_timeout, options.close_timeout, options.max_size, options.max_queue)
+    return _share(("dial", transport, extra.get("compression"), *limits), make)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +128,7 @@ class ConnectionOptions:
             raise ConfigError(
                 f"dead_letter_capacity must be an int >= 0, got {dead_letter_capacity!r}"
             )
-        return cls(
+        resolved = cls(
             open_timeout=r("open_timeout", open_timeout),
             ping_interval=r("ping_interval", ping_interval),
             ping_timeout=r("ping_timeout", ping_timeout),
@@ -106,3 +150,4 @@ class ConnectionOptions:
             hook_timeout=config.check_positive(hook_timeout, "hook_timeout"),
             dead_letter_capacity=dead_letter_capacity,
         )
+        return _share(resolved, lambda: resolved)  # equal settings: one shared object
