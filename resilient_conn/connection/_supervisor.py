@@ -193,9 +193,8 @@ class Supervising:
     async def _supervise(self) -> None:
         """Admit, dial, serve, decide, pause: until a fatal error or the user closes.
 
-        Every move comes from :class:`.decide.Decisions`; once the user closed, each of its
-        answers is ``stop`` and the loop returns without touching the state. One flat loop:
-        an idle connection suspends three frames (this, _run_transport, the transport's serve).
+        Every move comes from :class:`.decide.Decisions` (once the user closed, ``stop``).
+        One flat loop: an idle connection suspends 3 frames (this, _run_transport, serve).
         """
         SUPERVISOR.set(id(self))  # inherited by on_open, keepalive and flush tasks
         error: BaseException | None
