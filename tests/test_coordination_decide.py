@@ -20,7 +20,7 @@ def test_defaults_are_documented_values() -> None:
     """The defaults are the module constants the docs name."""
     s = RecoverySettings()
     assert (s.failure_threshold, s.open_time, s.max_open) == (3, 0.5, 1.0)
-    assert (s.ramp_rate, s.ramp_burst, s.probe_ttl, s.max_dialing) == (600.0, 20, 15.0, 64)
+    assert (s.ramp_rate, s.ramp_burst, s.probe_ttl, s.max_dialing) == (600.0, 5, 15.0, 64)
 
 
 @pytest.mark.parametrize(

@@ -3,11 +3,13 @@
 A window in the manner of TCP's congestion window, for handshakes: it starts at 1 (and
 starts over at 1 after a quiet second, so the first redials after a mass disconnect go out
 one at a time until one of them gets through), grows by one with each handshake that
-completes, up to ``settings.max_dialing``, and halves with each dial that fails. So a dead
-upstream sees a few serial dials before the shared circuit opens, not one per connection,
-and a recovering one is ramped at the pace its handshakes actually complete, however slow
-that is (the token bucket still caps the rate). Waiters are served first come, first
-served. Local to the process (never in a shared store).
+completes, up to ``settings.max_dialing``, and halves with each dial that fails. When the
+ramp starts (a successful probe proved the upstream answers) it is widened to a quarter of
+the limit at once, so that the ramp's booked slots do not pile up behind a window of 1 and
+then go out in a burst. So a dead upstream sees a few serial dials before the shared
+circuit opens, not one per connection, and a recovering one is ramped at the pace its
+handshakes actually complete, however slow that is (the token bucket still caps the rate).
+Waiters are served first come, first served. Local to the process (never in a shared store).
 """
 
 from __future__ import annotations
@@ -63,6 +65,18 @@ class DialWindow:
             self._in_flight += 1
             return True
         return False
+
+    def widen(self, size: int) -> None:
+        """Let the window be at least ``size`` (at most the limit).
+
+        Called when the ramp starts: the upstream answers, and the ramp's booked slots must
+        not pile up behind a window of 1.
+        """
+        if size > self._size:
+            self._size = min(self._limit, size)
+            while self._waiters and self._in_flight < self._size:
+                self._in_flight += 1
+                self._waiters.popleft().set()
 
     def take(self) -> None:
         """Take a slot even if the window is full (the single probe must not wait)."""

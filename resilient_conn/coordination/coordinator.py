@@ -340,6 +340,8 @@ class Permit:
                     slots.release(None)
                 raise
             if decision.kind is not None:
+                if slots is not None and decision.kind is DialKind.RAMP:
+                    slots.widen(coordinator.settings.max_dialing // 4)
                 if slots is None or holding:
                     break
                 if decision.kind is DialKind.PROBE:

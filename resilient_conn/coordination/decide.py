@@ -81,7 +81,7 @@ DEFAULT_PROBE_TTL = 15.0
 """Seconds a probe lease lives unless its holder reports an outcome or releases it."""
 DEFAULT_RAMP_RATE = 600.0
 """Reconnections admitted per second while the ramp is on."""
-DEFAULT_RAMP_BURST = 20
+DEFAULT_RAMP_BURST = 5
 """Token bucket capacity: reconnections admitted at once when the ramp starts."""
 DEFAULT_MAX_DIALING = 64
 """Dials of one process's coordinator in flight at once (dial to handshake done)."""
@@ -138,7 +138,7 @@ class RecoverySettings:
             (default :data:`DEFAULT_PROBE_TTL` = 15).
         ramp_rate: Reconnections per second after a successful probe, ``> 0``
             (default :data:`DEFAULT_RAMP_RATE` = 600).
-        ramp_burst: Token bucket capacity, ``>= 1`` (default :data:`DEFAULT_RAMP_BURST` = 20).
+        ramp_burst: Token bucket capacity, ``>= 1`` (default :data:`DEFAULT_RAMP_BURST` = 5).
         ramp_hold: Least seconds the ramp stays on; it ends once past that and the bucket
             is full again, ``>= 0`` (default :data:`DEFAULT_RAMP_HOLD` = 2).
         max_dialing: Dials admitted by one coordinator object (one process) that may be in
