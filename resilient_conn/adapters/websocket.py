@@ -177,6 +177,24 @@ class WebsocketsTransport(ClientConnection):
         """Drop the TCP connection at once, without a closing handshake."""
         self.transport.abort()
 
+    def _writable_now(self) -> bool:
+        """The fast case of a write: OPEN, no fragmented send in progress, TCP not closing.
+
+        False as well on a websockets release without the internals read here (its own
+        ``send`` then does the work), checked before anything is written.
+        """
+        try:
+            protocol = self.protocol
+            return (
+                _FAST_PATH
+                and protocol.state is _OPEN
+                and self.send_in_progress is None
+                and not protocol.expect_continuation_frame
+                and not self.transport.is_closing()
+            )
+        except AttributeError:
+            return False
+
     def start_send(self, message: Message) -> Awaitable[None] | None:
         """Write one message now; return None if that is all, else what finishes it.
 
@@ -189,17 +207,7 @@ class WebsocketsTransport(ClientConnection):
         transport). The caller bounds what it awaits.
         """
         protocol = self.protocol
-        try:
-            fast = (
-                _FAST_PATH
-                and protocol.state is _OPEN
-                and self.send_in_progress is None
-                and not protocol.expect_continuation_frame
-                and not self.transport.is_closing()
-            )
-        except AttributeError:  # a websockets release without these internals: its own send
-            fast = False
-        if fast:
+        if self._writable_now():
             if message.__class__ is str:
                 protocol.send_text(message.encode())
             elif isinstance(message, bytes):
@@ -220,17 +228,8 @@ class WebsocketsTransport(ClientConnection):
         type included) goes to :func:`send_many`, websockets' own send path.
         """
         protocol = self.protocol
-        try:
-            fast = (
-                _FAST_PATH
-                and protocol.state is _OPEN
-                and self.send_in_progress is None
-                and not protocol.expect_continuation_frame
-                and not self.transport.is_closing()
-            )
-        except AttributeError:  # a websockets release without these internals
-            fast = False
-        if not fast or not all(m.__class__ is str or m.__class__ is bytes for m in messages):
+        plain = all(m.__class__ is str or m.__class__ is bytes for m in messages)
+        if not plain or not self._writable_now():
             return send_many(self, messages)
         for message in messages:
             if message.__class__ is str:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from websockets.exceptions import ConnectionClosed
 
 from .._core.errors import NotConnectedError
+from ..adapters.base import Transport
 from ._supervisor import ON_OPEN, Message, Supervising
 from .buffer import message_size
 
@@ -23,6 +24,17 @@ __all__ = ["Sending"]
 
 class Sending(Supervising):
     """``send_many()`` of a ``ResilientConnection`` (fields set by ``__init__``)."""
+
+    def _write_lost(self, ws: Transport, exc: BaseException) -> None:
+        """A write to ``ws`` failed: note it, so what was being written takes the buffer.
+
+        Its peer stopped reading (``send_timeout``): abort it. Either way stop treating it
+        as live.
+        """
+        if isinstance(exc, TimeoutError):
+            self.fail_current("send_timeout", exc)
+        if self._ws is ws:
+            self._live = False
 
     async def send_many(self, messages: Sequence[Message], *, buffer: bool = True) -> None:
         """Send ``messages`` in order, each as its own message, in one write when connected.
@@ -64,10 +76,7 @@ class Sending(Supervising):
             except (ConnectionClosed, TimeoutError) as exc:
                 # As send(): the transport died, or its peer stopped reading. What was
                 # written may be lost: the messages take send()'s path (the buffer).
-                if isinstance(exc, TimeoutError):
-                    self.fail_current("send_timeout", exc)
-                if self._ws is ws:
-                    self._live = False
+                self._write_lost(ws, exc)
             else:
                 stats = self.stats
                 stats.messages_out += len(batch)

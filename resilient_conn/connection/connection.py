@@ -421,13 +421,9 @@ class ResilientConnection(Observing, Receiving, Sending, Closing):
                     async with asyncio.timeout(self.options.send_timeout):
                         await pending
             except (ConnectionClosed, TimeoutError) as exc:
-                # The transport died under us, or its peer stopped reading for send_timeout
-                # (a dead peer: abort it). Buffer the message for the next transport, and stop
-                # treating this one as live.
-                if isinstance(exc, TimeoutError):
-                    self.fail_current("send_timeout", exc)
-                if self._ws is ws:
-                    self._live = False
+                # The transport died under us, or its peer stopped reading for send_timeout:
+                # the message is buffered for the next transport (below).
+                self._write_lost(ws, exc)
             else:
                 stats = self.stats
                 stats.messages_out += 1
