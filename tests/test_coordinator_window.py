@@ -9,6 +9,8 @@ import contextlib
 import anyio
 import anyio.lowlevel
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from resilient_conn import ConfigError, RecoveryCoordinator, RecoverySettings, ResilientConnection
 from resilient_conn.coordination import REASON_DIALING, DialKind, LocalStore, Phase
@@ -181,3 +183,38 @@ async def test_live_connections_free_their_slot_at_the_handshake() -> None:
                     await conn.wait_connected(10)
             assert coord._dialing.in_flight == 0
             assert coord.snapshot().admitted["normal"] == 10
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    limit=st.integers(1, 8),
+    steps=st.lists(
+        st.sampled_from(["acquire", "ok", "failed", "none", "widen", "quiet"]), max_size=60
+    ),
+)
+def test_window_model_never_overfills_or_leaks(limit: int, steps: list[str]) -> None:
+    """Any sequence of try_acquire / releases with every outcome / widen / quiet spells:
+    the size stays within [1, limit], a slot is granted only below the size and refused only
+    at it, in flight never exceeds the limit, and once every holder released, none is."""
+    clock = FakeClock()
+    window = DialWindow(limit, clock)
+    held = 0
+    for step in steps:
+        if step == "acquire":
+            if window.try_acquire():
+                held += 1
+                assert window.in_flight <= window.size  # granted only below the size
+            else:
+                assert window.in_flight >= window.size  # refused only when full
+        elif step == "widen":
+            window.widen(max(1, limit // 4) + 1)
+        elif step == "quiet":
+            clock.advance(IDLE_RESTART + 0.1)
+        elif held:
+            held -= 1
+            window.release({"ok": True, "failed": False, "none": None}[step])
+        assert 1 <= window.size <= limit
+        assert window.in_flight == held <= limit
+    for _ in range(held):
+        window.release(None)
+    assert window.in_flight == 0
