@@ -35,6 +35,7 @@ from .._core.errors import ConfigError
 from .._core.log import get_logger
 from ..connection.report import HealthReport
 from ..resilience.config import check_positive, resolve
+from ._http import respond
 from ._httpserver import Handler
 from ._uvicorn import uvicorn_server
 from .dashboard import DashboardApp, DashboardConfig
@@ -48,6 +49,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 """The ASGI 3 application signature."""
+_NO_STORE = [(b"cache-control", b"no-store")]
 
 
 
@@ -177,14 +179,7 @@ async def _respond(
     head: bool,
     extra: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
-    headers = [
-        (b"content-type", content_type),
-        (b"content-length", str(len(body)).encode()),
-        (b"cache-control", b"no-store"),
-        *(extra or []),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if head else body})
+    await respond(send, status, content_type, body, head, [*_NO_STORE, *(extra or [])])
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

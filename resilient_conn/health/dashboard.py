@@ -30,6 +30,7 @@ import anyio
 from .._core.errors import ConfigError
 from .._core.log import get_logger
 from ._feed import DashboardConfig, DashboardFeed, DashboardSource
+from ._http import respond
 
 __all__ = ["DashboardApp", "DashboardConfig"]
 
@@ -218,11 +219,4 @@ async def _respond(
     head: bool,
     extra: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
-    headers = [
-        (b"content-type", content_type),
-        (b"content-length", str(len(body)).encode()),
-        *_SECURITY,
-        *(extra or []),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if head else body})
+    await respond(send, status, content_type, body, head, [*_SECURITY, *(extra or [])])
