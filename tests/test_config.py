@@ -128,3 +128,17 @@ def test_docs_table_lists_every_setting_with_its_default() -> None:
         default, meaning = table[setting.env]
         assert default == str(setting.default), setting.env
         assert meaning == setting.help, setting.env
+
+
+def test_check_int_refuses_bools_floats_and_out_of_range_values() -> None:
+    """check_int: an int in range comes back; True, 2.0, a str and values past either bound
+    raise ConfigError naming the parameter and the bound."""
+    from resilient_conn.resilience.config import check_int
+
+    assert check_int(3, "n", 1) == 3
+    assert check_int(65535, "port", 0, 65535) == 65535
+    for bad in (True, 2.0, "3", 0):
+        with pytest.raises(ConfigError, match=r"n must be an int >= 1"):
+            check_int(bad, "n", 1)
+    with pytest.raises(ConfigError, match=r"port must be an int in \[0, 65535\], got 65536"):
+        check_int(65536, "port", 0, 65535)

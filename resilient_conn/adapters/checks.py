@@ -23,6 +23,7 @@ from typing import Any
 
 from .._core.errors import ConfigError
 from .._core.log import is_secret_name, redact_text
+from ..resilience.config import check_int
 
 __all__ = [
     "CONNECT_KWARGS",
@@ -172,10 +173,8 @@ def _check_value(key: str, value: Any) -> None:
             raise ConfigError(f"{key} must be a string or None, got {type(value).__name__}")
         if isinstance(value, str) and _bad_chars(value):
             raise ConfigError(f"{key} must not contain CR, LF or NUL")
-    elif key == "write_limit" and (
-        isinstance(value, bool) or not isinstance(value, int) or value < 1
-    ):
-        raise ConfigError(f"write_limit must be an int >= 1, got {value!r}")
+    elif key == "write_limit":
+        check_int(value, "write_limit", 1)
 
 
 def _bad_chars(text: str) -> bool:

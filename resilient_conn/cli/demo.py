@@ -42,6 +42,7 @@ from ..health.dashboard import DashboardApp, DashboardConfig
 from ..health.registry import HealthRegistry
 from ..resilience.backoff import Backoff
 from ..resilience.breaker import BreakerState, BreakerTransition, CircuitBreaker
+from ..resilience.config import check_int
 from ..testing import ChaosProxy, ScriptedServer
 from ._demo_app import DemoClient, DemoServerState
 from ._demo_dashboard import VIEWER_WAIT, mount_dashboard, wait_for_viewer
@@ -97,9 +98,7 @@ class DemoOptions:
     transport: str = "websockets"
 
     def __post_init__(self) -> None:
-        port = self.dashboard_port
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-            raise ConfigError(f"dashboard_port must be an int in [0, 65535], got {port!r}")
+        check_int(self.dashboard_port, "dashboard_port", 0, 65535)
         if not isinstance(self.duration, int | float) or not self.duration >= MIN_DURATION:
             raise ConfigError(
                 f"duration must be a number >= {MIN_DURATION:g}, got {self.duration!r}"

@@ -120,14 +120,7 @@ class ConnectionOptions:
         r = config.resolve
         if isinstance(buffer_high_water, bool) or not 0 < buffer_high_water <= 1:
             raise ConfigError(f"buffer_high_water must be in (0, 1], got {buffer_high_water!r}")
-        if (
-            isinstance(dead_letter_capacity, bool)
-            or not isinstance(dead_letter_capacity, int)
-            or dead_letter_capacity < 0
-        ):
-            raise ConfigError(
-                f"dead_letter_capacity must be an int >= 0, got {dead_letter_capacity!r}"
-            )
+        config.check_int(dead_letter_capacity, "dead_letter_capacity")
         resolved = cls(
             open_timeout=r("open_timeout", open_timeout),
             ping_interval=r("ping_interval", ping_interval),

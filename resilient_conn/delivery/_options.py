@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from .._core.errors import ConfigError
 from ..connection.buffer import Overflow
+from ..resilience.config import check_int
 
 __all__ = [
     "DEFAULT_ACK_DELAY",
@@ -47,9 +48,7 @@ def _positive(value: float, name: str, *, zero: bool = False) -> float:
 
 
 def _count(value: int, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be an int >= 1, got {value!r}")
-    return value
+    return check_int(value, name, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,14 +93,7 @@ class StreamOptions:
         except ValueError:
             choices = ", ".join(repr(o.value) for o in Overflow)
             raise ConfigError(f"overflow must be one of {choices}, got {overflow!r}") from None
-        if (
-            isinstance(dead_letter_capacity, bool)
-            or not isinstance(dead_letter_capacity, int)
-            or dead_letter_capacity < 0
-        ):
-            raise ConfigError(
-                f"dead_letter_capacity must be an int >= 0, got {dead_letter_capacity!r}"
-            )
+        check_int(dead_letter_capacity, "dead_letter_capacity")
         return cls(
             window=_count(window, "window"),
             window_bytes=_count(window_bytes, "window_bytes"),

@@ -38,6 +38,7 @@ from websockets.exceptions import ConnectionClosed
 from .._core.errors import ConfigError, ConnectionClosedError
 from ..adapters.websocket import recv_nowait
 from ..connection.buffer import DeadLetterReason, Overflow
+from ..resilience.config import check_int
 from ._endpoint import Attachment, Endpoint, LinkDown
 from ._epoch import new_epoch
 from ._links import AsgiLink, ASGIReceive, ASGIScope, ASGISend, Closed, ServerLink, WebsocketsLink
@@ -107,8 +108,7 @@ class DeliveryHub:
         on_dead_letter: Callable[[DeliveryDeadLetter], Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if isinstance(max_sessions, bool) or not isinstance(max_sessions, int) or max_sessions < 1:
-            raise ConfigError(f"max_sessions must be an int >= 1, got {max_sessions!r}")
+        check_int(max_sessions, "max_sessions", 1)
         if isinstance(idle_ttl, bool) or not isinstance(idle_ttl, int | float) or not idle_ttl > 0:
             raise ConfigError(f"idle_ttl must be a number > 0, got {idle_ttl!r}")
         self.options = StreamOptions.build(

@@ -27,6 +27,7 @@ from .._core.errors import ConfigError
 from .._core.log import get_logger, redact_text
 from .._core.notify import Notifier
 from ..connection.report import HealthReport
+from ..resilience.config import check_int
 
 __all__ = ["DashboardConfig", "DashboardFeed", "DashboardSource"]
 
@@ -69,9 +70,7 @@ class DashboardConfig:
             ):
                 raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
         for name in ("max_subscribers", "backlog", "history", "points", "max_tiles"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be an int >= 1, got {value!r}")
+            check_int(getattr(self, name), name, 1)
 
 
 class DashboardSource(Protocol):

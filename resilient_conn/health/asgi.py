@@ -34,7 +34,7 @@ from anyio.abc import SocketAttribute
 from .._core.errors import ConfigError
 from .._core.log import get_logger
 from ..connection.report import HealthReport
-from ..resilience.config import check_positive, resolve
+from ..resilience.config import check_int, check_positive, resolve
 from ._http import respond
 from ._httpserver import Handler
 from ._uvicorn import uvicorn_server
@@ -257,8 +257,7 @@ async def serve_health(
         ConfigError: A bad ``port``, ``read_timeout``, ``max_connections`` or ``server``
             (or ``"uvicorn"`` without uvicorn installed).
     """
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise ConfigError(f"port must be an int in [0, 65535], got {port!r}")
+    check_int(port, "port", 0, 65535)
     check_positive(read_timeout, "read_timeout")
     if (
         isinstance(max_connections, bool)

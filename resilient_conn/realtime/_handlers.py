@@ -27,6 +27,7 @@ import anyio.abc
 
 from .._core.errors import ConfigError
 from .._core.log import redact_text
+from ..resilience.config import check_int
 from ._ratelog import RateLimitedLog
 
 __all__ = ["HANDLER_OVERFLOW", "HandlerOverflow", "HandlerSet"]
@@ -77,14 +78,12 @@ class HandlerSet:
         log: Any,
         stats: Any,
     ) -> None:
-        if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
-            raise ConfigError(f"handler_queue_size must be an int >= 1, got {queue_size!r}")
+        check_int(queue_size, "handler_queue_size", 1)
         if overflow not in HANDLER_OVERFLOW:
             raise ConfigError(
                 f"handler_overflow must be one of {', '.join(HANDLER_OVERFLOW)}, got {overflow!r}"
             )
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise ConfigError(f"handler_concurrency must be an int >= 1, got {concurrency!r}")
+        check_int(concurrency, "handler_concurrency", 1)
         if timeout is not None and (
             isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
         ):

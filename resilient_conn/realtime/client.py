@@ -36,7 +36,7 @@ import anyio
 import anyio.abc
 
 from .._core.clock import SYSTEM_CLOCK, Clock
-from .._core.errors import ConfigError, ConnectionFailedError, RealtimeError
+from .._core.errors import ConnectionFailedError, RealtimeError
 from .._core.log import get_logger, redact_text, redact_url
 from ..connection.connection import ResilientConnection, in_supervisor
 from ..connection.events import ConnectionState, StateChange
@@ -274,8 +274,7 @@ class RealtimeClient:
             handler_concurrency: Calls of one async handler run at once (1: in order).
         """
         full = full_topic(self.topic_prefix, topic)
-        if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 0:
-            raise ConfigError(f"queue_size must be an int >= 0, got {queue_size!r}")
+        config.check_int(queue_size, "queue_size")
         existing = self._channels.get(full)
         if existing is not None:
             return existing

@@ -259,6 +259,23 @@ def resolve_choice(name: str, explicit: str | None = None, *, param: str | None 
     return raw
 
 
+def check_int(value: object, param: str, minimum: int = 0, maximum: int | None = None) -> int:
+    """Return ``value`` if it is an int (not a bool) in ``[minimum, maximum]``.
+
+    Raises:
+        ConfigError: Naming ``param``: "must be an int >= 1", "must be an int in [0, 65535]".
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
+        bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ConfigError(f"{param} must be an int {bound}, got {value!r}")
+    return value
+
+
 def check_positive(value: float, param: str) -> float:
     """Return ``value`` if it is a finite number > 0, else raise ConfigError naming ``param``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):

@@ -166,5 +166,4 @@ def connection_breaker(
 
 
 def _check_threshold(value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"failure_threshold must be an int >= 1, got {value!r}")
+    config.check_int(value, "failure_threshold", 1)
