@@ -79,15 +79,15 @@ class HookSet(Generic[E]):
             try:
                 result = callback(event)
             except Exception as exc:
-                _log.warning(
-                    "resilient_conn.hook_failed",
-                    hook=self._kind,
-                    callback=_name(callback),
-                    error=redact_text(repr(exc)),
-                )
+                self._failed(callback, redact_text(repr(exc)))
                 continue
             if inspect.isawaitable(result):
                 self._spawn(callback, result)
+
+    def _failed(self, callback: Callable[[E], Any], error: str) -> None:
+        _log.warning(
+            "resilient_conn.hook_failed", hook=self._kind, callback=_name(callback), error=error
+        )
 
     def _spawn(self, callback: Callable[[E], Any], awaitable: Awaitable[Any]) -> None:
         try:
@@ -95,12 +95,7 @@ class HookSet(Generic[E]):
         except RuntimeError:
             if inspect.iscoroutine(awaitable):
                 awaitable.close()
-            _log.warning(
-                "resilient_conn.hook_failed",
-                hook=self._kind,
-                callback=_name(callback),
-                error="async callback emitted outside an event loop; skipped",
-            )
+            self._failed(callback, "async callback emitted outside an event loop; skipped")
             return
         task = loop.create_task(self._run(callback, awaitable))
         if self._tasks is None:
@@ -125,12 +120,7 @@ class HookSet(Generic[E]):
                 timeout=self._timeout,
             )
         except Exception as exc:
-            _log.warning(
-                "resilient_conn.hook_failed",
-                hook=self._kind,
-                callback=_name(callback),
-                error=redact_text(repr(exc)),
-            )
+            self._failed(callback, redact_text(repr(exc)))
 
     @property
     def pending(self) -> int:
