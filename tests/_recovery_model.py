@@ -81,7 +81,7 @@ def recover(
         else connection_breaker(backoff, clock=clock)
     )
     # the connection's own breaker paces its probes by the schedule, capped (as the supervisor)
-    paced = not seed_breaker and backoff.jitter == "banded"
+    paced = not seed_breaker and backoff.phased
     decisions = Decisions(backoff, recovery_cap(backoff) if paced else None)
     decisions.admitted()  # the decision object walks the states as the supervisor does:
     decisions.dialed()  # CONNECTED until t = 0

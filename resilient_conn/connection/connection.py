@@ -276,7 +276,7 @@ class ResilientConnection(Observing, Receiving, Sending, Closing):
         self.generation = 0
         """Increments each time a new transport opens."""
         # a banded schedule's windows go on while its own breaker is open (docs/recovery.md)
-        paced = breaker is None and coordinator is None and self.backoff.jitter == "banded"
+        paced = breaker is None and coordinator is None and self.backoff.phased
         self._decisions = Decisions(self.backoff, recovery_cap(self.backoff) if paced else None)
         self._last_error: BaseException | None = None
         self._fatal: ConnectionFailedError | None = None

@@ -206,7 +206,7 @@ class Decisions:
         if delays is None:
             delays = self._delays = self._backoff.delays()
         delay = next(delays)
-        if verdict.soon and not (stable and self._backoff.jitter == "banded"):
+        if verdict.soon and not (stable and self._backoff.phased):
             # the first step's delay; a banded schedule just restarted is in its first
             # window already, at its own phase (a fresh draw would bunch its later windows)
             delay = self._backoff.delay(0)

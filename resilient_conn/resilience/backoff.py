@@ -152,6 +152,16 @@ class Backoff:
         """
         return dataclasses.replace(self, **changes)
 
+    @property
+    def phased(self) -> bool:
+        """True if the schedule's delays belong together (``"banded"``).
+
+        Each delay is the step from one window's phase to the next, so a caller takes them in
+        turn from :meth:`delays` (a :meth:`delay` drawn out of turn, or steps skipped while a
+        breaker is open, would lose the phase that keeps many clients' dials spread).
+        """
+        return self.jitter == "banded"
+
     def exponential(self, attempt: int) -> float:
         """Return the un-jittered delay of ``attempt``: ``min(max, initial * multiplier**n)``.
 

@@ -110,7 +110,7 @@ def recovery_cap(
         ConfigError: ``failure_threshold`` is not an int >= 1.
     """
     _check_threshold(failure_threshold)
-    if backoff.jitter == "banded":
+    if backoff.phased:
         return backoff.max_delay
     last = failure_threshold - 1
     if backoff.jitter == "decorrelated":
