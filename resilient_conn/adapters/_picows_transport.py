@@ -279,20 +279,21 @@ class PicowsTransport(picows.WSListener):
             self._close_exc = exc  # final once the connection is gone
         return exc
 
+    def _received_close(self) -> Close | None:
+        ws = self._ws
+        handshake = None if ws is None else ws.close_handshake
+        return None if handshake is None else _close_info(handshake.recv)
+
     @property
     def close_code(self) -> int | None:
         """The close code received (None while open, or if the peer sent none)."""
-        ws = self._ws
-        handshake = None if ws is None else ws.close_handshake
-        rcvd = None if handshake is None else _close_info(handshake.recv)
+        rcvd = self._received_close()
         return None if rcvd is None else rcvd.code
 
     @property
     def close_reason(self) -> str | None:
         """The close reason received (None while open, or if the peer sent none)."""
-        ws = self._ws
-        handshake = None if ws is None else ws.close_handshake
-        rcvd = None if handshake is None else _close_info(handshake.recv)
+        rcvd = self._received_close()
         return None if rcvd is None else rcvd.reason
 
     def recv_nowait(self) -> Message | None:
