@@ -207,7 +207,17 @@ class WebsocketsTransport(ClientConnection):
         transport). The caller bounds what it awaits.
         """
         protocol = self.protocol
-        if self._writable_now():
+        try:  # _writable_now(), inline: this runs once per message
+            fast = (
+                _FAST_PATH
+                and protocol.state is _OPEN
+                and self.send_in_progress is None
+                and not protocol.expect_continuation_frame
+                and not self.transport.is_closing()
+            )
+        except AttributeError:  # a websockets release without these internals: its own send
+            fast = False
+        if fast:
             if message.__class__ is str:
                 protocol.send_text(message.encode())
             elif isinstance(message, bytes):
