@@ -331,36 +331,30 @@ class Permit:
         holder, reserved, last_reason = self._holder, False, ""
         started = clock.now()
         slots = coordinator._dialing if self._windowed else None
-        holding = False  # a slot of the in-flight dial window (windowed permits only)
-        while True:
+        while True:  # self._dialing: this permit holds a slot of the in-flight dial window
             try:
                 decision = await coordinator._decide(holder, reserved)
             except BaseException:
-                if holding and slots is not None:
-                    slots.release(None)
+                self.dialed(None)
                 raise
             if decision.kind is not None:
-                if slots is not None and decision.kind is DialKind.RAMP:
-                    slots.widen(coordinator.settings.max_dialing // 4)
-                if slots is None or holding:
+                if slots is None or self._dialing:
                     break
+                if decision.kind is DialKind.RAMP:
+                    slots.widen(coordinator.settings.max_dialing // 4)
                 if decision.kind is DialKind.PROBE:
                     slots.take()  # the one probe never waits for the window
-                    holding = True
-                    break
-                if slots.try_acquire():
-                    holding = True
-                    break
-                # No slot free: wait for one, then ask again (the circuit may have opened
-                # meanwhile; a ramp slot already booked is kept).
-                reserved = decision.kind is DialKind.RAMP
-                last_reason = self._waiting(REASON_DIALING, math.inf, last_reason)
-                await slots.acquire()
-                holding = True
-                continue
-            if holding and slots is not None:
-                slots.release(None)
-                holding = False
+                elif not slots.try_acquire():
+                    # No slot free: wait for one, then ask again (the circuit may have opened
+                    # meanwhile; a ramp slot already booked is kept).
+                    reserved = decision.kind is DialKind.RAMP
+                    last_reason = self._waiting(REASON_DIALING, math.inf, last_reason)
+                    await slots.acquire()
+                    self._dialing = True
+                    continue
+                self._dialing = True
+                break
+            self.dialed(None)
             reserved = decision.reserved
             last_reason = self._waiting(decision.reason, decision.wait, last_reason)
             wait = min(max(decision.wait, 0.0), store.poll_interval)
@@ -368,14 +362,12 @@ class Permit:
             if reserved and not changed and wait >= decision.wait:
                 # Our booked slot came and nothing changed meanwhile (the circuit did not
                 # re-open): dial without another round trip to the store.
-                if slots is None:
-                    decision = Admission(DialKind.RAMP)
-                    break
-                if slots.try_acquire():
-                    holding = True
-                    decision = Admission(DialKind.RAMP)
-                    break
-        self._dialing = holding
+                if slots is not None:
+                    if not slots.try_acquire():
+                        continue
+                    self._dialing = True
+                decision = Admission(DialKind.RAMP)
+                break
         kind = decision.kind
         assert kind is not None
         self.kind = kind
