@@ -218,3 +218,51 @@ def test_window_model_never_overfills_or_leaks(limit: int, steps: list[str]) -> 
     for _ in range(held):
         window.release(None)
     assert window.in_flight == 0
+
+
+async def test_ramp_waiters_held_up_by_a_slow_handshake_do_not_go_out_in_a_burst() -> None:
+    """The ramp books one slot per 0.1 s; the first ramped dial's handshake then hangs for
+    2 s and the window (max_dialing=1) is full, so the other waiters' booked times pass
+    while they wait for it. When it completes they go out at the ramp's pace again, not all
+    at once: over any stretch after that, admissions stay within 1 + rate x elapsed."""
+    clock = FakeClock()
+    coord = _coordinator(
+        clock, failure_threshold=1, open_time=1.0, max_open=1.0, ramp_rate=10.0, ramp_burst=1,
+        ramp_hold=100.0, max_dialing=1,
+    )  # fmt: skip
+    async with coord.permit("first", windowed=True) as permit:
+        await permit.failed(ConnectionRefusedError("down"))
+    clock.advance(1.0)
+    admitted: list[float] = []
+    hang = anyio.Event()
+
+    async def dial(name: str, *, slow: bool = False) -> None:
+        async with coord.permit(name, windowed=True) as permit:
+            admitted.append(clock.now())
+            if slow:
+                await hang.wait()
+            permit.dialed()
+            await permit.succeeded(stable=False)
+
+    async with anyio.create_task_group() as tg:
+        async with coord.permit("prober", windowed=True) as probe:  # closes the circuit
+            assert probe.kind is DialKind.PROBE
+            probe.dialed()
+            await probe.succeeded(stable=False)
+        tg.start_soon(lambda: dial("slow", slow=True))
+        await anyio.wait_all_tasks_blocked()
+        for i in range(12):
+            tg.start_soon(dial, f"c{i}")
+        await anyio.wait_all_tasks_blocked()
+        clock.advance(2.0)  # every booked slot has passed; the slow handshake still hangs
+        await anyio.wait_all_tasks_blocked()
+        released_at = clock.now()
+        hang.set()
+        while len(admitted) < 13:
+            await anyio.wait_all_tasks_blocked()
+            if len(admitted) < 13:
+                assert clock.next_deadline is not None
+                clock.advance_to(clock.next_deadline)
+    after = sorted(t for t in admitted if t >= released_at)
+    for n, t in enumerate(after, start=1):
+        assert n <= 1 + 10.0 * (t - released_at) + 1e-6, f"{n} admitted by +{t - released_at}s"

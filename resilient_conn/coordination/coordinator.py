@@ -345,9 +345,10 @@ class Permit:
                 if decision.kind is DialKind.PROBE:
                     slots.take()  # the one probe never waits for the window
                 elif not slots.try_acquire():
-                    # No slot free: wait for one, then ask again (the circuit may have opened
-                    # meanwhile; a ramp slot already booked is kept).
-                    reserved = decision.kind is DialKind.RAMP
+                    # No slot free (the upstream's handshakes slowed down): wait for one,
+                    # then ask again, for a new ramp slot too, so that the waiters held up
+                    # here do not all go out at once when the upstream catches up.
+                    reserved = False
                     last_reason = self._waiting(REASON_DIALING, math.inf, last_reason)
                     await slots.acquire()
                     self._dialing = True
