@@ -6,7 +6,11 @@ Clients, all in this process, all connected to the same echo server:
 - ``raw picows`` (if installed): picows' native style, a ``WSListener`` whose callback counts
   and decodes frames, ``transport.send`` called directly (the ceiling for picows);
 - ``ours websockets``: ``ResilientConnection`` (keepalive off), ``send`` / ``async for``;
-- ``ours picows``: the same with ``transport="picows"``.
+- ``ours picows``: the same with ``transport="picows"``;
+- ``ours picows cb``: ours in raw picows' own style, ``on_message=`` (a plain function per
+  message, no queue) and ``send_nowait`` (no await): the like for like of ``raw picows``. Its
+  buffer is sized for the whole burst (``buffer_size``/``buffer_bytes``), as raw picows'
+  write buffer has no bound: when the socket pushes back, ``send_nowait`` queues behind it.
 
 Servers, each in its own process on 127.0.0.1: a websockets echo server (``websockets-bound``:
 the server is the bottleneck, so clients look alike) and, when picows is installed, a picows
@@ -178,6 +182,48 @@ class RawPicows:
         await self.transport.wait_disconnected()
 
 
+class OursCallbacks:
+    """Ours in raw picows' style: ``on_message=`` counts each echo, ``send_nowait`` sends."""
+
+    def __init__(self) -> None:
+        self._want = 0
+        self._done: asyncio.Future[None] | None = None
+        self.conn: Any = None
+
+    def _on_message(self, message: Any) -> None:
+        self._want -= 1
+        if self._want == 0 and self._done is not None:
+            self._done.set_result(None)
+
+    async def open(self, url: str, transport: str) -> None:
+        self.conn = ResilientConnection(url, ping_interval=0, max_queue=16, transport=transport,
+                                        compression=None, max_size=2**24,
+                                        on_message=self._on_message, buffer_size=100_000,
+                                        buffer_bytes=2**27)
+        await self.conn.__aenter__()
+        await self.conn.wait_connected(10)
+
+    async def throughput(self, n: int, payload: str) -> float:
+        self._want, self._done = n, asyncio.get_running_loop().create_future()
+        send = self.conn.send_nowait
+        start = time.perf_counter()
+        for _ in range(n):
+            send(payload)
+        await self._done
+        return n / (time.perf_counter() - start)
+
+    async def rtts(self, n: int, payload: str) -> list[float]:
+        loop = asyncio.get_running_loop()
+        out = []
+        for _ in range(n):
+            self._want, self._done = 1, loop.create_future()
+            start = time.perf_counter()
+            self.conn.send_nowait(payload)
+            await self._done
+            out.append(time.perf_counter() - start)
+        return out
+
+
 @dataclass
 class Client:
     name: str
@@ -220,6 +266,10 @@ async def scenario(
         await op.wait_connected(10)
         closers.append(op.aclose)
         clients.append(Client("ours picows", *pair(op.send, op.__anext__)))
+        oh = OursCallbacks()
+        await oh.open(url, "picows")
+        closers.append(oh.conn.aclose)
+        clients.append(Client("ours picows cb", oh.throughput, oh.rtts))
     tput: dict[str, list[float]] = {c.name: [] for c in clients}
     cpu: dict[str, list[float]] = {c.name: [] for c in clients}
     lat: dict[str, list[float]] = {c.name: [] for c in clients}

@@ -16,7 +16,10 @@ this interpreter and event loop, in one process (CPU time, interleaved rounds, m
   callback`` is what one task wakeup costs;
 - ``ours send + __anext__``: ``ResilientConnection.send`` and ``__anext__`` on a transport
   that does nothing (``start_send`` returns None, ``recv_nowait`` pops a deque): everything
-  our connection adds per echoed message on top of the transport's own work.
+  our connection adds per echoed message on top of the transport's own work;
+- ``ours send_nowait + on_message``: the callback style of ours (``on_message=``,
+  ``send_nowait``) on the same transport: what ours adds per echoed message over
+  ``callback`` when used like picows.
 
 Run: .venv/bin/python benchmarks/bench_message_path.py [--messages 200000] [--rounds 7]
 """
@@ -42,6 +45,10 @@ class NullTransport:
 
     def start_send(self, message: str) -> None:
         """Take the message (nothing to write)."""
+
+    def send_now(self, message: str) -> bool:
+        """Take the message at once (nothing to write)."""
+        return True
 
     def recv_nowait(self) -> str | None:
         """The next queued message."""
@@ -111,6 +118,20 @@ def ours_path(conn: ResilientConnection, transport: NullTransport) -> Callable[
     return run
 
 
+def ours_callbacks(listener: Listener) -> Callable[[int, str], Awaitable[None]]:
+    conn = ResilientConnection("ws://127.0.0.1:9/", ping_interval=0, on_message=listener.on_frame)
+    conn._ws, conn._live = NullTransport(), True  # type: ignore[assignment]  # no network here
+    deliver = conn._deliver  # what the transport calls per frame
+
+    async def run(n: int, payload: str) -> None:
+        send = conn.send_nowait
+        for _ in range(n):
+            send(payload)
+            deliver(payload)
+
+    return run
+
+
 async def main(args: argparse.Namespace) -> None:
     conn = ResilientConnection("ws://127.0.0.1:9/", ping_interval=0)
     transport = NullTransport()
@@ -121,6 +142,7 @@ async def main(args: argparse.Namespace) -> None:
         "loop callback": loop_callback,
         "task wakeup": task_wakeup,
         "ours send + __anext__": ours_path(conn, transport),
+        "ours send_nowait + on_message": ours_callbacks(Listener()),
     }
     payload = "x" * 64
     results: dict[str, list[float]] = {name: [] for name in cases}
@@ -136,7 +158,7 @@ async def main(args: argparse.Namespace) -> None:
     print(f"{args.messages} messages x {args.rounds} interleaved rounds; CPU ns per message, "
           "median (min-max)")
     for name, values in results.items():
-        print(f"{name:<24}{statistics.median(values):>8.0f}  ({min(values):.0f}-{max(values):.0f})")
+        print(f"{name:<32}{statistics.median(values):>8.0f}  ({min(values):.0f}-{max(values):.0f})")
     assert conn.stats.messages_out == conn.stats.messages_in  # the path really ran
 
 

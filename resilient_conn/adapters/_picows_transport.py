@@ -9,18 +9,17 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import deque
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
 import picows
 from websockets.exceptions import (
     ConcurrencyError,
     ConnectionClosed,
-    ConnectionClosedError,
-    ConnectionClosedOK,
 )
-from websockets.frames import OK_CLOSE_CODES, Close
+from websockets.frames import Close
 
+from ._picows_close import close_info, closed_error
 from .base import Message
 
 __all__ = ["PicowsTransport"]
@@ -30,13 +29,6 @@ _BINARY = picows.WSMsgType.BINARY
 _CONT = picows.WSMsgType.CONTINUATION
 _PONG = picows.WSMsgType.PONG
 _CLOSE = picows.WSMsgType.CLOSE
-
-
-def _close_info(info: Any) -> Close | None:
-    if info is None:
-        return None
-    code = info.code
-    return Close(int(code.value if hasattr(code, "value") else code), info.reason or "")
 
 
 def _kind(message: object) -> picows.WSMsgType:
@@ -65,6 +57,7 @@ class PicowsTransport(picows.WSListener):
         "_frag_size",
         "_frag_text",
         "_frags",
+        "_handler",
         "_loop",
         "_max_queue",
         "_max_size",
@@ -83,6 +76,7 @@ class PicowsTransport(picows.WSListener):
         self._max_queue = max_queue
         self._close_timeout = close_timeout
         self._queue: deque[Message] = deque()
+        self._handler: Callable[[Message], object] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._frags: list[bytes] | None = None
         self._frag_text = False
@@ -136,6 +130,10 @@ class PicowsTransport(picows.WSListener):
                         return
                 else:
                     message = frame.get_payload_as_bytes()
+                handler = self._handler
+                if handler is not None:  # on_message: straight to it, no queue
+                    handler(message)
+                    return
                 queue = self._queue  # _push(), inline: this runs once per message
                 queue.append(message)
                 waiter = self._waiter
@@ -209,6 +207,10 @@ class PicowsTransport(picows.WSListener):
             self._push(data)
 
     def _push(self, message: Message) -> None:
+        handler = self._handler
+        if handler is not None:
+            handler(message)
+            return
         queue = self._queue
         queue.append(message)
         waiter = self._waiter
@@ -257,24 +259,7 @@ class PicowsTransport(picows.WSListener):
         if self._close_exc is not None:
             return self._close_exc
         ws = self._ws
-        handshake = None if ws is None else ws.close_handshake
-        rcvd = sent = None
-        rcvd_then_sent = None
-        if handshake is not None:
-            rcvd, sent = _close_info(handshake.recv), _close_info(handshake.sent)
-            if rcvd is not None and sent is not None:
-                rcvd_then_sent = bool(handshake.recv_then_sent)
-        ok = (
-            rcvd is not None
-            and sent is not None
-            and rcvd.code in OK_CLOSE_CODES
-            and sent.code in OK_CLOSE_CODES
-        )
-        exc: ConnectionClosed = (ConnectionClosedOK if ok else ConnectionClosedError)(
-            rcvd, sent, rcvd_then_sent
-        )
-        if self._failure is not None:
-            exc.__cause__ = self._failure
+        exc = closed_error(None if ws is None else ws.close_handshake, self._failure)
         if self._done.done():
             self._close_exc = exc  # final once the connection is gone
         return exc
@@ -282,7 +267,7 @@ class PicowsTransport(picows.WSListener):
     def _received_close(self) -> Close | None:
         ws = self._ws
         handshake = None if ws is None else ws.close_handshake
-        return None if handshake is None else _close_info(handshake.recv)
+        return None if handshake is None else close_info(handshake.recv)
 
     @property
     def close_code(self) -> int | None:
@@ -295,6 +280,35 @@ class PicowsTransport(picows.WSListener):
         """The close reason received (None while open, or if the peer sent none)."""
         rcvd = self._received_close()
         return None if rcvd is None else rcvd.reason
+
+    def set_handler(self, handler: Callable[[Message], object]) -> None:
+        """From now on hand each whole message to ``handler`` as it arrives, in order.
+
+        Messages already queued go to it first. Reading is never paused for it (the queue
+        stays empty); ``recv()`` then gets nothing.
+        """
+        self._handler = handler
+        queue = self._queue
+        while queue:
+            handler(queue.popleft())
+        if self._reading_paused:
+            self._resume_reading()
+
+    def send_now(self, message: Message) -> bool:
+        """Write ``message`` if that needs no wait; False (nothing written) if it would.
+
+        It would while the peer is not reading (the write buffer is over its high-water
+        mark) or the transport is closing.
+
+        Raises:
+            TypeError: ``message`` is neither ``str`` nor ``bytes``.
+        """
+        ws = self._ws
+        closing = ws is None or ws.is_disconnected or ws.close_handshake is not None
+        if closing or self._drain is not None:
+            return False
+        ws.send(_TEXT if message.__class__ is str else _kind(message), message)  # type: ignore[union-attr]
+        return True
 
     def recv_nowait(self) -> Message | None:
         """The next message if one is queued, else None (then ``recv()``, which waits).

@@ -28,7 +28,7 @@ The error vocabulary is websockets' on every adapter, so one classifier serves t
 from __future__ import annotations
 
 import importlib
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -76,6 +76,25 @@ class Transport(Protocol):
         With as few writes to the socket as the library allows (websockets: one for the
         lot). Raises ``TypeError`` (or returns an awaitable that does) for a message that is
         neither ``str`` nor ``bytes``, before anything is written.
+        """
+        ...
+
+    def send_now(self, message: Message) -> bool:
+        """Write one message if that needs no wait; else False, and nothing was written.
+
+        A write would wait while the peer is not reading (flow control) or the transport is
+        closing. ``send_nowait()`` of the connection goes through here.
+
+        Raises:
+            TypeError: ``message`` is neither ``str`` nor ``bytes``.
+        """
+        ...
+
+    def set_handler(self, handler: Callable[[Message], object]) -> None:
+        """From now on hand each whole message to ``handler`` as it arrives, in order.
+
+        Messages already queued go first; :meth:`recv` then gets nothing. The connection's
+        ``on_message`` option sets it on each transport before serving it.
         """
         ...
 

@@ -7,6 +7,7 @@ naming the parameter and what is accepted, not be retried forever by the supervi
   handed to ``websockets.asyncio.client.connect``; a misspelled option (``pingg_interval``),
   one the connection manages itself (``additional_headers``: use ``headers=``) or a bad value
   of a known one is refused, listing the accepted names;
+* :func:`check_ws_url`: a ``ws://`` / ``wss://`` URL with a host and a valid port;
 * :func:`check_headers`: handshake headers must be ``str: str`` with HTTP-token names, values
   without CR, LF or NUL (header injection), and not a header the handshake sets itself.
 
@@ -17,12 +18,17 @@ fatal: the connection FAILS instead of retrying).
 from __future__ import annotations
 
 import difflib
+import inspect
 import ssl
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from websockets.exceptions import InvalidURI
+from websockets.uri import parse_uri
 
 from .._core.errors import ConfigError
-from .._core.log import is_secret_name, redact_text
+from .._core.log import is_secret_name, redact_text, redact_url
 from ..resilience.config import check_int
 
 __all__ = [
@@ -31,9 +37,13 @@ __all__ = [
     "OWN_OPTIONS",
     "check_callables",
     "check_connect_kwargs",
+    "check_handler",
     "check_headers",
+    "check_ws_url",
     "is_token",
 ]
+
+T = TypeVar("T")
 
 CONNECT_KWARGS: frozenset[str] = frozenset(
     {
@@ -92,6 +102,7 @@ OWN_OPTIONS = (
     "on_dead_letter",
     "dead_letter_capacity",
     "on_open",
+    "on_message",
     "headers",
     "name",
     "classify",
@@ -134,6 +145,26 @@ def check_callables(**named: object) -> None:
     for param, value in named.items():
         if value is not None and not callable(value):
             raise ConfigError(f"{param} must be a callable, got {type(value).__name__}")
+
+
+def check_handler(handler: T) -> T:
+    """Return ``handler`` (``on_message``) if it is None or a plain (not async) callable.
+
+    Raises:
+        ConfigError: Not callable, or an ``async def`` function (its coroutines would never
+            be awaited: use ``async for`` to await per message).
+    """
+    if handler is None:
+        return handler
+    check_callables(on_message=handler)
+    if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        getattr(handler, "__call__", None)  # noqa: B004 - an object with an async __call__
+    ):
+        raise ConfigError(
+            "on_message must be a plain function: it is called with each message as it "
+            "arrives and is not awaited (to await per message, use async for)"
+        )
+    return handler
 
 
 def check_connect_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -216,3 +247,34 @@ def check_headers(headers: object, param: str = "headers") -> dict[str, str]:
             ) from None
         out[name] = value
     return out
+
+
+def check_ws_url(url: object, param: str = "url") -> str:
+    """Return ``url`` if it is a ``ws://`` / ``wss://`` URL with a host.
+
+    Raises:
+        ConfigError: Anything else; the message names ``param`` and shows the URL redacted.
+    """
+    if not isinstance(url, str):
+        raise ConfigError(f"{param} must be a ws:// or wss:// URL string, got {type(url).__name__}")
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError for a port that is not 0-65535
+    except ValueError as exc:
+        raise ConfigError(
+            f"{param} is not a valid URL: {redact_url(url)!r} ({exc}; a port is a number "
+            "from 1 to 65535)"
+        ) from None
+    if parts.scheme not in ("ws", "wss") or not host:
+        raise ConfigError(f"{param} must be a ws:// or wss:// URL, got {redact_url(url)!r}")
+    if parts.port == 0 or any(c.isspace() or ord(c) < 32 for c in url):
+        raise ConfigError(
+            f"{param} must have a port from 1 to 65535 and no spaces or control characters, "
+            f"got {redact_url(url)!r}"
+        )
+    try:
+        parse_uri(url)
+    except (InvalidURI, ValueError) as exc:  # UnicodeError: a host IDNA cannot encode
+        raise ConfigError(f"{param} is not a valid URL: {redact_url(url)!r} ({exc})") from exc
+    return url

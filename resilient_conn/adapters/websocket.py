@@ -35,22 +35,22 @@ import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit
 
 import anyio
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.connection import Connection
 from websockets.datastructures import Headers
-from websockets.exceptions import ConcurrencyError, ConnectionClosed, InvalidURI
+from websockets.exceptions import ConcurrencyError, ConnectionClosed
 from websockets.frames import Opcode
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from .._core.errors import ConfigError
-from .._core.log import is_secret_name, redact_url
+from .._core.log import is_secret_name
 from ._batch import FAST_PATH, send_many
+from ._handler import Handler, deliver_queued
 from .base import AdapterFactory, DialOptions, Message, Transport
-from .checks import check_headers
+from .checks import check_headers, check_ws_url
 
 __all__ = [
     "ADAPTER",
@@ -84,37 +84,6 @@ async def evaluate(source: T | Callable[[], T | Awaitable[T]]) -> T:
     return source
 
 
-def check_ws_url(url: object, param: str = "url") -> str:
-    """Return ``url`` if it is a ``ws://`` / ``wss://`` URL with a host.
-
-    Raises:
-        ConfigError: Anything else; the message names ``param`` and shows the URL redacted.
-    """
-    if not isinstance(url, str):
-        raise ConfigError(f"{param} must be a ws:// or wss:// URL string, got {type(url).__name__}")
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-        parts.port  # noqa: B018 - raises ValueError for a port that is not 0-65535
-    except ValueError as exc:
-        raise ConfigError(
-            f"{param} is not a valid URL: {redact_url(url)!r} ({exc}; a port is a number "
-            "from 1 to 65535)"
-        ) from None
-    if parts.scheme not in ("ws", "wss") or not host:
-        raise ConfigError(f"{param} must be a ws:// or wss:// URL, got {redact_url(url)!r}")
-    if parts.port == 0 or any(c.isspace() or ord(c) < 32 for c in url):
-        raise ConfigError(
-            f"{param} must have a port from 1 to 65535 and no spaces or control characters, "
-            f"got {redact_url(url)!r}"
-        )
-    try:
-        parse_uri(url)
-    except (InvalidURI, ValueError) as exc:  # UnicodeError: a host IDNA cannot encode
-        raise ConfigError(f"{param} is not a valid URL: {redact_url(url)!r} ({exc})") from exc
-    return url
-
-
 _OPEN = State.OPEN
 _TEXT = Opcode.TEXT
 _FAST_PATH = FAST_PATH  # this module's switch (see _batch.has_fast_path)
@@ -134,10 +103,17 @@ class WebsocketsTransport(ClientConnection):
     # serve() awaits this one future alone (no asyncio.wait: its sets, callbacks and frames
     # would sit in memory for the whole life of an idle connection).
     _leaving: asyncio.Future[None] | None = None
+    _handler: Handler | None = None  # on_message (set_handler); class defaults: no memory
+    reader: asyncio.Task[None] | None = None  # its reader task (_handler.py), while it runs
 
     def data_received(self, data: bytes) -> None:
-        """Feed websockets, then wake :meth:`serve` if the protocol left OPEN (asyncio)."""
+        """Feed websockets, hand messages to the handler if any, wake :meth:`serve` (asyncio).
+
+        ``serve`` wakes if the protocol left OPEN.
+        """
         super().data_received(data)
+        if self._handler is not None:
+            deliver_queued(self, self._handler)
         leaving = self._leaving
         if leaving is not None and self.protocol.state is not State.OPEN and not leaving.done():
             leaving.set_result(None)
@@ -176,6 +152,35 @@ class WebsocketsTransport(ClientConnection):
     def abort(self) -> None:
         """Drop the TCP connection at once, without a closing handshake."""
         self.transport.abort()
+
+    def set_handler(self, handler: Handler) -> None:
+        """From now on hand each whole message to ``handler`` as it arrives (see _handler.py).
+
+        Messages already queued go to it first; ``recv()`` then gets nothing.
+        """
+        self._handler = handler
+        deliver_queued(self, handler)
+
+    def send_now(self, message: Message) -> bool:
+        """Write ``message`` if that needs no wait; False (nothing written) if it would.
+
+        It would while the peer is not reading (the write buffer is over its high-water
+        mark), the transport is closing, or websockets' own ``send`` is needed.
+        """
+        if self.paused or not self._writable_now():
+            return False
+        if isinstance(message, str):
+            self.protocol.send_text(message.encode())
+        elif isinstance(message, bytes):
+            self.protocol.send_binary(message)
+        else:
+            raise TypeError(f"message must be str or bytes, got {type(message).__name__}")
+        try:
+            self.send_data()
+        except Exception:  # as websockets' send: the connection ends (close_exc says how)
+            self.transport.abort()
+            return False
+        return True
 
     def _writable_now(self) -> bool:
         """The fast case of a write: OPEN, no fragmented send in progress, TCP not closing.

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from websockets.exceptions import ConnectionClosed
 
 from .._core.errors import ConnectionClosedError
-from ._supervisor import Message, Supervising
+from ._supervisor import Message, Supervising, describe
 from .buffer import message_size
 
 __all__ = ["Receiving"]
@@ -30,6 +30,7 @@ class Receiving(Supervising):
             ConnectionClosedError: The connection was closed by its user.
             ConnectionFailedError: The connection failed (``__cause__`` says why).
         """
+        self._refuse_recv()
         while True:
             ws = self._ws
             if ws is not None and not self._closing:
@@ -43,6 +44,29 @@ class Receiving(Supervising):
                 self._count_in(message)
                 return message
             await self._wait_for_transport(ws)
+
+    def _deliver(self, message: Message) -> None:
+        """Give one message to ``on_message`` (the transport calls this as it arrives)."""
+        stats = self.stats  # _count_in(), inline: this runs once per message
+        stats.messages_in += 1
+        cls = message.__class__
+        stats.bytes_in += (
+            len(message)
+            if cls is bytes or (cls is str and message.isascii())
+            else message_size(message)
+        )
+        try:
+            self._on_message(message)  # type: ignore[misc]  # set whenever this is called
+        except Exception as exc:  # the next message still comes: say so, never silently
+            stats.handler_errors += 1
+            self._log.error("resilient_conn.on_message_failed", error=describe(exc),
+                            exc_info=exc)
+
+    def _refuse_recv(self) -> None:
+        if self._on_message is not None:
+            raise RuntimeError(
+                f"{self.name}: messages go to on_message; recv() and async for get none"
+            )
 
     def _count_in(self, message: Message) -> None:
         stats = self.stats
@@ -60,6 +84,7 @@ class Receiving(Supervising):
         if ws is not None and not self._closing:
             message = ws.recv_nowait()
             if message is None:
+                self._refuse_recv()
                 try:
                     message = await ws.recv()
                 except ConnectionClosed:

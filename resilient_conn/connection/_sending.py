@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from websockets.exceptions import ConnectionClosed
 
-from .._core.errors import NotConnectedError
+from .._core.errors import BufferFullError, NotConnectedError
 from ..adapters.base import Transport
 from ._supervisor import ON_OPEN, Message, Supervising
 from .buffer import message_size
@@ -35,6 +35,75 @@ class Sending(Supervising):
             self.fail_current("send_timeout", exc)
         if self._ws is ws:
             self._live = False
+
+    async def _wait_for_room(self, message: Message) -> None:
+        """overflow="block": wait for room in the buffer, or for the transport to go live."""
+        try:
+            async with asyncio.timeout(self.options.send_timeout):
+                while True:
+                    await self._changed.wait()
+                    self._raise_if_over()
+                    if self._live and self._ws is not None:
+                        await self.send(message)
+                        return
+                    if self._outbox.try_append(message):
+                        return
+        except TimeoutError:
+            raise BufferFullError(
+                f"{self.name}: outbound buffer still full after {self.options.send_timeout}s"
+            ) from None
+
+    def send_nowait(self, message: Message, *, buffer: bool = True) -> None:
+        """Send without waiting: from ``on_message``, a callback, any plain function.
+
+        Written at once when the transport can take it. Otherwise (disconnected,
+        reconnecting, a peer that is not reading, a closing transport) it takes the outbound
+        buffer, as ``send()`` does while disconnected: bounded, in order, out as soon as the
+        transport can take it (after the reconnect, or once the peer catches up; sends made
+        meanwhile, ``send()`` too, queue behind it so the order holds).
+
+        Args:
+            message: Text (``str``) or binary (``bytes``; a ``bytearray`` or ``memoryview``
+                is copied to ``bytes``) message. Anything else is a TypeError.
+            buffer: False to raise :class:`NotConnectedError` instead of buffering when it
+                cannot be written at once.
+
+        Raises:
+            BufferFullError: The buffer is full and ``overflow`` is ``"raise"`` or
+                ``"block"`` (a plain function cannot wait for room: use ``send()`` to wait).
+            NotConnectedError: ``buffer=False`` and it cannot be written at once.
+            ConnectionFailedError: The connection failed.
+            ConnectionClosedError: The connection was closed by its user.
+        """
+        cls = message.__class__
+        if cls is not str and cls is not bytes:  # one rule on every path, as send()
+            raw: object = message
+            if not isinstance(raw, (str, bytes)):
+                if not isinstance(raw, (bytearray, memoryview)):
+                    raise TypeError(f"message must be str or bytes, got {type(raw).__name__}")
+                message = bytes(raw)
+        ws = self._ws
+        live = ws is not None and (self._live or ON_OPEN.get() == (id(self), self.generation))
+        if live and ws.send_now(message):  # type: ignore[union-attr]  # (live: ws is set)
+            stats = self.stats
+            stats.messages_out += 1
+            stats.bytes_out += (
+                len(message)  # message_size(), inline for the common types
+                if cls is bytes or (cls is str and message.isascii())
+                else message_size(message)
+            )
+            return
+        self._raise_if_over()
+        if not buffer:
+            raise NotConnectedError(f"{self.name}: the message cannot be written now")
+        if not self._outbox.admit(message):
+            raise BufferFullError(
+                f"{self.name}: outbound buffer full (send_nowait cannot wait for room)"
+            )
+        if live and self._live:  # the transport must wait: flush behind it, in order
+            self._live = False
+            self._flush_behind(ws)  # type: ignore[arg-type]
+        self._wake()
 
     async def send_many(self, messages: Sequence[Message], *, buffer: bool = True) -> None:
         """Send ``messages`` in order, each as its own message, in one write when connected.

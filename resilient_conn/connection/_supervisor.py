@@ -24,7 +24,6 @@ import anyio
 
 from .._core.clock import SYSTEM_CLOCK, Clock, is_testing
 from .._core.errors import (
-    BufferFullError,
     CircuitOpenError,
     ConnectionClosedError,
     ConnectionFailedError,
@@ -64,11 +63,11 @@ class Supervising:
     __slots__ = (
         "__dict__", "__weakref__", "_abort", "_changed", "_classify", "_clock", "_closed_event",
         "_closer", "_closing", "_connected_at", "_connected_wall", "_decisions", "_dial_options",
-        "_disconnected_at", "_fatal", "_headers_source", "_holding", "_last_error", "_lease",
-        "_live", "_log", "_on_open", "_opened", "_outbox", "_permit", "_probe", "_rtt", "_scope",
-        "_stable", "_stable_handle", "_state", "_state_hooks", "_supervisor", "_url_source", "_ws",
-        "backoff", "breaker", "coordinator", "generation", "name", "options", "stats", "transport",
-        "url",
+        "_disconnected_at", "_fatal", "_flusher", "_headers_source", "_holding", "_last_error",
+        "_lease", "_live", "_log", "_on_message", "_on_open", "_opened", "_outbox", "_permit",
+        "_probe", "_rtt", "_scope", "_stable", "_stable_handle", "_state", "_state_hooks",
+        "_supervisor", "_url_source", "_ws", "backoff", "breaker", "coordinator", "generation",
+        "name", "options", "stats", "transport", "url",
     )
 
     name: str
@@ -82,6 +81,7 @@ class Supervising:
     _headers_source: HeadersSource | None
     _dial_options: DialOptions
     _on_open: Callable[[Any], Awaitable[None] | None] | None
+    _on_message: Callable[[Message], object] | None
     _classify: Classifier
     _clock: Clock
     _log: Any
@@ -107,6 +107,7 @@ class Supervising:
     _supervisor: asyncio.Task[None] | None
     _scope: anyio.CancelScope | None
     _holding: bool
+    _flusher: tuple[asyncio.Task[None], anyio.CancelScope] | None
     _closing: bool
 
     def report_alive(self, rtt: float | None = None) -> None:
@@ -116,6 +117,8 @@ class Supervising:
     async def send(self, message: Message, *, buffer: bool = True) -> None:
         """Send a message (defined by the public half)."""
         raise NotImplementedError
+
+    _deliver: Callable[[Message], None]  # on_message's way in (defined by the receiving half)
 
     def _raise_if_over(self) -> None:
         if self._fatal is not None:
@@ -155,23 +158,6 @@ class Supervising:
 
     def _wake(self) -> None:
         self._changed.notify()
-
-    async def _wait_for_room(self, message: Message) -> None:
-        """overflow="block": wait for room in the buffer, or for the transport to go live."""
-        try:
-            async with asyncio.timeout(self.options.send_timeout):
-                while True:
-                    await self._changed.wait()
-                    self._raise_if_over()
-                    if self._live and self._ws is not None:
-                        await self.send(message)
-                        return
-                    if self._outbox.try_append(message):
-                        return
-        except TimeoutError:
-            raise BufferFullError(
-                f"{self.name}: outbound buffer still full after {self.options.send_timeout}s"
-            ) from None
 
     def fail_current(self, reason: str, error: BaseException | None = None) -> None:
         """Declare the current transport dead (e.g. a heartbeat went unanswered).
@@ -329,6 +315,8 @@ class Supervising:
         self._lease = lease
         self.generation += 1
         self._ws, self._opened = ws, True
+        if self._on_message is not None:
+            ws.set_handler(self._deliver)
         self._apply(step)
         # No task group per transport: keepalive and (on the system clock) the stable timer
         # are loop timers; on_open + flush, and a probe's round trip, are tasks only while they
@@ -345,14 +333,8 @@ class Supervising:
         timer = self._start_stable_timer(lease)
         if timer is not None:
             helpers = [timer]
-        opener = None
-        opener_scope = None
         if self._on_open is not None or self._outbox.buffer:
-            # stopped through a cancel scope, not Task.cancel(): a buffered write in flight is
-            # shielded (bounded) and must finish, or the message would be sent twice
-            opener_scope = anyio.CancelScope()
-            opener = loop.create_task(self._open_and_flush(ws, opener_scope))
-            helpers = [*(helpers or ()), opener]
+            self._flush_behind(ws, opening=True)
         else:
             self._live = True
             self._wake()
@@ -366,11 +348,12 @@ class Supervising:
             handle, self._stable_handle = self._stable_handle, None
             if handle is not None:
                 handle.cancel()
-            if opener_scope is not None:
-                opener_scope.cancel()
             for task in helpers or ():
-                if task is not opener:
-                    task.cancel()
+                task.cancel()
+            opener, self._flusher = self._flusher, None  # on_open + flush, or a later flush
+            if opener is not None:  # stopped by its scope: a shielded write in flight ends
+                opener[1].cancel()
+                helpers = [*(helpers or ()), opener[0]]
             self._holding = True  # aclose() does not Task.cancel() this section (_closing)
             try:
                 with anyio.CancelScope(shield=True):  # a shielded flush write ends first
@@ -392,8 +375,8 @@ class Supervising:
         if abort is not None:
             kind, error = abort
             return Verdict(Action.RETRY, kind), error or ConnectionError(kind), stable
-        if opener is not None and not opener.cancelled() and opener.exception() is not None:
-            raise opener.exception()  # type: ignore[misc]  # a bug must not pass silently
+        if opener is not None and not opener[0].cancelled() and opener[0].exception():
+            raise opener[0].exception()  # type: ignore[misc]  # a bug must not pass silently
         exc = ws.close_exc
         return self._classify(exc), exc, stable
 
@@ -401,13 +384,22 @@ class Supervising:
         abort, self._abort = self._abort, None
         return abort
 
-    async def _open_and_flush(self, ws: Transport, scope: anyio.CancelScope) -> None:
-        """Run on_open, flush the buffer, then let sends go straight to the transport."""
-        with scope:
-            await self._open_and_flush_now(ws)
+    def _flush_behind(self, ws: Transport, *, opening: bool = False) -> None:
+        """Flush the buffer in a task (after on_open when opening), then let sends go direct.
 
-    async def _open_and_flush_now(self, ws: Transport) -> None:
-        if self._on_open is not None:
+        Stopped through a cancel scope, never Task.cancel(): a buffered write in flight is
+        shielded (bounded) and must finish, or the message would be sent twice.
+        """
+        scope = anyio.CancelScope()
+        task = asyncio.get_running_loop().create_task(self._open_and_flush(ws, scope, opening))
+        self._flusher = (task, scope)
+
+    async def _open_and_flush(self, ws: Transport, scope: anyio.CancelScope, opening: bool) -> None:
+        with scope:
+            await self._open_and_flush_now(ws, opening)
+
+    async def _open_and_flush_now(self, ws: Transport, opening: bool) -> None:
+        if opening and self._on_open is not None:
             token = ON_OPEN.set((id(self), self.generation))
             try:
                 result = self._on_open(self)  # sync or async

@@ -38,7 +38,12 @@ from .._core.hooks import HookSet, Unsubscribe
 from .._core.log import connection_logger, redact_url
 from .._core.notify import Notifier
 from ..adapters.base import Transport
-from ..adapters.checks import check_callables, check_connect_kwargs, check_headers
+from ..adapters.checks import (
+    check_callables,
+    check_connect_kwargs,
+    check_handler,
+    check_headers,
+)
 from ..adapters.websocket import (
     HeadersSource,
     UrlSource,
@@ -64,6 +69,7 @@ from .outbox import Outbox
 __all__ = ["ResilientConnection", "in_supervisor"]
 
 OnOpen = Callable[["ResilientConnection"], Awaitable[None] | None]
+OnMessage = Callable[[Message], object]
 Probe = Callable[["ResilientConnection"], Awaitable[float]]
 
 _S = ConnectionState
@@ -112,6 +118,11 @@ class ResilientConnection(Observing, Receiving, Sending, Closing):
         dead_letter_capacity: How many recent dead letters :attr:`dead_letters` keeps.
         on_open: Callback (sync or async) run after every (re)connect, before buffered
             messages are flushed; its sends go first (re-subscribe here).
+        on_message: A plain function called with each message as it arrives, in order, on
+            every transport (instead of ``recv()`` / ``async for``, which then raise): no
+            queue and no await per message. It must not block; :meth:`send_nowait` answers
+            from it. An exception it raises is logged and counted, and the next message
+            still comes. See docs/connection.md.
         headers: Extra handshake headers, or a callable (sync or async) returning them,
             evaluated before every dial (fresh tokens). Names must be HTTP tokens, values
             free of CR/LF/NUL; the handshake's own headers (``Sec-WebSocket-*``, ``Host``)
@@ -165,6 +176,7 @@ class ResilientConnection(Observing, Receiving, Sending, Closing):
         on_dead_letter: Callable[[DeadLetter], Any] | None = None,
         dead_letter_capacity: int = 1000,
         on_open: OnOpen | None = None,
+        on_message: OnMessage | None = None,
         headers: HeadersSource | None = None,
         name: str | None = None,
         classify: Classifier | None = None,
@@ -239,6 +251,7 @@ class ResilientConnection(Observing, Receiving, Sending, Closing):
             headers = check_headers(headers)  # a callable's headers are checked at each dial
         connect_kwargs = check_connect_kwargs(connect_kwargs)
         self._on_open = on_open
+        self._on_message = check_handler(on_message)
         self._headers_source = headers
         self._classify: Classifier = classify or default_classify
         self._probe = probe
@@ -296,6 +309,7 @@ class ResilientConnection(Observing, Receiving, Sending, Closing):
         # but never inside the one shielded section of its own (_holding): see _closing.
         self._scope: anyio.CancelScope | None = None
         self._holding = False
+        self._flusher: tuple[asyncio.Task[None], anyio.CancelScope] | None = None
         self._closing = False
         self._closer: asyncio.Task[None] | None = None
         self._closed_event: asyncio.Event | None = None

@@ -37,6 +37,8 @@ class ConnectionStats:
         bytes_out: Payload bytes sent (text counted as its UTF-8 length, on every path).
         dead_letters: Messages dead-lettered, by reason.
         circuit_opens: Times the supervisor found the breaker open.
+        handler_errors: Exceptions ``on_message`` raised (each logged with its message's
+            connection; the next message still came).
         disconnected_seconds: Total time spent not connected after the first connect.
     """
 
@@ -50,6 +52,7 @@ class ConnectionStats:
     bytes_out: int = 0
     dead_letters: dict[str, int] = field(default_factory=dict)
     circuit_opens: int = 0
+    handler_errors: int = 0
     disconnected_seconds: float = 0.0
 
     def count_failure(self, kind: str) -> None:
