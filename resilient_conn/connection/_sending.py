@@ -87,11 +87,8 @@ class Sending(Supervising):
         if live and ws.send_now(message):  # type: ignore[union-attr]  # (live: ws is set)
             stats = self.stats
             stats.messages_out += 1
-            stats.bytes_out += (
-                len(message)  # message_size(), inline for the common types
-                if cls is bytes or (cls is str and message.isascii())
-                else message_size(message)
-            )
+            # (bytes, and ASCII text: len() is the size; only other text is encoded to count)
+            stats.bytes_out += len(message) if message.isascii() else message_size(message)
             return
         self._raise_if_over()
         if not buffer:
