@@ -336,3 +336,35 @@ def test_the_callback_consumer_example_runs_standalone_and_exits_0(transport: st
     answered = result.stdout.split("pings answered: ")[1].split(";")[0]
     pongs, pings = map(int, answered.split("/"))
     assert pongs == pings >= 19  # the ping due at the restart may not have been sent
+
+
+async def test_closing_while_send_nowait_waits_behind_a_stuck_peer_loses_nothing_silently(
+    transport: str,
+) -> None:
+    """aclose() while send_nowait's messages wait behind a peer that never reads again (the
+    flush task holds one write in flight): the close still ends within its bounds, and every
+    message either reached the server or was dead-lettered "closed" (the one in flight may
+    be both: it was written but never confirmed)."""
+    async with ScriptedServer() as server:
+        conn = ResilientConnection(
+            server.url, ping_interval=0, compression=None, transport=transport,
+            close_timeout=0.3, drain_timeout=0.3, on_message=lambda message: None,
+        )
+        async with conn:
+            await conn.wait_connected(5)
+            ws: Any = conn._ws
+            ws.pause_writing()  # never resumed
+            sent = [f"m{i}" for i in range(5)]
+            for message in sent:
+                conn.send_nowait(message)
+            await anyio.wait_all_tasks_blocked()
+            with anyio.fail_after(10):
+                await conn.aclose()
+        assert conn.state.value == "closed"
+        dead = [letter.message for letter in conn.dead_letters]
+        assert {letter.reason.value for letter in conn.dead_letters} <= {"closed"}
+        with anyio.fail_after(5):
+            await server.wait_until(lambda: not server.open_connections)
+        reached = [m for m in server.messages if m in sent]
+        assert sorted(set(reached) | set(dead)) == sent
+        assert dead == sent[len(dead) - len(sent):]  # what was not sent is the tail, in order
