@@ -7,7 +7,7 @@ Clients, all in this process, all connected to the same echo server:
   and decodes frames, ``transport.send`` called directly (the ceiling for picows);
 - ``ours websockets``: ``ResilientConnection`` (keepalive off), ``send`` / ``async for``;
 - ``ours picows``: the same with ``transport="picows"``;
-- ``ours picows cb``: ours in raw picows' own style, ``on_message=`` (a plain function per
+- ``ours websockets cb`` / ``ours picows cb``: ours in raw picows' own style, ``on_message=`` (a plain function per
   message, no queue) and ``send_nowait`` (no await): the like for like of ``raw picows``. Its
   buffer is sized for the whole burst (``buffer_size``/``buffer_bytes``), as raw picows'
   write buffer has no bound: when the socket pushes back, ``send_nowait`` queues behind it.
@@ -195,9 +195,9 @@ class OursCallbacks:
         if self._want == 0 and self._done is not None:
             self._done.set_result(None)
 
-    async def open(self, url: str, transport: str) -> None:
+    async def open(self, url: str, transport: str, compression: str | None = None) -> None:
         self.conn = ResilientConnection(url, ping_interval=0, max_queue=16, transport=transport,
-                                        compression=None, max_size=2**24,
+                                        compression=compression, max_size=2**24,
                                         on_message=self._on_message, buffer_size=100_000,
                                         buffer_bytes=2**27)
         await self.conn.__aenter__()
@@ -255,6 +255,10 @@ async def scenario(
     await ours.wait_connected(10)
     closers.append(ours.aclose)
     clients.append(Client("ours websockets", *pair(ours.send, ours.__anext__)))
+    ows = OursCallbacks()
+    await ows.open(url, "websockets", compression)
+    closers.append(ows.conn.aclose)
+    clients.append(Client("ours websockets cb", ows.throughput, ows.rtts))
     if HAS_PICOWS and compression is None:
         rp = RawPicows()
         await rp.open(url)
@@ -292,7 +296,7 @@ def report(title: str, n: int, size: int, args: argparse.Namespace,
            cpu: dict[str, list[float]]) -> None:
     print(f"\n## {title}: {size} B, {n} messages x {args.rounds} interleaved rounds, "
           f"{args.rtts} round trips per round; medians")
-    print(f"{'client':<17}{'msgs/s':>10}{'/raw ws':>9}{'per-round':>10}{'/raw picows':>12}"
+    print(f"{'client':<20}{'msgs/s':>10}{'/raw ws':>9}{'per-round':>10}{'/raw picows':>12}"
           f"{'p50 RTT us':>11}{'/raw ws':>9}{'CPU us/msg':>11}{'/raw ws':>9}{'/raw picows':>12}")
     ws_t = tput["raw websockets"]
     ws_l = statistics.median(lat["raw websockets"])
@@ -306,7 +310,7 @@ def report(title: str, n: int, size: int, args: argparse.Namespace,
         p50 = statistics.median(lat[name])
         c = statistics.median(cpu[name])
         c_picows = f"{c / pic_c:>12.3f}" if pic_c else f"{'':>12}"
-        print(f"{name:<17}{med:>10,.0f}{med / statistics.median(ws_t):>9.3f}{per_round:>10.3f}"
+        print(f"{name:<20}{med:>10,.0f}{med / statistics.median(ws_t):>9.3f}{per_round:>10.3f}"
               f"{vs_picows}{p50 * 1e6:>11.1f}{p50 / ws_l:>9.3f}{c * 1e6:>11.2f}{c / ws_c:>9.3f}"
               f"{c_picows}")
 

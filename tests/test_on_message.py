@@ -236,33 +236,49 @@ async def test_send_nowait_buffers_while_down_and_refuses_what_it_cannot_keep() 
             conn.send_nowait("late")
 
 
-async def test_send_nowait_queues_behind_a_peer_that_is_not_reading(transport: str) -> None:
-    """While the transport's writing is paused (a peer not reading), send_nowait does not
-    grow the transport's buffer: the message takes the bounded buffer, sends made meanwhile
-    (send() too) queue behind it, and once writing resumes all go out in order."""
+def _tcp_transport(ws: Any) -> Any:
+    """The asyncio transport under either adapter's transport."""
+    return ws.transport if isinstance(ws, WebsocketsTransport) else ws._ws.underlying_transport
+
+
+async def test_send_nowait_hands_a_peer_that_is_behind_at_most_buffer_bytes(
+    transport: str,
+) -> None:
+    """While writing is paused (the peer behind) but the transport's write buffer holds
+    under buffer_bytes, send_nowait still writes at once (the transport's own buffer takes
+    it, bounded); once the write buffer holds buffer_bytes, the message takes the outbound
+    buffer instead, sends made meanwhile (send() too) queue behind it, and once writing
+    resumes all go out in order."""
     got = Collector()
     async with ScriptedServer() as server:
         async with ResilientConnection(
-            server.url, ping_interval=0, compression=None, transport=transport, on_message=got,
+            server.url, ping_interval=0, compression=None, transport=transport,
+            buffer_bytes=4096, on_message=got,
         ) as conn:
             await conn.wait_connected(5)
             ws: Any = conn._ws
+            tcp = _tcp_transport(ws)
             ws.pause_writing()  # what asyncio calls above the high-water mark
-            conn.send_nowait("a")
+            conn.send_nowait("a")  # the write buffer is empty: under buffer_bytes
+            assert conn.snapshot().buffered == 0
+            assert conn.stats.messages_out == 1
+            held = 4096  # now the write buffer holds buffer_bytes: the peer is far behind
+            tcp.get_write_buffer_size = lambda: held
+            conn.send_nowait("b")
             assert conn.snapshot().buffered == 1
-            sender = asyncio.ensure_future(conn.send("b"))
+            sender = asyncio.ensure_future(conn.send("c"))
             await anyio.wait_all_tasks_blocked()
-            assert sender.done()  # buffered behind "a", not written
-            conn.send_nowait("c")
-            assert got.got == []
+            assert sender.done()  # buffered behind "b", not written
+            conn.send_nowait("d")
             assert conn.snapshot().buffered == 3
+            held = 0
             ws.resume_writing()
-            assert await got.wait_for(3) == ["a", "b", "c"]
+            assert await got.wait_for(4) == ["a", "b", "c", "d"]
             with anyio.fail_after(5):
                 await conn.wait_connected()
-            conn.send_nowait("d")  # writes at once again
-            assert await got.wait_for(4) == ["a", "b", "c", "d"]
-            assert conn.stats.messages_out == 4
+            conn.send_nowait("e")  # writes at once again
+            assert await got.wait_for(5) == ["a", "b", "c", "d", "e"]
+            assert conn.stats.messages_out == 5
 
 
 async def test_a_handler_answers_with_send_nowait_and_nothing_leaks(transport: str) -> None:
@@ -353,7 +369,8 @@ async def test_closing_while_send_nowait_waits_behind_a_stuck_peer_loses_nothing
         async with conn:
             await conn.wait_connected(5)
             ws: Any = conn._ws
-            ws.pause_writing()  # never resumed
+            ws.pause_writing()  # never resumed, and the write buffer looks full
+            _tcp_transport(ws).get_write_buffer_size = lambda: 2**20
             sent = [f"m{i}" for i in range(5)]
             for message in sent:
                 conn.send_nowait(message)

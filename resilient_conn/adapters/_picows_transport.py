@@ -294,18 +294,21 @@ class PicowsTransport(picows.WSListener):
         if self._reading_paused:
             self._resume_reading()
 
-    def send_now(self, message: Message) -> bool:
+    def send_now(self, message: Message, room: int = 0) -> bool:
         """Write ``message`` if that needs no wait; False (nothing written) if it would.
 
-        It would while the peer is not reading (the write buffer is over its high-water
-        mark) or the transport is closing.
+        It would while the transport is closing, and while the peer is not reading (the
+        write buffer over its high-water mark) unless the buffer holds under ``room`` bytes.
 
         Raises:
             TypeError: ``message`` is neither ``str`` nor ``bytes``.
         """
         ws = self._ws
         closing = ws is None or ws.is_disconnected or ws.close_handshake is not None
-        if closing or self._drain is not None:
+        if closing or (
+            self._drain is not None
+            and ws.underlying_transport.get_write_buffer_size() >= room  # type: ignore[union-attr]
+        ):
             return False
         ws.send(_TEXT if message.__class__ is str else _kind(message), message)  # type: ignore[union-attr]
         return True

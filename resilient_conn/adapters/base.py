@@ -79,11 +79,12 @@ class Transport(Protocol):
         """
         ...
 
-    def send_now(self, message: Message) -> bool:
+    def send_now(self, message: Message, room: int = 0) -> bool:
         """Write one message if that needs no wait; else False, and nothing was written.
 
-        A write would wait while the peer is not reading (flow control) or the transport is
-        closing. ``send_nowait()`` of the connection goes through here.
+        A write would wait while the transport is closing, and while the peer is not reading
+        (flow control), unless the transport's write buffer holds under ``room`` bytes then.
+        ``send_nowait()`` of the connection goes through here.
 
         Raises:
             TypeError: ``message`` is neither ``str`` nor ``bytes``.

@@ -161,13 +161,16 @@ class WebsocketsTransport(ClientConnection):
         self._handler = handler
         deliver_queued(self, handler)
 
-    def send_now(self, message: Message) -> bool:
+    def send_now(self, message: Message, room: int = 0) -> bool:
         """Write ``message`` if that needs no wait; False (nothing written) if it would.
 
-        It would while the peer is not reading (the write buffer is over its high-water
-        mark), the transport is closing, or websockets' own ``send`` is needed.
+        It would while the transport is closing or websockets' own ``send`` is needed, and
+        while the peer is not reading (the write buffer over its high-water mark) unless the
+        buffer holds under ``room`` bytes.
         """
-        if self.paused or not self._writable_now():
+        if not self._writable_now() or (
+            self.paused and self.transport.get_write_buffer_size() >= room
+        ):
             return False
         if isinstance(message, str):
             self.protocol.send_text(message.encode())

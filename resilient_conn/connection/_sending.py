@@ -56,11 +56,14 @@ class Sending(Supervising):
     def send_nowait(self, message: Message, *, buffer: bool = True) -> None:
         """Send without waiting: from ``on_message``, a callback, any plain function.
 
-        Written at once when the transport can take it. Otherwise (disconnected,
-        reconnecting, a peer that is not reading, a closing transport) it takes the outbound
-        buffer, as ``send()`` does while disconnected: bounded, in order, out as soon as the
-        transport can take it (after the reconnect, or once the peer catches up; sends made
-        meanwhile, ``send()`` too, queue behind it so the order holds).
+        Written at once when the transport can take it: connected, and (if the peer is
+        behind) the transport's write buffer holds under ``buffer_bytes``. Otherwise
+        (disconnected, reconnecting, a peer that stopped reading, a closing transport) it
+        takes the outbound buffer, as ``send()`` does while disconnected: bounded, in order,
+        out as soon as the transport can take it (after the reconnect, or once the peer
+        catches up; sends made meanwhile, ``send()`` too, queue behind it so the order
+        holds). A peer that never reads again is dropped after ``close_timeout`` (or by
+        keepalive) and the connection reconnects.
 
         Args:
             message: Text (``str``) or binary (``bytes``; a ``bytearray`` or ``memoryview``
@@ -84,7 +87,9 @@ class Sending(Supervising):
                 message = bytes(raw)
         ws = self._ws
         live = ws is not None and (self._live or ON_OPEN.get() == (id(self), self.generation))
-        if live and ws.send_now(message):  # type: ignore[union-attr]  # (live: ws is set)
+        # a peer that is behind may still be handed up to buffer_bytes: the transport's own
+        # write buffer takes it (raw picows' and asyncio's way, here bounded)
+        if live and ws.send_now(message, self.options.buffer_bytes):  # type: ignore[union-attr]
             stats = self.stats
             stats.messages_out += 1
             # (bytes, and ASCII text: len() is the size; only other text is encoded to count)
