@@ -154,11 +154,12 @@ async def test_an_idle_connected_connection_holds_one_task(transport: str) -> No
             assert all(conn.state is ConnectionState.CONNECTED for conn in conns)
 
 
-async def test_an_idle_connection_suspends_three_frames_on_one_future() -> None:
-    """Once stable, an idle connection's supervisor is suspended in three coroutine frames
-    (the loop, the transport's watch, the transport's serve) awaiting one plain future: no
-    asyncio.wait machinery, no dial helper frame, and the fired stable timer's handle dropped.
-    The connection still notices the server going away and reconnects."""
+async def test_an_idle_connection_suspends_one_frame_on_the_transports_future() -> None:
+    """Once stable, an idle connection's supervisor is suspended in one coroutine frame (the
+    loop itself) awaiting the future its transport's serve() returned: no coroutine of
+    serve()'s own, no per-transport watch frame, no asyncio.wait machinery, and the fired
+    stable timer's handle dropped. The connection still notices the server going away and
+    reconnects."""
     async with ScriptedServer() as server:
         conn = ResilientConnection(server.url, ping_interval=20, stable_after=0.05)
         async with conn:
@@ -167,22 +168,22 @@ async def test_an_idle_connection_suspends_three_frames_on_one_future() -> None:
             await anyio.wait_all_tasks_blocked()
             assert conn._stable_handle is None
             assert conn._supervisor is not None
-            chain, coro = [], conn._supervisor.get_coro()
-            while True:
-                chain.append(coro.cr_code.co_name)
-                if not inspect.iscoroutine(coro.cr_await):
-                    break
-                coro = coro.cr_await
-            assert chain == ["_supervise", "_run_transport", "serve"]
-            leaving = coro.cr_frame.f_locals["leaving"]  # serve() awaits this future directly
-            assert isinstance(leaving, asyncio.Future)
-            assert not leaving.done()
-            assert type(coro.cr_await).__name__ == "FutureIter"
+            coro = conn._supervisor.get_coro()
+            assert coro.cr_code.co_name == "_supervise"
+            assert type(coro.cr_await).__name__ == "FutureIter"  # a future, not a coroutine
+            ws = conn._ws
+            assert ws is not None
+            served = ws._served  # type: ignore[attr-defined]
+            assert isinstance(served, asyncio.Future)
+            assert not served.done()
+            assert ws.serve() is served  # the same future while the transport is up
+            assert "step" not in coro.cr_frame.f_locals  # the CONNECTED step is not held
             generation = conn.generation
             await server.restart()
             await conn._changed.wait_until(
                 lambda: conn.generation > generation and conn.is_connected, timeout=10
             )
+            assert served.done()
 
 
 async def test_connections_with_equal_settings_share_their_immutable_parts() -> None:

@@ -14,7 +14,6 @@ round trip) are tasks only while they run.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import time
 from collections.abc import Awaitable, Callable
@@ -22,7 +21,7 @@ from typing import Any
 
 import anyio
 
-from .._core.clock import SYSTEM_CLOCK, Clock, is_testing
+from .._core.clock import Clock
 from .._core.errors import (
     BufferFullError,
     CircuitOpenError,
@@ -30,7 +29,7 @@ from .._core.errors import (
     ConnectionFailedError,
 )
 from .._core.hooks import HookSet
-from .._core.log import debug_enabled, redact_text
+from .._core.log import redact_text
 from .._core.notify import Notifier
 from ..adapters.base import Transport
 from ..adapters.keepalive import Keepalive
@@ -39,8 +38,9 @@ from ..coordination import RecoveryCoordinator
 from ..resilience.backoff import Backoff
 from ..resilience.breaker import BreakerLease, CircuitBreaker
 from ..resilience.classify import Action, Classifier, Verdict
-from ._gate import Gate, gate, needs_probe, pause, probe_round_trip
+from ._gate import NO_SCOPE, Gate, gate, needs_probe, pause, probe_round_trip
 from ._marks import ON_OPEN, SUPERVISOR, describe
+from ._stable import StableTimer
 from .buffer import DeadLetterReason
 from .decide import Decisions, Step
 from .events import TRANSITIONS, ConnectionState, IllegalTransition, StateChange
@@ -53,10 +53,11 @@ __all__ = ["ON_OPEN", "SUPERVISOR", "Message", "Supervising", "describe"]
 Message = str | bytes
 _S = ConnectionState
 _NO_PAUSE = -1.0  # _decide(): dial again without a pause (not even a zero sleep)
-_NO_SCOPE = contextlib.nullcontext()
+Task = asyncio.Task[None]
+Scope = anyio.CancelScope
 
 
-class Supervising:
+class Supervising(StableTimer):
     """The supervisor half of ``ResilientConnection`` (its fields are set by ``__init__``)."""
 
     # ResilientConnection's fields as slots (~40: past what a key-sharing dict keeps compact);
@@ -66,7 +67,7 @@ class Supervising:
         "_closer", "_closing", "_connected_at", "_connected_wall", "_decisions", "_dial_options",
         "_disconnected_at", "_fatal", "_headers_source", "_holding", "_last_error", "_lease",
         "_live", "_log", "_on_open", "_opened", "_outbox", "_permit", "_probe", "_rtt", "_scope",
-        "_stable", "_stable_handle", "_state", "_state_hooks", "_supervisor", "_url_source", "_ws",
+        "_state", "_state_hooks", "_supervisor", "_url_source", "_ws",
         "backoff", "breaker", "coordinator", "generation", "name", "options", "stats", "transport",
         "url",
     )
@@ -101,8 +102,6 @@ class Supervising:
     _disconnected_at: float | None
     _lease: BreakerLease | None
     _permit: Gate | None
-    _stable: bool
-    _stable_handle: asyncio.TimerHandle | None
     _changed: Notifier
     _supervisor: asyncio.Task[None] | None
     _scope: anyio.CancelScope | None
@@ -194,12 +193,12 @@ class Supervising:
         """Admit, dial, serve, decide, pause: until a fatal error or the user closes.
 
         Every move comes from :class:`.decide.Decisions` (once the user closed, ``stop``).
-        One flat loop: an idle connection suspends 3 frames (this, _run_transport, serve).
+        One flat loop: an idle connection suspends this one frame, on the transport's serve().
         """
         SUPERVISOR.set(id(self))  # inherited by on_open, keepalive and flush tasks
         error: BaseException | None
         try:
-            with self._scope or _NO_SCOPE:  # no scope: aclose() uses Task.cancel() (_closing)
+            with self._scope or NO_SCOPE:  # no scope: aclose() uses Task.cancel() (_closing)
                 while True:
                     async with gate(self) as permit:  # the shared coordinator's admission
                         self._permit = permit
@@ -222,9 +221,13 @@ class Supervising:
                                         self._ws, self._opened = ws, False
                                         lease.release()
                                         return
-                                    verdict, error, stable = await self._run_transport(
-                                        ws, lease, step
-                                    )
+                                    alive, helpers, opener, scope = self._serve(ws, lease, step)
+                                    del step  # not held while the transport serves
+                                    try:
+                                        await ws.serve()  # idle: this frame on one future
+                                    finally:
+                                        stable = await self._served(alive, helpers, opener, scope)
+                                    verdict, error = self._ended(ws, opener)
                             except BaseException:
                                 lease.release()
                                 raise
@@ -313,10 +316,13 @@ class Supervising:
             self.stats.dials += 1
             return lease
 
-    async def _run_transport(
+    def _serve(
         self, ws: Transport, lease: BreakerLease, step: Step
-    ) -> tuple[Verdict, BaseException | None, bool]:
-        """Serve one transport until it ends; return how it ended and if it was stable."""
+    ) -> tuple[Keepalive | None, list[asyncio.Task[None]] | None, Task | None, Scope | None]:
+        """Make ``ws`` current and start what runs beside the watch on it (no await).
+
+        Returns the keepalive, the helper tasks, the on_open + flush task and its scope.
+        """
         now = self._clock.now()
         if self._disconnected_at is not None and self.stats.connects:
             self.stats.disconnected_seconds += now - self._disconnected_at
@@ -337,21 +343,19 @@ class Supervising:
         loop = asyncio.get_running_loop()
         alive = None
         if opts.ping_interval > 0:
-            alive = Keepalive(ws, opts.ping_interval, opts.ping_timeout,
-                              on_alive=self.report_alive, on_dead=self.fail_current)
+            alive = Keepalive(ws, opts.ping_interval, opts.ping_timeout, owner=self)
             alive.start()
-        # Tasks beside the watch while they run; idle, not even an empty list is held here.
+        # Tasks beside the watch while they run; idle, not even an empty list is held.
         helpers: list[asyncio.Task[None]] | None = None
         timer = self._start_stable_timer(lease)
         if timer is not None:
             helpers = [timer]
-        opener = None
-        opener_scope = None
+        opener = scope = None
         if self._on_open is not None or self._outbox.buffer:
             # stopped through a cancel scope, not Task.cancel(): a buffered write in flight is
             # shielded (bounded) and must finish, or the message would be sent twice
-            opener_scope = anyio.CancelScope()
-            opener = loop.create_task(self._open_and_flush(ws, opener_scope))
+            scope = anyio.CancelScope()
+            opener = loop.create_task(self._open_and_flush(ws, scope))
             helpers = [*(helpers or ()), opener]
         else:
             self._live = True
@@ -360,42 +364,53 @@ class Supervising:
         if needs_probe(permit):
             probe = loop.create_task(probe_round_trip(ws, permit, opts.ping_timeout))
             helpers = [*(helpers or ()), probe]
+        return alive, helpers, opener, scope
+
+    async def _served(
+        self, alive: Keepalive | None, helpers: list[Task] | None, opener: Task | None,
+        scope: Scope | None,
+    ) -> bool:
+        """The transport ended (or the watch was cancelled): stop and await what ran beside.
+
+        Returns whether it was stable.
+        """
+        handle, self._stable_handle = self._stable_handle, None
+        if handle is not None:
+            handle.cancel()
+        if scope is not None:
+            scope.cancel()
+        for task in helpers or ():
+            if task is not opener:
+                task.cancel()
+        self._holding = True  # aclose() does not Task.cancel() this section (_closing)
         try:
-            await ws.serve()
+            with anyio.CancelScope(shield=True):  # a shielded flush write ends first
+                if alive is not None:
+                    await alive.aclose()
+                if helpers:
+                    await asyncio.gather(*helpers, return_exceptions=True)
         finally:
-            handle, self._stable_handle = self._stable_handle, None
-            if handle is not None:
-                handle.cancel()
-            if opener_scope is not None:
-                opener_scope.cancel()
-            for task in helpers or ():
-                if task is not opener:
-                    task.cancel()
-            self._holding = True  # aclose() does not Task.cancel() this section (_closing)
-            try:
-                with anyio.CancelScope(shield=True):  # a shielded flush write ends first
-                    if alive is not None:
-                        await alive.aclose()
-                    if helpers:
-                        await asyncio.gather(*helpers, return_exceptions=True)
-            finally:
-                self._holding = False
-            stable, self._stable = self._stable, False
-            self._live = False
-            if not self._closing:  # aclose() takes the transport over to drain and close it
-                self._ws = None
-            self._lease = None
-            self._disconnected_at = self._clock.now()
-            self._connected_at = self._connected_wall = None
-            self._wake()
+            self._holding = False
+        stable, self._stable = self._stable, False
+        self._live = False
+        if not self._closing:  # aclose() takes the transport over to drain and close it
+            self._ws = None
+        self._lease = None
+        self._disconnected_at = self._clock.now()
+        self._connected_at = self._connected_wall = None
+        self._wake()
+        return stable
+
+    def _ended(self, ws: Transport, opener: Task | None) -> tuple[Verdict, BaseException | None]:
+        """How the transport ended: the verdict and the error behind it."""
         abort = self._take_abort()
         if abort is not None:
             kind, error = abort
-            return Verdict(Action.RETRY, kind), error or ConnectionError(kind), stable
+            return Verdict(Action.RETRY, kind), error or ConnectionError(kind)
         if opener is not None and not opener.cancelled() and opener.exception() is not None:
             raise opener.exception()  # type: ignore[misc]  # a bug must not pass silently
         exc = ws.close_exc
-        return self._classify(exc), exc, stable
+        return self._classify(exc), exc
 
     def _take_abort(self) -> tuple[str, BaseException | None] | None:
         abort, self._abort = self._abort, None
@@ -422,39 +437,6 @@ class Supervising:
         if await self._outbox.flush(ws):
             self._live = True
             self._wake()
-
-    def _start_stable_timer(self, lease: BreakerLease) -> asyncio.Task[None] | None:
-        """Start the flap guard's timer: a loop timer, or a sleeping task where one is needed.
-
-        A loop timer's handle stays in ``_stable_handle`` only until it fires (None is
-        returned). Only ``clock.sleep`` advances a FakeClock or the testing switch, and a
-        shared coordinator is told of a stable connection by an await: those get a task.
-        """
-        loop = asyncio.get_running_loop()
-        if self._clock is SYSTEM_CLOCK and not is_testing() and self.coordinator is None:
-            self._stable_handle = loop.call_later(self.options.stable_after, self._stable_fired)
-            return None
-        return loop.create_task(self._stable_timer(lease))
-
-    async def _stable_timer(self, lease: BreakerLease) -> None:
-        await self._clock.sleep(self.options.stable_after)
-        self._mark_stable(lease)
-        if self._permit is not None:
-            await self._permit.succeeded()
-
-    def _stable_fired(self) -> None:
-        self._stable_handle = None
-        lease = self._lease
-        if lease is not None:  # always, while the transport the timer was started for serves
-            self._mark_stable(lease)
-
-    def _mark_stable(self, lease: BreakerLease) -> None:
-        self._stable = True
-        self._decisions.proved_stable()
-        lease.success()
-        self._wake()  # health (attempts, stability) changed
-        if debug_enabled(self._log):
-            self._log.debug("resilient_conn.stable", after=self.options.stable_after)
 
     def _enter_failed(
         self, step: Step, verdict: Verdict, error: BaseException | None
