@@ -251,6 +251,7 @@ class ResilientConnection(Observing, Receiving, Sending, Closing):
 
         self.stats = ConnectionStats()
         """Live counters (dials, reconnects, failures by kind, messages and bytes each way...)."""
+        self._changed = Notifier()  # notified on every transport/state/buffer change
         self._outbox = Outbox(
             name=self.name,
             clock=self._clock,
@@ -262,7 +263,7 @@ class ResilientConnection(Observing, Receiving, Sending, Closing):
             write_timeout=options.close_timeout,
             keep=options.dead_letter_capacity,
             hook_timeout=options.hook_timeout,
-            on_change=self._wake,
+            changed=self._changed,
             log=self._log,
         )
         if on_dead_letter is not None:
@@ -289,7 +290,6 @@ class ResilientConnection(Observing, Receiving, Sending, Closing):
         self._permit = None
         self._stable = False
         self._stable_handle: asyncio.TimerHandle | None = None  # the flap guard's loop timer
-        self._changed = Notifier()  # notified on every transport/state/buffer change
         self._supervisor: asyncio.Task[None] | None = None
         # With a coordinator, aclose() stops the supervisor through this scope (made by start()),
         # so the coordinator's shielded sections finish first; without, through Task.cancel(),
