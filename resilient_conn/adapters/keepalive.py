@@ -90,7 +90,7 @@ class Keepalive:
         """Schedule the first ping ``interval`` seconds from now (idempotent)."""
         if not self.running:
             loop = asyncio.get_running_loop()
-            self._handle = loop.call_later(self._interval, self._fire)
+            self._handle = loop.call_later(self._interval, self)
 
     def stop(self) -> None:
         """Cancel the next ping and any round trip in flight."""
@@ -109,10 +109,14 @@ class Keepalive:
             await asyncio.gather(task, return_exceptions=True)
 
     def _fire(self) -> None:
+        """The timer fired: start the round trip."""
         self._handle = None
         self._task = asyncio.get_running_loop().create_task(
             self._round_trip(), name="resilient_conn.keepalive_ping"
         )
+
+    # The keepalive is its own timer callback: no bound method is held between pings.
+    __call__ = _fire
 
     async def _round_trip(self) -> None:
         try:
@@ -138,4 +142,4 @@ class Keepalive:
         elif self._on_alive is not None:
             self._on_alive(rtt)
         if self._ws.is_open:
-            self._handle = asyncio.get_running_loop().call_later(self._interval, self._fire)
+            self._handle = asyncio.get_running_loop().call_later(self._interval, self)

@@ -87,7 +87,7 @@ class Supervising(StableTimer):
     _clock: Clock
     _log: Any
     _outbox: Outbox
-    _state_hooks: HookSet[StateChange]
+    _state_hooks: HookSet[StateChange] | None
     _state: ConnectionState
     _decisions: Decisions
     _ws: Transport | None
@@ -150,7 +150,8 @@ class Supervising(StableTimer):
             error=None if error is None else describe(error),
         )
         self._wake()
-        self._state_hooks.emit(change)
+        if self._state_hooks is not None:
+            self._state_hooks.emit(change)
 
     def _wake(self) -> None:
         self._changed.notify()
@@ -195,7 +196,7 @@ class Supervising(StableTimer):
         Every move comes from :class:`.decide.Decisions` (once the user closed, ``stop``).
         One flat loop: an idle connection suspends this one frame, on the transport's serve().
         """
-        SUPERVISOR.set(id(self))  # inherited by on_open, keepalive and flush tasks
+        SUPERVISOR.set(self._changed)  # inherited by on_open, keepalive and flush tasks
         error: BaseException | None
         try:
             with self._scope or NO_SCOPE:  # no scope: aclose() uses Task.cancel() (_closing)

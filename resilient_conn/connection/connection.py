@@ -50,6 +50,7 @@ from ..resilience.breaker import BreakerLease, CircuitBreaker
 from ..resilience.classify import Classifier, default_classify
 from ..resilience.recovery import connection_backoff, connection_breaker, recovery_cap
 from ._closing import Closing, in_supervisor
+from ._marks import supervisor_task_name
 from ._observe import Observing
 from ._receiving import Receiving
 from ._sending import Sending
@@ -268,7 +269,7 @@ class ResilientConnection(Observing, Receiving, Sending, Closing):
         )
         if on_dead_letter is not None:
             self._outbox.subscribe(on_dead_letter)
-        self._state_hooks: HookSet[StateChange] = HookSet("state_change", options.hook_timeout)
+        self._state_hooks: HookSet[StateChange] | None = None  # made by the first hook
 
         self._state = _S.IDLE
         self._ws: Transport | None = None
@@ -344,7 +345,10 @@ class ResilientConnection(Observing, Receiving, Sending, Closing):
         The callback may be sync or async. One that raises is logged and ignored; an async one
         that runs longer than ``hook_timeout`` is cancelled. Neither stalls the supervisor.
         """
-        return self._state_hooks.add(callback)
+        hooks = self._state_hooks
+        if hooks is None:
+            hooks = self._state_hooks = HookSet("state_change", self.options.hook_timeout)
+        return hooks.add(callback)
 
     def on_dead_letter(self, callback: Callable[[DeadLetter], Any]) -> Unsubscribe:
         """Call ``callback(dead_letter)`` for every message that cannot be delivered."""
@@ -373,7 +377,7 @@ class ResilientConnection(Observing, Receiving, Sending, Closing):
             self._scope = anyio.CancelScope()  # and its task state: ~0.8 KB while idle)
         self._disconnected_at = self._clock.now()  # "down since start" until the first connect
         self._supervisor = asyncio.get_running_loop().create_task(
-            self._supervise(), name=f"resilient_conn.supervisor[{self.name}]"
+            self._supervise(), name=supervisor_task_name(self.name)
         )
 
     async def wait_connected(self, timeout: float | None = None) -> None:

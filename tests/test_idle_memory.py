@@ -1,0 +1,203 @@
+"""What an idle connection holds, and that holding less changed no behaviour.
+
+The supervisor awaits the future its transport's ``serve()`` returns (no coroutine of
+serve's own), the keepalive reports to its connection's methods and is its own timer
+callback, equal default schedules are one object, and listener sets, probe maps and hook
+sets are made on first use. Each test checks what is (not) held and that the behaviour
+around it is unchanged: a cancelled wait leaves the transport open, a peer's unfinished
+close still ends the transport, a late pong still fails the connection, marks still tell the
+supervisor's own tasks apart. Time limits are hang guards, not speed assertions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import anyio
+import pytest
+from websockets.asyncio.server import ServerConnection
+
+from resilient_conn import ResilientConnection
+from resilient_conn.adapters.base import DialOptions, Transport, get_adapter
+from resilient_conn.adapters.keepalive import Keepalive
+from resilient_conn.connection.connection import in_supervisor
+from resilient_conn.resilience.recovery import connection_backoff
+from resilient_conn.testing import ChaosProxy, ScriptedServer
+from tests._transports import TRANSPORTS
+
+pytestmark = pytest.mark.anyio
+OPTIONS = DialOptions(open_timeout=2, close_timeout=0.2, max_size=1 << 20, max_queue=16)
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    """Each adapter in turn."""
+    name: str = request.param
+    return name
+
+
+async def _open(name: str, url: str) -> Transport:
+    return await get_adapter(name, {"compression": None}).connect(url, None, OPTIONS)
+
+
+async def test_a_cancelled_wait_on_serve_leaves_the_transport_open(transport: str) -> None:
+    """serve() hands back a future (no coroutine); a caller cancelled while awaiting it
+    leaves the transport open, a later serve() waits again, and the server's close ends it."""
+    async with ScriptedServer() as server:
+        ws = await _open(transport, server.url)
+        served = ws.serve()
+        assert isinstance(served, asyncio.Future)
+        waiter = asyncio.ensure_future(served)
+        await anyio.wait_all_tasks_blocked()
+        waiter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiter
+        assert ws.is_open
+        again = ws.serve()
+        assert isinstance(again, asyncio.Future)
+        assert again is not served
+        assert not again.done()
+        await server.close_all(1001, "bye")
+        with anyio.fail_after(5):
+            await again
+        assert not ws.is_open
+
+
+async def test_a_peer_close_never_finished_still_ends_serve() -> None:
+    """A peer that starts the closing handshake and never drops the TCP connection: the
+    future serve() returned still completes (the transport is aborted after close_timeout),
+    and the transport reports the peer's close code."""
+    release = asyncio.Event()
+
+    async def close_then_hold(ws: ServerConnection, server: ScriptedServer) -> None:
+        ws.transport.pause_reading()
+        ws.transport.write(b"\x88\x02\x03\xe8")  # FIN + close, 2 bytes: code 1000
+        await release.wait()  # the TCP connection stays open, unread, until the test ends
+
+    async with ScriptedServer(close_then_hold) as server:
+        ws = await _open("websockets", server.url)
+        try:
+            with anyio.fail_after(10):
+                await ws.serve()
+        finally:
+            release.set()
+        assert ws.close_code == 1000
+
+
+async def test_the_keepalive_reports_to_its_owner_and_is_its_own_timer_callback() -> None:
+    """Keepalive(owner=...) calls owner.report_alive after each pong and owner.fail_current
+    once on a late pong, holds no bound method (its timer's callback is the keepalive itself),
+    and refuses an owner given with callbacks, or neither."""
+    rtts: list[float] = []
+    dead: list[tuple[str, type[BaseException]]] = []
+    got = asyncio.Event()
+
+    class Owner:
+        def report_alive(self, rtt: float | None = None) -> None:
+            assert rtt is not None
+            rtts.append(rtt)
+            got.set()
+
+        def fail_current(self, reason: str, error: BaseException | None = None) -> None:
+            assert error is not None
+            dead.append((reason, type(error)))
+            got.set()
+
+    owner = Owner()
+    async with ScriptedServer() as server, ChaosProxy("127.0.0.1", server.port) as proxy:
+        ws = await _open("websockets", proxy.url_for("/"))
+        ka = Keepalive(ws, 0.01, 0.3, owner=owner)
+        assert ka._on_alive is None
+        assert ka._on_dead is None
+        ka.start()
+        assert ka._handle is not None
+        assert ka._handle._callback is ka  # type: ignore[attr-defined]
+        with anyio.fail_after(5):
+            await got.wait()
+        assert rtts
+        assert dead == []
+        got.clear()
+        proxy.blackhole()
+        with anyio.fail_after(5):
+            while not dead:
+                got.clear()
+                await got.wait()
+        assert dead == [("ping_timeout", TimeoutError)]
+        await ka.aclose()
+        ws.abort()
+    with pytest.raises(ValueError, match="owner"):
+        Keepalive(ws, 1, 1, owner=owner, on_alive=lambda rtt: None)
+    with pytest.raises(ValueError, match="owner"):
+        Keepalive(ws, 1, 1)
+    with pytest.raises(ValueError, match="owner"):
+        Keepalive(ws, 1, 1, on_alive=lambda rtt: None)
+
+
+async def test_an_idle_connection_makes_its_rarely_used_parts_on_first_use() -> None:
+    """Connected and idle: the keepalive holds the connection (no bound methods), the default
+    schedule is one object for all, the supervisor tasks share one name string, and the
+    breaker's listener set and probe map, the dead-letter and state-change hook sets do not
+    exist until used; once used, they work as before."""
+    async with ScriptedServer() as server:
+        a = ResilientConnection(server.url, stable_after=0.05)
+        b = ResilientConnection(server.url, stable_after=0.05)
+        assert a.backoff is b.backoff
+        assert a.backoff == connection_backoff()
+        async with a, b:
+            await a.wait_connected(5)
+            await b.wait_connected(5)
+            assert a._supervisor is not None
+            assert b._supervisor is not None
+            assert a._supervisor.get_name() is b._supervisor.get_name()
+            assert a._state_hooks is None
+            assert a._outbox._hooks is None
+            assert a.breaker._hooks is None
+            assert a.breaker._task_probes is None
+            held = a._supervisor.get_coro().cr_frame.f_locals  # type: ignore[union-attr]
+            alive = held["alive"]
+            assert isinstance(alive, Keepalive)
+            assert alive._owner is a
+            assert alive._on_alive is None
+            # once used, each works as before
+            changes: list[Any] = []
+            a.on_state_change(changes.append)
+            transitions: list[Any] = []
+            a.breaker.add_listener(transitions.append)
+            letters: list[Any] = []
+            a.on_dead_letter(letters.append)
+            async with a.breaker:
+                pass
+            await server.close_all(1001, "bye")
+            with anyio.fail_after(10):
+                while not any(c.new.value == "connected" for c in changes[1:]):
+                    await a._changed.wait()
+        assert changes[-1].new.value == "closed"
+        assert letters == []
+
+
+async def test_the_supervisor_mark_still_tells_its_own_tasks_apart() -> None:
+    """in_supervisor(conn) is true in conn's on_open and the tasks it spawns, false in
+    another connection's on_open and outside: the mark is the connection's own notifier."""
+    seen: dict[str, bool] = {}
+    done = asyncio.Event()
+
+    async def on_open(conn: ResilientConnection) -> None:
+        seen["own"] = in_supervisor(conn)
+        seen["other"] = in_supervisor(other)
+        spawned = asyncio.ensure_future(_mark(conn))
+        seen["spawned"] = await spawned
+        done.set()
+
+    async def _mark(conn: ResilientConnection) -> bool:
+        return in_supervisor(conn)
+
+    async with ScriptedServer() as server:
+        other = ResilientConnection(server.url)
+        conn = ResilientConnection(server.url, on_open=on_open)
+        async with conn:
+            with anyio.fail_after(5):
+                await done.wait()
+            assert not in_supervisor(conn)
+    assert seen == {"own": True, "other": False, "spawned": True}
