@@ -201,3 +201,36 @@ async def test_the_supervisor_mark_still_tells_its_own_tasks_apart() -> None:
                 await done.wait()
             assert not in_supervisor(conn)
     assert seen == {"own": True, "other": False, "spawned": True}
+
+
+async def test_a_finished_on_open_is_not_held_while_the_connection_is_idle() -> None:
+    """Once on_open and the buffer flush are done, the connection no longer holds their task
+    or its cancel scope (nor, through the task, the on_open mark): sends from on_open still
+    go first, buffered ones follow in order, and a reconnect runs on_open again."""
+    opened = 0
+
+    async def on_open(conn: ResilientConnection) -> None:
+        nonlocal opened
+        opened += 1
+        await conn.send(f"hello {opened}")
+
+    async with ScriptedServer() as server:
+        conn = ResilientConnection(server.url, on_open=on_open, stable_after=0.05)
+        await conn.send("buffered")  # before start: goes out after on_open's send
+        async with conn:
+            await conn.wait_connected(5)
+            with anyio.fail_after(5):
+                while conn._opener is not None:
+                    await anyio.wait_all_tasks_blocked()
+            assert conn._opener_scope is None
+            assert conn._supervisor is not None
+            held = conn._supervisor.get_coro().cr_frame.f_locals  # type: ignore[union-attr]
+            assert not any(isinstance(v, asyncio.Task) for v in held.values())
+            assert held["helpers"] is None
+            assert (await server.wait_for_messages(2, timeout=5))[:2] == ["hello 1", "buffered"]
+            generation = conn.generation
+            await server.close_all(1001, "bye")
+            await conn._changed.wait_until(
+                lambda: conn.generation > generation and conn._live, timeout=10
+            )
+            assert "hello 2" in await server.wait_for_messages(3, timeout=5)

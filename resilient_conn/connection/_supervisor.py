@@ -66,8 +66,8 @@ class Supervising(StableTimer):
         "__dict__", "__weakref__", "_abort", "_changed", "_classify", "_clock", "_closed_event",
         "_closer", "_closing", "_connected_at", "_connected_wall", "_decisions", "_dial_options",
         "_disconnected_at", "_fatal", "_headers_source", "_holding", "_last_error", "_lease",
-        "_live", "_log", "_on_open", "_opened", "_outbox", "_permit", "_probe", "_rtt", "_scope",
-        "_state", "_state_hooks", "_supervisor", "_url_source", "_ws",
+        "_live", "_log", "_on_open", "_opened", "_opener", "_opener_scope", "_outbox", "_permit",
+        "_probe", "_rtt", "_scope", "_state", "_state_hooks", "_supervisor", "_url_source", "_ws",
         "backoff", "breaker", "coordinator", "generation", "name", "options", "stats", "transport",
         "url",
     )
@@ -106,6 +106,10 @@ class Supervising(StableTimer):
     _supervisor: asyncio.Task[None] | None
     _scope: anyio.CancelScope | None
     _holding: bool
+    # on_open + flush after a dial, and its scope: set by _serve(), None again once it is done
+    # (a finished task, its context and scope are not held for the life of the transport)
+    _opener: asyncio.Task[None] | None
+    _opener_scope: anyio.CancelScope | None
     _closing: bool
 
     def report_alive(self, rtt: float | None = None) -> None:
@@ -222,13 +226,13 @@ class Supervising(StableTimer):
                                         self._ws, self._opened = ws, False
                                         lease.release()
                                         return
-                                    alive, helpers, opener, scope = self._serve(ws, lease, step)
+                                    alive, helpers = self._serve(ws, lease, step)
                                     del step  # not held while the transport serves
                                     try:
                                         await ws.serve()  # idle: this frame on one future
                                     finally:
-                                        stable = await self._served(alive, helpers, opener, scope)
-                                    verdict, error = self._ended(ws, opener)
+                                        stable = await self._served(alive, helpers)
+                                    verdict, error = self._ended(ws)
                             except BaseException:
                                 lease.release()
                                 raise
@@ -319,10 +323,10 @@ class Supervising(StableTimer):
 
     def _serve(
         self, ws: Transport, lease: BreakerLease, step: Step
-    ) -> tuple[Keepalive | None, list[asyncio.Task[None]] | None, Task | None, Scope | None]:
+    ) -> tuple[Keepalive | None, list[Task] | None]:
         """Make ``ws`` current and start what runs beside the watch on it (no await).
 
-        Returns the keepalive, the helper tasks, the on_open + flush task and its scope.
+        Returns the keepalive and the helper tasks (on_open + flush is ``_opener``).
         """
         now = self._clock.now()
         if self._disconnected_at is not None and self.stats.connects:
@@ -351,13 +355,12 @@ class Supervising(StableTimer):
         timer = self._start_stable_timer(lease)
         if timer is not None:
             helpers = [timer]
-        opener = scope = None
+        self._opener = self._opener_scope = None
         if self._on_open is not None or self._outbox.buffer:
             # stopped through a cancel scope, not Task.cancel(): a buffered write in flight is
             # shielded (bounded) and must finish, or the message would be sent twice
-            scope = anyio.CancelScope()
-            opener = loop.create_task(self._open_and_flush(ws, scope))
-            helpers = [*(helpers or ()), opener]
+            scope = self._opener_scope = anyio.CancelScope()
+            self._opener = loop.create_task(self._open_and_flush(ws, scope))
         else:
             self._live = True
             self._wake()
@@ -365,12 +368,9 @@ class Supervising(StableTimer):
         if needs_probe(permit):
             probe = loop.create_task(probe_round_trip(ws, permit, opts.ping_timeout))
             helpers = [*(helpers or ()), probe]
-        return alive, helpers, opener, scope
+        return alive, helpers
 
-    async def _served(
-        self, alive: Keepalive | None, helpers: list[Task] | None, opener: Task | None,
-        scope: Scope | None,
-    ) -> bool:
+    async def _served(self, alive: Keepalive | None, helpers: list[Task] | None) -> bool:
         """The transport ended (or the watch was cancelled): stop and await what ran beside.
 
         Returns whether it was stable.
@@ -378,18 +378,19 @@ class Supervising(StableTimer):
         handle, self._stable_handle = self._stable_handle, None
         if handle is not None:
             handle.cancel()
+        opener, scope = self._opener, self._opener_scope
         if scope is not None:
             scope.cancel()
         for task in helpers or ():
-            if task is not opener:
-                task.cancel()
+            task.cancel()
         self._holding = True  # aclose() does not Task.cancel() this section (_closing)
         try:
             with anyio.CancelScope(shield=True):  # a shielded flush write ends first
                 if alive is not None:
                     await alive.aclose()
-                if helpers:
-                    await asyncio.gather(*helpers, return_exceptions=True)
+                if helpers or opener is not None:
+                    await asyncio.gather(*(helpers or ()), *(opener,) * (opener is not None),
+                                         return_exceptions=True)
         finally:
             self._holding = False
         stable, self._stable = self._stable, False
@@ -402,8 +403,9 @@ class Supervising(StableTimer):
         self._wake()
         return stable
 
-    def _ended(self, ws: Transport, opener: Task | None) -> tuple[Verdict, BaseException | None]:
+    def _ended(self, ws: Transport) -> tuple[Verdict, BaseException | None]:
         """How the transport ended: the verdict and the error behind it."""
+        opener, self._opener, self._opener_scope = self._opener, None, None
         abort = self._take_abort()
         if abort is not None:
             kind, error = abort
@@ -421,6 +423,8 @@ class Supervising(StableTimer):
         """Run on_open, flush the buffer, then let sends go straight to the transport."""
         with scope:
             await self._open_and_flush_now(ws)
+        if self._opener is asyncio.current_task():  # done: the supervisor holds it no longer
+            self._opener = self._opener_scope = None
 
     async def _open_and_flush_now(self, ws: Transport) -> None:
         if self._on_open is not None:
