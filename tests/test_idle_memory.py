@@ -22,6 +22,7 @@ from websockets.asyncio.server import ServerConnection
 from resilient_conn import ResilientConnection
 from resilient_conn.adapters.base import DialOptions, Transport, get_adapter
 from resilient_conn.adapters.keepalive import Keepalive
+from resilient_conn.connection._marks import supervisor_task_name
 from resilient_conn.connection.connection import in_supervisor
 from resilient_conn.resilience.recovery import connection_backoff
 from resilient_conn.testing import ChaosProxy, ScriptedServer
@@ -145,18 +146,15 @@ async def test_an_idle_connection_makes_its_rarely_used_parts_on_first_use() -> 
         b = ResilientConnection(server.url, stable_after=0.05)
         assert a.backoff is b.backoff
         assert a.backoff == connection_backoff()
+        assert supervisor_task_name(a.name) is supervisor_task_name(b.name)
         async with a, b:
             await a.wait_connected(5)
             await b.wait_connected(5)
-            assert a._supervisor is not None
-            assert b._supervisor is not None
-            assert a._supervisor.get_name() is b._supervisor.get_name()
             assert a._state_hooks is None
             assert a._outbox._hooks is None
             assert a.breaker._hooks is None
             assert a.breaker._task_probes is None
-            held = a._supervisor.get_coro().cr_frame.f_locals  # type: ignore[union-attr]
-            alive = held["alive"]
+            alive = a._alive  # parked: the keepalive is held by the connection
             assert isinstance(alive, Keepalive)
             assert alive._owner is a
             assert alive._on_alive is None
@@ -223,10 +221,10 @@ async def test_a_finished_on_open_is_not_held_while_the_connection_is_idle() -> 
                 while conn._opener is not None:
                     await anyio.wait_all_tasks_blocked()
             assert conn._opener_scope is None
-            assert conn._supervisor is not None
-            held = conn._supervisor.get_coro().cr_frame.f_locals  # type: ignore[union-attr]
-            assert not any(isinstance(v, asyncio.Task) for v in held.values())
-            assert held["helpers"] is None
+            supervisor = conn._supervisor
+            if supervisor is not None:  # it parks only if on_open was done before serving
+                held = supervisor.get_coro().cr_frame.f_locals  # type: ignore[union-attr]
+                assert not any(isinstance(v, asyncio.Task) for v in held.values())
             assert (await server.wait_for_messages(2, timeout=5))[:2] == ["hello 1", "buffered"]
             generation = conn.generation
             await server.close_all(1001, "bye")
@@ -234,3 +232,110 @@ async def test_a_finished_on_open_is_not_held_while_the_connection_is_idle() -> 
                 lambda: conn.generation > generation and conn._live, timeout=10
             )
             assert "hello 2" in await server.wait_for_messages(3, timeout=5)
+
+
+async def _parked(server: ScriptedServer, **kwargs: Any) -> ResilientConnection:
+    conn = ResilientConnection(server.url, ping_interval=20, stable_after=0.05, **kwargs)
+    conn.start()
+    await conn.wait_connected(5)
+    await anyio.wait_all_tasks_blocked()
+    assert conn._parked
+    assert conn._supervisor is None
+    return conn
+
+
+def _our_tasks() -> list[asyncio.Task[Any]]:
+    return [t for t in asyncio.all_tasks() if t.get_name().startswith("resilient_conn.")]
+
+
+async def test_aclose_while_parked_cleans_up_as_the_supervisor_would() -> None:
+    """A close while the connection is parked (no supervisor task) stops the keepalive,
+    releases the lease, closes the transport with 1000 and ends CLOSED with no task left;
+    the parked callback, when the transport then ends, starts nothing."""
+    async with ScriptedServer() as server:
+        conn = await _parked(server)
+        alive = conn._alive
+        assert alive is not None
+        assert alive._handle is not None  # the next ping is a pending loop timer
+        ws = conn._ws
+        assert ws is not None
+        with anyio.fail_after(10):
+            await conn.aclose()
+        assert conn.state.value == "closed"
+        assert not alive.running
+        assert conn._lease is None
+        assert not conn._parked
+        assert conn._supervisor is None
+        assert ws.close_code == 1000
+        await anyio.wait_all_tasks_blocked()
+        assert _our_tasks() == []
+
+
+async def test_a_close_racing_the_end_of_a_parked_transport_wins() -> None:
+    """The transport ends (aborted) and aclose() is called before the parked callback ran:
+    no supervisor is started again, the connection ends CLOSED, nothing is left running."""
+    async with ScriptedServer() as server:
+        conn = await _parked(server)
+        ws = conn._ws
+        assert ws is not None
+        ws.abort()
+        with anyio.fail_after(10):
+            await conn.aclose()
+        assert conn.state.value == "closed"
+        assert conn._supervisor is None
+        await anyio.wait_all_tasks_blocked()
+        assert _our_tasks() == []
+        assert len(server.connections) == 1  # no dial after the close
+
+
+async def test_a_resumed_supervisor_cancelled_before_it_ran_is_cleaned_up_by_the_closer() -> None:
+    """If the task started after a parked transport ended is cancelled before it ran a
+    line, the closer still does its cleanup (keepalive stopped, lease released) and the
+    connection ends CLOSED."""
+    async with ScriptedServer() as server:
+        conn = await _parked(server)
+        alive = conn._alive
+        assert alive is not None
+        conn._unpark(None)  # what the callback does when the transport ends
+        resumed = conn._supervisor
+        assert resumed is not None
+        resumed.cancel()  # before its first step
+        with anyio.fail_after(10):
+            await conn.aclose()
+        assert resumed.cancelled()
+        assert conn.state.value == "closed"
+        assert not alive.running
+        assert conn._lease is None
+        assert not conn._parked
+        await anyio.wait_all_tasks_blocked()
+        assert _our_tasks() == []
+
+
+async def test_a_parked_connection_resumes_with_its_marks_and_reconnects() -> None:
+    """When a parked connection's transport ends, the new supervisor task carries the
+    supervisor's mark (a state hook it runs sees in_supervisor), counts the end as the old
+    task would have, reconnects and parks again; a silent peer noticed by keepalive does the
+    same."""
+    marks: list[tuple[str, bool]] = []
+    async with ScriptedServer() as server, ChaosProxy("127.0.0.1", server.port) as proxy:
+        conn = ResilientConnection(
+            proxy.url_for("/"), ping_interval=0.05, ping_timeout=0.3, stable_after=0.05,
+            backoff=connection_backoff().with_(initial_delay=0.01, max_delay=0.05),
+        )
+        conn.on_state_change(lambda change: marks.append((change.new.value, in_supervisor(conn))))
+        async with conn:
+            await conn.wait_connected(5)
+            await anyio.wait_all_tasks_blocked()
+            await conn._changed.wait_until(lambda: conn._parked, timeout=5)
+            generation = conn.generation
+            proxy.blackhole()  # keepalive: no pong within ping_timeout, abort, reconnect
+            await conn._changed.wait_until(lambda: conn.generation > generation or
+                                           conn.state.value == "backoff", timeout=10)
+            proxy.heal()
+            await conn._changed.wait_until(
+                lambda: conn.generation > generation and conn._live, timeout=10
+            )
+            await conn._changed.wait_until(lambda: conn._parked, timeout=5)
+            assert conn.stats.failures.get("ping_timeout") == 1
+        assert ("backoff", True) in marks
+        assert all(inside for state, inside in marks if state in ("backoff", "connecting"))

@@ -126,11 +126,13 @@ def _library_tasks() -> list[str]:
         ),
     ],
 )
-async def test_an_idle_connected_connection_holds_one_task(transport: str) -> None:
-    """Three idle connected connections with keepalive on hold three tasks, their supervisors:
-    keepalive and the flap guard's stable timer are loop timers, on_open + flush is no task
-    when there is nothing to flush, and no task group lives per transport. Checked while the
-    stable timer is pending and again after it fired (the connection proved stable)."""
+async def test_an_idle_connected_connection_holds_no_task(transport: str) -> None:
+    """Three idle connected connections with keepalive on hold no task at all: keepalive and
+    the flap guard's stable timer are loop timers, on_open + flush is no task when there is
+    nothing to flush, no task group lives per transport, and the supervisor parks on its
+    transport's end (a callback, not a suspended task). Checked while the stable timer is
+    pending and again after it fired (the connection proved stable); each connection still
+    reconnects when its server goes away, then parks again."""
     async with ScriptedServer() as server:
         conns = [
             ResilientConnection(
@@ -145,38 +147,53 @@ async def test_an_idle_connected_connection_holds_one_task(transport: str) -> No
                 await conn.wait_connected(5)
             await anyio.wait_all_tasks_blocked()
             assert not any(conn._stable for conn in conns)  # the stable timer is pending
-            assert _library_tasks() == ["_supervise"] * 3
+            assert _library_tasks() == []
+            assert all(conn._parked and conn._supervisor is None for conn in conns)
             for conn in conns:
                 await conn._changed.wait_until(lambda c=conn: c._stable, timeout=10)
             await anyio.wait_all_tasks_blocked()
-            assert _library_tasks() == ["_supervise"] * 3
+            assert _library_tasks() == []
             assert all(conn.state is ConnectionState.CONNECTED for conn in conns)
-
-
-async def test_an_idle_connection_suspends_one_frame_on_the_transports_future() -> None:
-    """Once stable, an idle connection's supervisor is suspended in one coroutine frame (the
-    loop itself) awaiting the future its transport's serve() returned: no coroutine of
-    serve()'s own, no per-transport watch frame, no asyncio.wait machinery, and the fired
-    stable timer's handle dropped. The connection still notices the server going away and
-    reconnects."""
-    async with ScriptedServer() as server:
-        conn = ResilientConnection(server.url, ping_interval=20, stable_after=0.05)
-        async with conn:
-            await conn.wait_connected(5)
-            await conn._changed.wait_until(lambda: conn._stable, timeout=10)
+            generations = [conn.generation for conn in conns]
+            await server.close_all(1001, "bye")
+            for conn, generation in zip(conns, generations, strict=True):
+                await conn._changed.wait_until(
+                    lambda c=conn, g=generation: c.generation > g and c._live, timeout=10
+                )
             await anyio.wait_all_tasks_blocked()
-            assert conn._stable_handle is None
+            assert _library_tasks() == []
+
+
+async def test_a_supervisor_with_a_helper_running_awaits_the_transports_future() -> None:
+    """While something runs beside the watch (here on_open, still waiting), the supervisor
+    does not park: it is suspended in one coroutine frame (the loop itself) awaiting the
+    future its transport's serve() returned, with no coroutine of serve()'s own and no
+    per-transport watch frame. Once on_open is done the connection serves as before, and
+    notices the server going away."""
+    release = asyncio.Event()
+
+    async def on_open(_conn: ResilientConnection) -> None:
+        await release.wait()
+
+    async with ScriptedServer() as server:
+        conn = ResilientConnection(server.url, ping_interval=20, on_open=on_open)
+        async with conn:
+            with anyio.fail_after(5):
+                while conn._ws is None or conn._opener is None:
+                    await conn._changed.wait()
+            await anyio.wait_all_tasks_blocked()
+            assert not conn._parked
             assert conn._supervisor is not None
             coro = conn._supervisor.get_coro()
-            assert coro.cr_code.co_name == "_supervise"
-            assert type(coro.cr_await).__name__ == "FutureIter"  # a future, not a coroutine
+            assert coro.cr_code.co_name == "_supervise"  # type: ignore[union-attr]
+            assert type(coro.cr_await).__name__ == "FutureIter"  # type: ignore[union-attr]
             ws = conn._ws
-            assert ws is not None
             served = ws._served  # type: ignore[attr-defined]
             assert isinstance(served, asyncio.Future)
             assert not served.done()
-            assert ws.serve() is served  # the same future while the transport is up
-            assert "step" not in coro.cr_frame.f_locals  # the CONNECTED step is not held
+            assert "step" not in coro.cr_frame.f_locals  # type: ignore[union-attr]
+            release.set()
+            await conn.wait_connected(5)
             generation = conn.generation
             await server.restart()
             await conn._changed.wait_until(

@@ -134,6 +134,8 @@ class Closing(Supervising):
         """
         task = self._supervisor
         if task is None:
+            if self._parked:  # no task while the transport serves: take it over now
+                await self._leave_parked()
             return
         if self._scope is not None:
             self._scope.cancel()
@@ -151,6 +153,8 @@ class Closing(Supervising):
             self._log.error("resilient_conn.supervisor_stuck", waited=budget)
             task.cancel()
         self._supervisor = None
+        if self._parked:  # resumed after parking, but cancelled before it ran a line
+            await self._leave_parked()
         if not task.done():
             return
         error = None if task.cancelled() else task.exception()
@@ -202,6 +206,8 @@ class Closing(Supervising):
         task, self._supervisor = self._supervisor, None
         if task is not None:
             task.cancel()
+        if self._parked:
+            self._leave_parked_now()
         if self._closed_event is None or not self._closed_event.is_set():
             self._finish_close()
         for hooks in (self._state_hooks, self._outbox._hooks):

@@ -40,7 +40,7 @@ from ..resilience.breaker import BreakerLease, CircuitBreaker
 from ..resilience.classify import Action, Classifier, Verdict
 from ._gate import NO_SCOPE, Gate, gate, needs_probe, pause, probe_round_trip
 from ._marks import ON_OPEN, SUPERVISOR, describe
-from ._stable import StableTimer
+from ._parking import Parking
 from .buffer import DeadLetterReason
 from .decide import Decisions, Step
 from .events import TRANSITIONS, ConnectionState, IllegalTransition, StateChange
@@ -57,7 +57,7 @@ Task = asyncio.Task[None]
 Scope = anyio.CancelScope
 
 
-class Supervising(StableTimer):
+class Supervising(Parking):
     """The supervisor half of ``ResilientConnection`` (its fields are set by ``__init__``)."""
 
     # ResilientConnection's fields as slots (~40: past what a key-sharing dict keeps compact);
@@ -65,9 +65,9 @@ class Supervising(StableTimer):
     __slots__ = (
         "__dict__", "__weakref__", "_abort", "_changed", "_classify", "_clock", "_closed_event",
         "_closer", "_closing", "_connected_at", "_connected_wall", "_decisions", "_dial_options",
-        "_disconnected_at", "_fatal", "_headers_source", "_holding", "_last_error", "_lease",
+        "_disconnected_at", "_fatal", "_headers_source", "_holding", "_last_error",
         "_live", "_log", "_on_open", "_opened", "_opener", "_opener_scope", "_outbox", "_permit",
-        "_probe", "_rtt", "_scope", "_state", "_state_hooks", "_supervisor", "_url_source", "_ws",
+        "_probe", "_rtt", "_scope", "_state", "_state_hooks", "_url_source", "_ws",
         "backoff", "breaker", "coordinator", "generation", "name", "options", "stats", "transport",
         "url",
     )
@@ -194,17 +194,23 @@ class Supervising(StableTimer):
         self._abort = (reason, error)
         ws.abort()
 
-    async def _supervise(self) -> None:
+    async def _supervise(self, resumed: bool = False) -> None:
         """Admit, dial, serve, decide, pause: until a fatal error or the user closes.
 
         Every move comes from :class:`.decide.Decisions` (once the user closed, ``stop``).
-        One flat loop: an idle connection suspends this one frame, on the transport's serve().
+        One flat loop. An idle connection parks (no task: :mod:`._parking`) or, with something
+        running beside the watch, suspends this one frame on the transport's serve().
+        ``resumed``: a new task after a parked transport ended (its context has the mark).
         """
-        SUPERVISOR.set(self._changed)  # inherited by on_open, keepalive and flush tasks
+        if not resumed:
+            SUPERVISOR.set(self._changed)  # inherited by on_open, keepalive and flush tasks
         error: BaseException | None
         try:
             with self._scope or NO_SCOPE:  # no scope: aclose() uses Task.cancel() (_closing)
-                while True:
+                sleep = await self._resume() if resumed else _NO_PAUSE
+                while sleep is not None:
+                    if sleep >= 0:  # not _NO_PAUSE
+                        await self._clock.sleep(sleep)
                     async with gate(self) as permit:  # the shared coordinator's admission
                         self._permit = permit
                         try:
@@ -228,8 +234,11 @@ class Supervising(StableTimer):
                                         return
                                     alive, helpers = self._serve(ws, lease, step)
                                     del step  # not held while the transport serves
+                                    served = ws.serve()
+                                    if self._park(served, alive, helpers):
+                                        return  # a new task carries on when it ends
                                     try:
-                                        await ws.serve()  # idle: this frame on one future
+                                        await served  # this frame on one future
                                     finally:
                                         stable = await self._served(alive, helpers)
                                     verdict, error = self._ended(ws)
@@ -242,10 +251,6 @@ class Supervising(StableTimer):
                         finally:
                             self._permit = None
                     sleep = self._decide(verdict, error, stable)
-                    if sleep is None:
-                        return
-                    if sleep >= 0:  # not _NO_PAUSE
-                        await self._clock.sleep(sleep)
         except Exception as exc:  # a bug in the supervisor must not die silently
             self._log.exception("resilient_conn.supervisor_crashed")
             step = self._decisions.crashed()

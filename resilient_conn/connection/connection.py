@@ -292,6 +292,8 @@ class ResilientConnection(Observing, Receiving, Sending, Closing):
         self._stable = False
         self._stable_handle: asyncio.TimerHandle | None = None  # the flap guard's loop timer
         self._supervisor: asyncio.Task[None] | None = None
+        self._parked = False  # no task while the transport serves (_parking.py)
+        self._alive = None
         # With a coordinator, aclose() stops the supervisor through this scope (made by start()),
         # so the coordinator's shielded sections finish first; without, through Task.cancel(),
         # but never inside the one shielded section of its own (_holding): see _closing.
