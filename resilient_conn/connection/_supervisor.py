@@ -6,9 +6,9 @@ the transport, ask :mod:`.decide` what the ending means, set the state, pause, a
 again; the closer (:mod:`._closing`) drains and closes. The one place a state changes is
 :meth:`Supervising._set_state` (the table in :mod:`.events`).
 
-It speaks the Transport protocol only and holds one task per idle connection: keepalive and
+It speaks the Transport protocol only and holds no task per idle connection: keepalive and
 the flap guard's stable timer are loop timers, ``on_open`` plus the buffer flush (or a probe's
-round trip) are tasks only while they run.
+round trip) are tasks only while they run, and the supervisor parks (:mod:`._parking`).
 """
 
 from __future__ import annotations
