@@ -54,7 +54,6 @@ Message = str | bytes
 _S = ConnectionState
 _NO_PAUSE = -1.0  # _decide(): dial again without a pause (not even a zero sleep)
 Task = asyncio.Task[None]
-Scope = anyio.CancelScope
 
 
 class Supervising(Parking):
