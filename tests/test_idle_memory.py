@@ -339,3 +339,36 @@ async def test_a_parked_connection_resumes_with_its_marks_and_reconnects() -> No
             assert conn.stats.failures.get("ping_timeout") == 1
         assert ("backoff", True) in marks
         assert all(inside for state, inside in marks if state in ("backoff", "connecting"))
+
+
+async def test_a_connection_parks_while_on_open_runs_and_a_close_from_on_open_ends_it() -> None:
+    """on_open (with the flush) is the connection's task, not a helper of the supervisor:
+    the connection parks while it still runs. aclose() called from on_open then behaves as
+    documented: the close starts, on_open is cancelled at that await (nothing after it runs),
+    and the connection ends CLOSED with no task left."""
+    entered, go = asyncio.Event(), asyncio.Event()
+    after: list[str] = []
+
+    async def on_open(conn: ResilientConnection) -> None:
+        entered.set()
+        await go.wait()
+        await conn.aclose()
+        after.append("ran")  # must not run: on_open is cancelled with the close
+
+    async with ScriptedServer() as server:
+        conn = ResilientConnection(server.url, on_open=on_open, stable_after=0.05)
+        conn.start()
+        with anyio.fail_after(5):
+            await entered.wait()
+        await anyio.wait_all_tasks_blocked()
+        assert conn._parked
+        assert conn._supervisor is None
+        opener = conn._opener
+        assert opener is not None
+        go.set()
+        await conn._changed.wait_until(lambda: conn.state.value == "closed", timeout=10)
+        await anyio.wait_all_tasks_blocked()
+        assert opener.done()
+        assert after == []
+        assert _our_tasks() == []
+        assert len(server.connections) == 1

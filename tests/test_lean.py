@@ -13,7 +13,7 @@ import pytest
 from resilient_conn import ConnectionState, DeadLetterReason, ResilientConnection
 from resilient_conn._core.notify import Notifier
 from resilient_conn.connection.buffer import OutboundBuffer
-from resilient_conn.testing import ScriptedServer
+from resilient_conn.testing import FakeClock, ScriptedServer
 
 pytestmark = pytest.mark.anyio
 
@@ -165,22 +165,15 @@ async def test_an_idle_connected_connection_holds_no_task(transport: str) -> Non
 
 
 async def test_a_supervisor_with_a_helper_running_awaits_the_transports_future() -> None:
-    """While something runs beside the watch (here on_open, still waiting), the supervisor
-    does not park: it is suspended in one coroutine frame (the loop itself) awaiting the
-    future its transport's serve() returned, with no coroutine of serve()'s own and no
-    per-transport watch frame. Once on_open is done the connection serves as before, and
+    """While a helper task of the supervisor runs beside the watch (here the stable timer,
+    a task on a fake clock), the supervisor does not park: it is suspended in one coroutine
+    frame (the loop itself) awaiting the future its transport's serve() returned, with no
+    coroutine of serve()'s own and no per-transport watch frame. The connection still
     notices the server going away."""
-    release = asyncio.Event()
-
-    async def on_open(_conn: ResilientConnection) -> None:
-        await release.wait()
-
     async with ScriptedServer() as server:
-        conn = ResilientConnection(server.url, ping_interval=20, on_open=on_open)
+        conn = ResilientConnection(server.url, ping_interval=20, clock=FakeClock())
         async with conn:
-            with anyio.fail_after(5):
-                while conn._ws is None or conn._opener is None:
-                    await conn._changed.wait()
+            await conn.wait_connected(5)
             await anyio.wait_all_tasks_blocked()
             assert not conn._parked
             assert conn._supervisor is not None
@@ -192,13 +185,8 @@ async def test_a_supervisor_with_a_helper_running_awaits_the_transports_future()
             assert isinstance(served, asyncio.Future)
             assert not served.done()
             assert "step" not in coro.cr_frame.f_locals  # type: ignore[union-attr]
-            release.set()
-            await conn.wait_connected(5)
-            generation = conn.generation
-            await server.restart()
-            await conn._changed.wait_until(
-                lambda: conn.generation > generation and conn.is_connected, timeout=10
-            )
+            await server.close_all(1001, "bye")
+            await conn._changed.wait_until(lambda: not conn.is_connected, timeout=10)
             assert served.done()
 
 

@@ -1,8 +1,10 @@
 """Parking: an idle connection holds no task while its transport serves.
 
-Once a transport is up and nothing runs beside the watch on it (no ``on_open`` or flush in
-flight, no probe round trip, the stable timer a loop timer, no shared coordinator), the
-supervisor need not keep a task suspended on the transport's end. It parks instead: a
+Once a transport is up and no helper task of the supervisor's runs beside the watch on it (no
+probe round trip, the stable timer a loop timer, no shared coordinator), the supervisor need
+not keep a task suspended on the transport's end. ``on_open`` plus the flush may still run:
+that task is the connection's (``_opener``), and whoever ends the transport's watch (the
+resumed task, or the closer) stops and awaits it as the supervisor would have. It parks instead: a
 callback on the future ``serve()`` returned, and its task returns. When that future completes
 (the transport ended, aborted by keepalive or not), the callback starts a new supervisor task
 in a copy of the old one's context (its marks included) that carries on where the old one
@@ -45,7 +47,6 @@ class Parking(StableTimer):
     _supervisor: asyncio.Task[None] | None
     name: str
     _closing: bool
-    _opener: asyncio.Task[None] | None
     _scope: anyio.CancelScope | None
     _ws: Transport | None
 
@@ -66,10 +67,9 @@ class Parking(StableTimer):
     def _park(
         self, served: Awaitable[None], alive: Keepalive | None, helpers: list[Any] | None
     ) -> bool:
-        """Park on ``served`` if nothing runs beside the watch; True if the task may return."""
+        """Park on ``served`` unless a helper task runs beside the watch; True: task may end."""
         if (
             helpers
-            or self._opener is not None
             or self._scope is not None
             or self._closing
             or not isinstance(served, asyncio.Future)
