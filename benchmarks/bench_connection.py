@@ -7,10 +7,11 @@ Clients, all in this process, all connected to the same echo server:
   and decodes frames, ``transport.send`` called directly (the ceiling for picows);
 - ``ours websockets``: ``ResilientConnection`` (keepalive off), ``send`` / ``async for``;
 - ``ours picows``: the same with ``transport="picows"``;
-- ``ours websockets cb`` / ``ours picows cb``: ours in raw picows' own style, ``on_message=`` (a plain function per
-  message, no queue) and ``send_nowait`` (no await): the like for like of ``raw picows``. Its
-  buffer is sized for the whole burst (``buffer_size``/``buffer_bytes``), as raw picows'
-  write buffer has no bound: when the socket pushes back, ``send_nowait`` queues behind it.
+- ``ours websockets cb`` / ``ours picows cb``: ours in raw picows' own style: ``on_message=``
+  (a plain function per message, no queue) and ``send_nowait`` (no await), the like for like
+  of ``raw picows``. Its buffer is sized for the whole burst (``buffer_size``/
+  ``buffer_bytes``), as raw picows' write buffer has no bound (``send_nowait`` hands a peer
+  that is behind at most ``buffer_bytes``, then queues behind it).
 
 Servers, each in its own process on 127.0.0.1: a websockets echo server (``websockets-bound``:
 the server is the bottleneck, so clients look alike) and, when picows is installed, a picows

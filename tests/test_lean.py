@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
-import inspect
 
 import anyio
 import pytest
@@ -14,7 +13,7 @@ import pytest
 from resilient_conn import ConnectionState, DeadLetterReason, ResilientConnection
 from resilient_conn._core.notify import Notifier
 from resilient_conn.connection.buffer import OutboundBuffer
-from resilient_conn.testing import ScriptedServer
+from resilient_conn.testing import FakeClock, ScriptedServer
 
 pytestmark = pytest.mark.anyio
 
@@ -127,11 +126,13 @@ def _library_tasks() -> list[str]:
         ),
     ],
 )
-async def test_an_idle_connected_connection_holds_one_task(transport: str) -> None:
-    """Three idle connected connections with keepalive on hold three tasks, their supervisors:
-    keepalive and the flap guard's stable timer are loop timers, on_open + flush is no task
-    when there is nothing to flush, and no task group lives per transport. Checked while the
-    stable timer is pending and again after it fired (the connection proved stable)."""
+async def test_an_idle_connected_connection_holds_no_task(transport: str) -> None:
+    """Three idle connected connections with keepalive on hold no task at all: keepalive and
+    the flap guard's stable timer are loop timers, on_open + flush is no task when there is
+    nothing to flush, no task group lives per transport, and the supervisor parks on its
+    transport's end (a callback, not a suspended task). Checked while the stable timer is
+    pending and again after it fired (the connection proved stable); each connection still
+    reconnects when its server goes away, then parks again."""
     async with ScriptedServer() as server:
         conns = [
             ResilientConnection(
@@ -146,43 +147,47 @@ async def test_an_idle_connected_connection_holds_one_task(transport: str) -> No
                 await conn.wait_connected(5)
             await anyio.wait_all_tasks_blocked()
             assert not any(conn._stable for conn in conns)  # the stable timer is pending
-            assert _library_tasks() == ["_supervise"] * 3
+            assert _library_tasks() == []
+            assert all(conn._parked and conn._supervisor is None for conn in conns)
             for conn in conns:
                 await conn._changed.wait_until(lambda c=conn: c._stable, timeout=10)
             await anyio.wait_all_tasks_blocked()
-            assert _library_tasks() == ["_supervise"] * 3
+            assert _library_tasks() == []
             assert all(conn.state is ConnectionState.CONNECTED for conn in conns)
+            generations = [conn.generation for conn in conns]
+            await server.close_all(1001, "bye")
+            for conn, generation in zip(conns, generations, strict=True):
+                await conn._changed.wait_until(
+                    lambda c=conn, g=generation: c.generation > g and c._live, timeout=10
+                )
+            await anyio.wait_all_tasks_blocked()
+            assert _library_tasks() == []
 
 
-async def test_an_idle_connection_suspends_three_frames_on_one_future() -> None:
-    """Once stable, an idle connection's supervisor is suspended in three coroutine frames
-    (the loop, the transport's watch, the transport's serve) awaiting one plain future: no
-    asyncio.wait machinery, no dial helper frame, and the fired stable timer's handle dropped.
-    The connection still notices the server going away and reconnects."""
+async def test_a_supervisor_with_a_helper_running_awaits_the_transports_future() -> None:
+    """While a helper task of the supervisor runs beside the watch (here the stable timer,
+    a task on a fake clock), the supervisor does not park: it is suspended in one coroutine
+    frame (the loop itself) awaiting the future its transport's serve() returned, with no
+    coroutine of serve()'s own and no per-transport watch frame. The connection still
+    notices the server going away."""
     async with ScriptedServer() as server:
-        conn = ResilientConnection(server.url, ping_interval=20, stable_after=0.05)
+        conn = ResilientConnection(server.url, ping_interval=20, clock=FakeClock())
         async with conn:
             await conn.wait_connected(5)
-            await conn._changed.wait_until(lambda: conn._stable, timeout=10)
             await anyio.wait_all_tasks_blocked()
-            assert conn._stable_handle is None
+            assert not conn._parked
             assert conn._supervisor is not None
-            chain, coro = [], conn._supervisor.get_coro()
-            while True:
-                chain.append(coro.cr_code.co_name)
-                if not inspect.iscoroutine(coro.cr_await):
-                    break
-                coro = coro.cr_await
-            assert chain == ["_supervise", "_run_transport", "serve"]
-            leaving = coro.cr_frame.f_locals["leaving"]  # serve() awaits this future directly
-            assert isinstance(leaving, asyncio.Future)
-            assert not leaving.done()
-            assert type(coro.cr_await).__name__ == "FutureIter"
-            generation = conn.generation
-            await server.restart()
-            await conn._changed.wait_until(
-                lambda: conn.generation > generation and conn.is_connected, timeout=10
-            )
+            coro = conn._supervisor.get_coro()
+            assert coro.cr_code.co_name == "_supervise"  # type: ignore[union-attr]
+            assert type(coro.cr_await).__name__ == "FutureIter"  # type: ignore[union-attr]
+            ws = conn._ws
+            served = ws._served  # type: ignore[attr-defined]
+            assert isinstance(served, asyncio.Future)
+            assert not served.done()
+            assert "step" not in coro.cr_frame.f_locals  # type: ignore[union-attr]
+            await server.close_all(1001, "bye")
+            await conn._changed.wait_until(lambda: not conn.is_connected, timeout=10)
+            assert served.done()
 
 
 async def test_connections_with_equal_settings_share_their_immutable_parts() -> None:

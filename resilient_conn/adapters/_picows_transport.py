@@ -443,14 +443,14 @@ class PicowsTransport(picows.WSListener):
         """Wait until the TCP connection is gone."""
         await asyncio.shield(self._done)
 
-    async def serve(self) -> None:
-        """Return once the connection is gone (see the Transport protocol).
+    def serve(self) -> asyncio.Future[None]:
+        """Return a future done once the connection is gone (see the Transport protocol).
 
         Nothing to cut short here: a close frame from the peer is answered and the connection
         dropped at once, and so is a protocol error (:meth:`_fail`); only :meth:`close` waits
-        for the peer, bounded by ``close_timeout``.
+        for the peer, bounded by ``close_timeout``. Cancelling it leaves the transport be.
         """
-        await asyncio.shield(self._done)
+        return asyncio.shield(self._done)
 
     def abort(self) -> None:
         """Drop the TCP connection at once, without a closing handshake."""

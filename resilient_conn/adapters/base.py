@@ -136,14 +136,15 @@ class Transport(Protocol):
         """Wait until the TCP connection is gone."""
         ...
 
-    async def serve(self) -> None:
-        """Return once the transport is closed, failing a stuck closing handshake at once.
+    def serve(self) -> Awaitable[None]:
+        """Return what completes once the transport is closed, failing a stuck close at once.
 
-        What the supervisor awaits while the transport is up. Unlike :meth:`wait_closed`, it
-        does not wait out ``close_timeout`` for a peer that went silent after a protocol error
-        (the transport answered with a close frame of its own): that transport is aborted at
-        once. A close the peer started gets ``close_timeout`` to finish, then is aborted.
-        Cancelling it leaves the transport as it was.
+        What the supervisor awaits while the transport is up: a coroutine, or a future the
+        transport completes itself (so an idle connection holds no frame of it). Unlike
+        :meth:`wait_closed`, it does not wait out ``close_timeout`` for a peer that went
+        silent after a protocol error (the transport answered with a close frame of its own):
+        that transport is aborted at once. A close the peer started gets ``close_timeout`` to
+        finish, then is aborted. Cancelling it leaves the transport as it was.
         """
         ...
 

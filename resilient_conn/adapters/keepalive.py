@@ -15,12 +15,25 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Protocol
 
 from websockets.exceptions import ConcurrencyError, ConnectionClosed
 
 from .base import Transport
 
-__all__ = ["Keepalive"]
+__all__ = ["Keepalive", "KeepaliveOwner"]
+
+
+class KeepaliveOwner(Protocol):
+    """An object with both callbacks of a :class:`Keepalive` as methods (a connection)."""
+
+    def report_alive(self, rtt: float | None = None) -> None:
+        """Called with the round trip in seconds after each pong."""
+        ...
+
+    def fail_current(self, reason: str, error: BaseException | None = None) -> None:
+        """Called once as ``fail_current("ping_timeout", TimeoutError)`` when a pong is late."""
+        ...
 
 
 class Keepalive:
@@ -32,13 +45,17 @@ class Keepalive:
         timeout: Seconds to wait for a pong (> 0).
         on_alive: Called with the round trip in seconds after each pong.
         on_dead: Called once as ``on_dead("ping_timeout", TimeoutError)`` when a pong is late.
+        owner: Instead of both callbacks, an object with them as methods (``report_alive``,
+            ``fail_current``: a connection), so no bound method is held per connection.
 
     Call :meth:`start` from the event loop, and :meth:`stop` when the transport is done with
     (it may be called more than once, from a callback too); :meth:`aclose` also waits for a
     ping in flight to finish cancelling, so nothing outlives it.
     """
 
-    __slots__ = ("_handle", "_interval", "_on_alive", "_on_dead", "_task", "_timeout", "_ws")
+    __slots__ = (
+        "_handle", "_interval", "_on_alive", "_on_dead", "_owner", "_task", "_timeout", "_ws"
+    )
 
     def __init__(
         self,
@@ -46,16 +63,21 @@ class Keepalive:
         interval: float,
         timeout: float,
         *,
-        on_alive: Callable[[float], None],
-        on_dead: Callable[[str, BaseException], None],
+        on_alive: Callable[[float], None] | None = None,
+        on_dead: Callable[[str, BaseException], None] | None = None,
+        owner: KeepaliveOwner | None = None,
     ) -> None:
         if not interval > 0 or not timeout > 0:
             raise ValueError(f"interval and timeout must be > 0, got {interval!r}, {timeout!r}")
+        callbacks = (on_alive is not None, on_dead is not None)
+        if callbacks != ((False, False) if owner is not None else (True, True)):
+            raise ValueError("pass both on_alive and on_dead, or owner alone")
         self._ws = transport
         self._interval = interval
         self._timeout = timeout
-        self._on_alive = on_alive
-        self._on_dead = on_dead
+        self._on_alive: Callable[[float], None] | None = on_alive
+        self._on_dead: Callable[[str, BaseException], None] | None = on_dead
+        self._owner = owner
         self._handle: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -68,7 +90,7 @@ class Keepalive:
         """Schedule the first ping ``interval`` seconds from now (idempotent)."""
         if not self.running:
             loop = asyncio.get_running_loop()
-            self._handle = loop.call_later(self._interval, self._fire)
+            self._handle = loop.call_later(self._interval, self)
 
     def stop(self) -> None:
         """Cancel the next ping and any round trip in flight."""
@@ -87,10 +109,14 @@ class Keepalive:
             await asyncio.gather(task, return_exceptions=True)
 
     def _fire(self) -> None:
+        """The timer fired: start the round trip."""
         self._handle = None
         self._task = asyncio.get_running_loop().create_task(
             self._round_trip(), name="resilient_conn.keepalive_ping"
         )
+
+    # The keepalive is its own timer callback: no bound method is held between pings.
+    __call__ = _fire
 
     async def _round_trip(self) -> None:
         try:
@@ -104,9 +130,16 @@ class Keepalive:
             return
         except TimeoutError:
             self._task = None
-            self._on_dead("ping_timeout", TimeoutError(f"no pong within {self._timeout}s"))
+            error = TimeoutError(f"no pong within {self._timeout}s")
+            if self._owner is not None:
+                self._owner.fail_current("ping_timeout", error)
+            elif self._on_dead is not None:
+                self._on_dead("ping_timeout", error)
             return
         self._task = None
-        self._on_alive(rtt)
+        if self._owner is not None:
+            self._owner.report_alive(rtt)
+        elif self._on_alive is not None:
+            self._on_alive(rtt)
         if self._ws.is_open:
-            self._handle = asyncio.get_running_loop().call_later(self._interval, self._fire)
+            self._handle = asyncio.get_running_loop().call_later(self._interval, self)

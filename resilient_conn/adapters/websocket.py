@@ -98,56 +98,68 @@ class WebsocketsTransport(ClientConnection):
     ``close_reason`` and ``subprotocol`` unchanged.
     """
 
-    # Made only while serve() waits (nothing per idle connection otherwise): set once the
-    # protocol leaves OPEN (a close frame sent or received) or the connection is lost, so
-    # serve() awaits this one future alone (no asyncio.wait: its sets, callbacks and frames
-    # would sit in memory for the whole life of an idle connection).
-    _leaving: asyncio.Future[None] | None = None
+    # Made by serve() and done once the TCP connection is gone: the caller awaits this one
+    # future, with no coroutine of serve()'s own, no task and no asyncio.wait (its sets,
+    # callbacks and frames would sit in memory for the whole life of an idle connection).
+    # Leaving OPEN (a close frame sent or received) is noticed in data_received below, and a
+    # stuck closing handshake cut short from there (see serve()).
+    _served: asyncio.Future[None] | None = None
+    _cutting: asyncio.Future[None] | None = None  # the served future a cut is scheduled for
     _handler: Handler | None = None  # on_message (set_handler); class defaults: no memory
     reader: asyncio.Task[None] | None = None  # its reader task (_handler.py), while it runs
 
     def data_received(self, data: bytes) -> None:
-        """Feed websockets, hand messages to the handler if any, wake :meth:`serve` (asyncio).
-
-        ``serve`` wakes if the protocol left OPEN.
-        """
+        """Feed websockets; hand messages to any handler; cut a stuck close short (asyncio)."""
         super().data_received(data)
         if self._handler is not None:
             deliver_queued(self, self._handler)
-        leaving = self._leaving
-        if leaving is not None and self.protocol.state is not State.OPEN and not leaving.done():
-            leaving.set_result(None)
+        served = self._served
+        if (
+            served is not None
+            and self.protocol.state is not _OPEN
+            and self._cutting is not served
+            and not served.done()
+        ):
+            self._left_open(served)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """Let websockets record the loss, then wake :meth:`serve` (asyncio)."""
+        """Let websockets record the loss, then end what :meth:`serve` returned (asyncio)."""
         super().connection_lost(exc)
-        leaving = self._leaving
-        if leaving is not None and not leaving.done():
-            leaving.set_result(None)
+        served = self._served
+        if served is not None and not served.done():
+            served.set_result(None)
 
-    async def serve(self) -> None:
-        """Return once the transport is closed; cut a stuck closing handshake short.
+    def serve(self) -> asyncio.Future[None]:
+        """Return a future done once the transport is closed; cut a stuck closing handshake short.
 
         websockets waits ``close_timeout`` for the peer to finish a closing handshake. After
         a protocol error (say a close code 999) it answered with 1002 itself, and a silent
         peer never closes the TCP connection: that transport is aborted at once. A close the
-        peer started gets ``close_timeout`` to finish, then is aborted. No task is made.
+        peer started gets ``close_timeout`` to finish, then is aborted. No task and no
+        coroutine are made: the returned future is set from the protocol callbacks. Cancelling
+        it (a cancelled caller does) leaves the transport as it was; a later call returns a
+        new one.
         """
-        lost = self.connection_lost_waiter
-        if self.protocol.state is State.OPEN and not lost.done():
-            leaving = self._leaving = self.loop.create_future()
-            try:
-                await leaving
-            finally:
-                self._leaving = None
-                leaving.cancel()
-        if lost.done():
-            return
-        if self.protocol.close_rcvd is not None:  # the peer's close: let it finish
-            await asyncio.wait((lost,), timeout=self.close_timeout)
-        if not lost.done():
+        served = self._served
+        if served is None or served.done():
+            served = self._served = self.loop.create_future()
+            if self.connection_lost_waiter.done():
+                served.set_result(None)
+            elif self.protocol.state is not _OPEN:
+                self._left_open(served)
+        return served
+
+    def _left_open(self, served: asyncio.Future[None]) -> None:
+        """The protocol left OPEN while ``served`` is awaited: abort now, or after a grace."""
+        self._cutting = served
+        if self.protocol.close_rcvd is None:  # our close frame (a protocol error): abort now
+            self.loop.call_soon(self._cut_short, served)  # once this callback has returned
+        elif self.close_timeout is not None:  # the peer's close: let it finish, bounded
+            self.loop.call_later(self.close_timeout, self._cut_short, served)
+
+    def _cut_short(self, served: asyncio.Future[None]) -> None:
+        if not served.done():  # still awaited, and the TCP connection not gone yet
             self.transport.abort()
-            await asyncio.shield(lost)  # connection_lost follows an abort at once
 
     def abort(self) -> None:
         """Drop the TCP connection at once, without a closing handshake."""
@@ -311,7 +323,7 @@ class WebsocketsTransport(ClientConnection):
     @property
     def is_open(self) -> bool:
         """True while the WebSocket is OPEN (no close frame sent or received yet)."""
-        return self.protocol.state is State.OPEN
+        return self.protocol.state is _OPEN
 
 
 def recv_nowait(ws: Connection) -> Message | None:

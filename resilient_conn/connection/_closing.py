@@ -40,7 +40,7 @@ def in_supervisor(conn: Supervising) -> bool:
 
     Such a task is stopped by the connection's close, so it must not wait for that close.
     """
-    return SUPERVISOR.get() == id(conn)
+    return SUPERVISOR.get() is conn._changed
 
 
 def _fresh_context() -> contextvars.Context:
@@ -78,7 +78,7 @@ class Closing(Supervising):
             waited: asyncio.Future[Any] = asyncio.ensure_future(self._closed_event.wait())
         else:
             waited = closer
-        inside = SUPERVISOR.get() == id(self) and IN_HOOK.get() is None
+        inside = SUPERVISOR.get() is self._changed and IN_HOOK.get() is None
         try:
             await asyncio.shield(waited)
         except asyncio.CancelledError:
@@ -134,6 +134,8 @@ class Closing(Supervising):
         """
         task = self._supervisor
         if task is None:
+            if self._parked:  # no task while the transport serves: take it over now
+                await self._leave_parked()
             return
         if self._scope is not None:
             self._scope.cancel()
@@ -151,6 +153,8 @@ class Closing(Supervising):
             self._log.error("resilient_conn.supervisor_stuck", waited=budget)
             task.cancel()
         self._supervisor = None
+        if self._parked:  # resumed after parking, but cancelled before it ran a line
+            await self._leave_parked()
         if not task.done():
             return
         error = None if task.cancelled() else task.exception()
@@ -176,8 +180,10 @@ class Closing(Supervising):
                 await self._close_transport(ws)
             self._ws = None
             self._finish_close()
-            await self._state_hooks.aclose(grace=1.0)
-            await self._outbox.hooks.aclose(grace=1.0)
+            if self._state_hooks is not None:
+                await self._state_hooks.aclose(grace=1.0)
+            if self._outbox._hooks is not None:
+                await self._outbox._hooks.aclose(grace=1.0)
         except BaseException:
             self._close_now()
             raise
@@ -200,8 +206,11 @@ class Closing(Supervising):
         task, self._supervisor = self._supervisor, None
         if task is not None:
             task.cancel()
+        if self._parked:
+            self._leave_parked_now()
         if self._closed_event is None or not self._closed_event.is_set():
             self._finish_close()
-        self._state_hooks.cancel()
-        self._outbox.hooks.cancel()
+        for hooks in (self._state_hooks, self._outbox._hooks):
+            if hooks is not None:
+                hooks.cancel()
         self._log.warning("resilient_conn.close_cancelled")

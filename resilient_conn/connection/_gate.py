@@ -29,7 +29,9 @@ from ..coordination import REASON_DIALING, REASON_RAMP, DialKind, Permit, Recove
 from ..resilience.backoff import Backoff
 from ..resilience.classify import Action, Verdict
 
-__all__ = ["Gate", "Gated", "NoPermit", "gate", "needs_probe", "pause", "probe_round_trip"]
+__all__ = [
+    "NO_SCOPE", "Gate", "Gated", "NoPermit", "gate", "needs_probe", "pause", "probe_round_trip"
+]
 
 
 class Gated(Protocol):
@@ -70,8 +72,8 @@ class NoPermit:
     async def __aenter__(self) -> NoPermit:
         return self
 
+    @staticmethod  # looked up without a bound method: nothing held while the block runs
     async def __aexit__(
-        self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
@@ -89,6 +91,29 @@ class NoPermit:
 
 
 _NO_PERMIT = NoPermit()
+
+
+class _NoScope:
+    """The cancel scope of a connection without a coordinator: none.
+
+    ``contextlib.nullcontext`` without the bound ``__exit__`` that a ``with`` block holds for
+    as long as it runs (a static method is looked up as the function itself).
+    """
+
+    def __enter__(self) -> None:
+        return None
+
+    @staticmethod
+    def __exit__(
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+
+NO_SCOPE = _NoScope()
+"""What the supervisor's ``with`` enters when it holds no cancel scope."""
 
 
 def gate(conn: Gated) -> Permit | NoPermit:

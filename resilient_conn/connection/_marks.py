@@ -6,13 +6,15 @@ Split from :mod:`._supervisor` (which re-exports them) to keep that module one r
 from __future__ import annotations
 
 import contextvars
+import functools
 
 from .._core.log import redact_text
 
-__all__ = ["ON_OPEN", "SUPERVISOR", "describe"]
+__all__ = ["ON_OPEN", "SUPERVISOR", "describe", "supervisor_task_name"]
 
-# Set inside the supervisor's own tasks: aclose() from there would wait for itself.
-SUPERVISOR: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+# Set inside the supervisor's own tasks: aclose() from there would wait for itself. The value
+# is the connection's own Notifier (an object it holds anyway: no int is made per connection).
+SUPERVISOR: contextvars.ContextVar[object | None] = contextvars.ContextVar(
     "resilient_conn_supervisor", default=None
 )
 
@@ -28,3 +30,9 @@ def describe(error: BaseException) -> str:
     text = str(error)
     name = type(error).__name__
     return redact_text(f"{name}: {text}" if text else name)
+
+
+@functools.lru_cache(maxsize=256)
+def supervisor_task_name(name: str) -> str:
+    """The supervisor task's name for connection ``name``: one string per name, shared."""
+    return f"resilient_conn.supervisor[{name}]"

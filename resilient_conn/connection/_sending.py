@@ -1,4 +1,6 @@
-"""Sending several messages at once: ``send_many()``, one write to the socket for the lot.
+"""Sending: ``send()``, ``send_nowait()`` for plain functions, and ``send_many()``.
+
+``send_many()`` is for several messages at once: one write to the socket for the lot.
 
 Mixed into :class:`~resilient_conn.ResilientConnection` above
 :class:`._supervisor.Supervising`, whose fields it reads. For a producer that has several
@@ -52,6 +54,56 @@ class Sending(Supervising):
             raise BufferFullError(
                 f"{self.name}: outbound buffer still full after {self.options.send_timeout}s"
             ) from None
+
+    async def send(self, message: Message, *, buffer: bool = True) -> None:
+        """Send a message; while disconnected, buffer it (bounded) for after the reconnect.
+
+        Args:
+            message: Text (``str``) or binary (``bytes``; a ``bytearray`` or ``memoryview`` is
+                copied to ``bytes``) message. Anything else is a TypeError, connected or not.
+            buffer: False to raise :class:`NotConnectedError` instead of buffering.
+
+        Raises:
+            BufferFullError: The buffer is full and ``overflow`` is ``"raise"``, or ``"block"``
+                waited ``send_timeout`` in vain.
+            NotConnectedError: ``buffer=False`` and no transport is open.
+            ConnectionFailedError: The connection failed.
+            ConnectionClosedError: The connection was closed by its user.
+        """
+        cls = message.__class__
+        if cls is not str and cls is not bytes:  # users pass anything: one rule on every path
+            raw: object = message
+            if not isinstance(raw, (str, bytes)):
+                if not isinstance(raw, (bytearray, memoryview)):
+                    raise TypeError(f"message must be str or bytes, got {type(raw).__name__}")
+                message = bytes(raw)
+        ws = self._ws
+        if ws is not None and (self._live or ON_OPEN.get() == (id(self), self.generation)):
+            try:
+                # Written at once (no coroutine, no timer) unless the transport must wait:
+                # the peer is not reading, or it is closing. Only then a deadline.
+                pending = ws.start_send(message)
+                if pending is not None:
+                    async with asyncio.timeout(self.options.send_timeout):
+                        await pending
+            except (ConnectionClosed, TimeoutError) as exc:
+                # The transport died under us, or its peer stopped reading for send_timeout:
+                # the message is buffered for the next transport (below).
+                self._write_lost(ws, exc)
+            else:
+                stats = self.stats
+                stats.messages_out += 1
+                stats.bytes_out += (
+                    len(message)  # message_size(), inline for the common types
+                    if cls is bytes or (cls is str and message.isascii())
+                    else message_size(message)
+                )
+                return
+        self._raise_if_over()
+        if not buffer:
+            raise NotConnectedError(f"{self.name}: no transport is open")
+        if not self._outbox.admit(message):
+            await self._wait_for_room(message)
 
     def send_nowait(self, message: Message, *, buffer: bool = True) -> None:
         """Send without waiting: from ``on_message``, a callback, any plain function.

@@ -6,15 +6,14 @@ the transport, ask :mod:`.decide` what the ending means, set the state, pause, a
 again; the closer (:mod:`._closing`) drains and closes. The one place a state changes is
 :meth:`Supervising._set_state` (the table in :mod:`.events`).
 
-It speaks the Transport protocol only and holds one task per idle connection: keepalive and
+It speaks the Transport protocol only and holds no task per idle connection: keepalive and
 the flap guard's stable timer are loop timers, ``on_open`` plus the buffer flush (or a probe's
-round trip) are tasks only while they run.
+round trip) are tasks only while they run, and the supervisor parks (:mod:`._parking`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import time
 from collections.abc import Awaitable, Callable
@@ -22,14 +21,14 @@ from typing import Any
 
 import anyio
 
-from .._core.clock import SYSTEM_CLOCK, Clock, is_testing
+from .._core.clock import Clock
 from .._core.errors import (
     CircuitOpenError,
     ConnectionClosedError,
     ConnectionFailedError,
 )
 from .._core.hooks import HookSet
-from .._core.log import debug_enabled, redact_text
+from .._core.log import redact_text
 from .._core.notify import Notifier
 from ..adapters.base import Transport
 from ..adapters.keepalive import Keepalive
@@ -38,8 +37,9 @@ from ..coordination import RecoveryCoordinator
 from ..resilience.backoff import Backoff
 from ..resilience.breaker import BreakerLease, CircuitBreaker
 from ..resilience.classify import Action, Classifier, Verdict
-from ._gate import Gate, gate, needs_probe, pause, probe_round_trip
+from ._gate import NO_SCOPE, Gate, gate, needs_probe, pause, probe_round_trip
 from ._marks import ON_OPEN, SUPERVISOR, describe
+from ._parking import Parking
 from .buffer import DeadLetterReason
 from .decide import Decisions, Step
 from .events import TRANSITIONS, ConnectionState, IllegalTransition, StateChange
@@ -52,10 +52,10 @@ __all__ = ["ON_OPEN", "SUPERVISOR", "Message", "Supervising", "describe"]
 Message = str | bytes
 _S = ConnectionState
 _NO_PAUSE = -1.0  # _decide(): dial again without a pause (not even a zero sleep)
-_NO_SCOPE = contextlib.nullcontext()
+Task = asyncio.Task[None]
 
 
-class Supervising:
+class Supervising(Parking):
     """The supervisor half of ``ResilientConnection`` (its fields are set by ``__init__``)."""
 
     # ResilientConnection's fields as slots (~40: past what a key-sharing dict keeps compact);
@@ -63,11 +63,11 @@ class Supervising:
     __slots__ = (
         "__dict__", "__weakref__", "_abort", "_changed", "_classify", "_clock", "_closed_event",
         "_closer", "_closing", "_connected_at", "_connected_wall", "_decisions", "_dial_options",
-        "_disconnected_at", "_fatal", "_flusher", "_headers_source", "_holding", "_last_error",
-        "_lease", "_live", "_log", "_on_message", "_on_open", "_opened", "_outbox", "_permit",
-        "_probe", "_rtt", "_scope", "_stable", "_stable_handle", "_state", "_state_hooks",
-        "_supervisor", "_url_source", "_ws", "backoff", "breaker", "coordinator", "generation",
-        "name", "options", "stats", "transport", "url",
+        "_disconnected_at", "_fatal", "_headers_source", "_holding", "_last_error", "_live",
+        "_log", "_on_message", "_on_open", "_opened", "_opener", "_opener_scope", "_outbox",
+        "_permit", "_probe", "_rtt", "_scope", "_state", "_state_hooks", "_url_source", "_ws",
+        "backoff", "breaker", "coordinator", "generation", "name", "options", "stats", "transport",
+        "url",
     )
 
     name: str
@@ -86,7 +86,7 @@ class Supervising:
     _clock: Clock
     _log: Any
     _outbox: Outbox
-    _state_hooks: HookSet[StateChange]
+    _state_hooks: HookSet[StateChange] | None
     _state: ConnectionState
     _decisions: Decisions
     _ws: Transport | None
@@ -101,13 +101,14 @@ class Supervising:
     _disconnected_at: float | None
     _lease: BreakerLease | None
     _permit: Gate | None
-    _stable: bool
-    _stable_handle: asyncio.TimerHandle | None
     _changed: Notifier
     _supervisor: asyncio.Task[None] | None
     _scope: anyio.CancelScope | None
     _holding: bool
-    _flusher: tuple[asyncio.Task[None], anyio.CancelScope] | None
+    # on_open + flush after a dial, and its scope: set by _serve(), None again once it is done
+    # (a finished task, its context and scope are not held for the life of the transport)
+    _opener: asyncio.Task[None] | None
+    _opener_scope: anyio.CancelScope | None
     _closing: bool
 
     def report_alive(self, rtt: float | None = None) -> None:
@@ -154,7 +155,8 @@ class Supervising:
             error=None if error is None else describe(error),
         )
         self._wake()
-        self._state_hooks.emit(change)
+        if self._state_hooks is not None:
+            self._state_hooks.emit(change)
 
     def _wake(self) -> None:
         self._changed.notify()
@@ -176,17 +178,23 @@ class Supervising:
         self._abort = (reason, error)
         ws.abort()
 
-    async def _supervise(self) -> None:
+    async def _supervise(self, resumed: bool = False) -> None:
         """Admit, dial, serve, decide, pause: until a fatal error or the user closes.
 
         Every move comes from :class:`.decide.Decisions` (once the user closed, ``stop``).
-        One flat loop: an idle connection suspends 3 frames (this, _run_transport, serve).
+        One flat loop. An idle connection parks (no task: :mod:`._parking`) or, with something
+        running beside the watch, suspends this one frame on the transport's serve().
+        ``resumed``: a new task after a parked transport ended (its context has the mark).
         """
-        SUPERVISOR.set(id(self))  # inherited by on_open, keepalive and flush tasks
+        if not resumed:
+            SUPERVISOR.set(self._changed)  # inherited by on_open, keepalive and flush tasks
         error: BaseException | None
         try:
-            with self._scope or _NO_SCOPE:  # no scope: aclose() uses Task.cancel() (_closing)
-                while True:
+            with self._scope or NO_SCOPE:  # no scope: aclose() uses Task.cancel() (_closing)
+                sleep = await self._resume() if resumed else _NO_PAUSE
+                while sleep is not None:
+                    if sleep >= 0:  # not _NO_PAUSE
+                        await self._clock.sleep(sleep)
                     async with gate(self) as permit:  # the shared coordinator's admission
                         self._permit = permit
                         try:
@@ -208,9 +216,16 @@ class Supervising:
                                         self._ws, self._opened = ws, False
                                         lease.release()
                                         return
-                                    verdict, error, stable = await self._run_transport(
-                                        ws, lease, step
-                                    )
+                                    alive, helpers = self._serve(ws, lease, step)
+                                    del step  # not held while the transport serves
+                                    served = ws.serve()
+                                    if self._park(served, alive, helpers):
+                                        return  # a new task carries on when it ends
+                                    try:
+                                        await served  # this frame on one future
+                                    finally:
+                                        stable = await self._served(alive, helpers)
+                                    verdict, error = self._ended(ws)
                             except BaseException:
                                 lease.release()
                                 raise
@@ -220,10 +235,6 @@ class Supervising:
                         finally:
                             self._permit = None
                     sleep = self._decide(verdict, error, stable)
-                    if sleep is None:
-                        return
-                    if sleep >= 0:  # not _NO_PAUSE
-                        await self._clock.sleep(sleep)
         except Exception as exc:  # a bug in the supervisor must not die silently
             self._log.exception("resilient_conn.supervisor_crashed")
             step = self._decisions.crashed()
@@ -299,10 +310,13 @@ class Supervising:
             self.stats.dials += 1
             return lease
 
-    async def _run_transport(
+    def _serve(
         self, ws: Transport, lease: BreakerLease, step: Step
-    ) -> tuple[Verdict, BaseException | None, bool]:
-        """Serve one transport until it ends; return how it ended and if it was stable."""
+    ) -> tuple[Keepalive | None, list[Task] | None]:
+        """Make ``ws`` current and start what runs beside the watch on it (no await).
+
+        Returns the keepalive and the helper tasks (on_open + flush is ``_opener``).
+        """
         now = self._clock.now()
         if self._disconnected_at is not None and self.stats.connects:
             self.stats.disconnected_seconds += now - self._disconnected_at
@@ -325,14 +339,14 @@ class Supervising:
         loop = asyncio.get_running_loop()
         alive = None
         if opts.ping_interval > 0:
-            alive = Keepalive(ws, opts.ping_interval, opts.ping_timeout,
-                              on_alive=self.report_alive, on_dead=self.fail_current)
+            alive = Keepalive(ws, opts.ping_interval, opts.ping_timeout, owner=self)
             alive.start()
-        # Tasks beside the watch while they run; idle, not even an empty list is held here.
+        # Tasks beside the watch while they run; idle, not even an empty list is held.
         helpers: list[asyncio.Task[None]] | None = None
         timer = self._start_stable_timer(lease)
         if timer is not None:
             helpers = [timer]
+        self._opener = self._opener_scope = None
         if self._on_open is not None or self._outbox.buffer:
             self._flush_behind(ws, opening=True)
         else:
@@ -342,43 +356,52 @@ class Supervising:
         if needs_probe(permit):
             probe = loop.create_task(probe_round_trip(ws, permit, opts.ping_timeout))
             helpers = [*(helpers or ()), probe]
+        return alive, helpers
+
+    async def _served(self, alive: Keepalive | None, helpers: list[Task] | None) -> bool:
+        """The transport ended (or the watch was cancelled): stop and await what ran beside.
+
+        Returns whether it was stable.
+        """
+        handle, self._stable_handle = self._stable_handle, None
+        if handle is not None:
+            handle.cancel()
+        opener, scope = self._opener, self._opener_scope
+        if scope is not None:
+            scope.cancel()
+        for task in helpers or ():
+            task.cancel()
+        self._holding = True  # aclose() does not Task.cancel() this section (_closing)
         try:
-            await ws.serve()
+            with anyio.CancelScope(shield=True):  # a shielded flush write ends first
+                if alive is not None:
+                    await alive.aclose()
+                if helpers or opener is not None:
+                    await asyncio.gather(*(helpers or ()), *(opener,) * (opener is not None),
+                                         return_exceptions=True)
         finally:
-            handle, self._stable_handle = self._stable_handle, None
-            if handle is not None:
-                handle.cancel()
-            for task in helpers or ():
-                task.cancel()
-            opener, self._flusher = self._flusher, None  # on_open + flush, or a later flush
-            if opener is not None:  # stopped by its scope: a shielded write in flight ends
-                opener[1].cancel()
-                helpers = [*(helpers or ()), opener[0]]
-            self._holding = True  # aclose() does not Task.cancel() this section (_closing)
-            try:
-                with anyio.CancelScope(shield=True):  # a shielded flush write ends first
-                    if alive is not None:
-                        await alive.aclose()
-                    if helpers:
-                        await asyncio.gather(*helpers, return_exceptions=True)
-            finally:
-                self._holding = False
-            stable, self._stable = self._stable, False
-            self._live = False
-            if not self._closing:  # aclose() takes the transport over to drain and close it
-                self._ws = None
-            self._lease = None
-            self._disconnected_at = self._clock.now()
-            self._connected_at = self._connected_wall = None
-            self._wake()
+            self._holding = False
+        stable, self._stable = self._stable, False
+        self._live = False
+        if not self._closing:  # aclose() takes the transport over to drain and close it
+            self._ws = None
+        self._lease = None
+        self._disconnected_at = self._clock.now()
+        self._connected_at = self._connected_wall = None
+        self._wake()
+        return stable
+
+    def _ended(self, ws: Transport) -> tuple[Verdict, BaseException | None]:
+        """How the transport ended: the verdict and the error behind it."""
+        opener, self._opener, self._opener_scope = self._opener, None, None
         abort = self._take_abort()
         if abort is not None:
             kind, error = abort
-            return Verdict(Action.RETRY, kind), error or ConnectionError(kind), stable
-        if opener is not None and not opener[0].cancelled() and opener[0].exception():
-            raise opener[0].exception()  # type: ignore[misc]  # a bug must not pass silently
+            return Verdict(Action.RETRY, kind), error or ConnectionError(kind)
+        if opener is not None and not opener.cancelled() and opener.exception() is not None:
+            raise opener.exception()  # type: ignore[misc]  # a bug must not pass silently
         exc = ws.close_exc
-        return self._classify(exc), exc, stable
+        return self._classify(exc), exc
 
     def _take_abort(self) -> tuple[str, BaseException | None] | None:
         abort, self._abort = self._abort, None
@@ -387,16 +410,20 @@ class Supervising:
     def _flush_behind(self, ws: Transport, *, opening: bool = False) -> None:
         """Flush the buffer in a task (after on_open when opening), then let sends go direct.
 
-        Stopped through a cancel scope, never Task.cancel(): a buffered write in flight is
-        shielded (bounded) and must finish, or the message would be sent twice.
+        Stopped through its cancel scope, never Task.cancel(): a buffered write in flight is
+        shielded (bounded) and must finish, or the message would be sent twice. Whoever ends
+        the watch (the supervisor, or the closer while it is parked) stops and awaits it.
         """
-        scope = anyio.CancelScope()
-        task = asyncio.get_running_loop().create_task(self._open_and_flush(ws, scope, opening))
-        self._flusher = (task, scope)
+        scope = self._opener_scope = anyio.CancelScope()
+        self._opener = asyncio.get_running_loop().create_task(
+            self._open_and_flush(ws, scope, opening)
+        )
 
     async def _open_and_flush(self, ws: Transport, scope: anyio.CancelScope, opening: bool) -> None:
         with scope:
             await self._open_and_flush_now(ws, opening)
+        if self._opener is asyncio.current_task():  # done: the supervisor holds it no longer
+            self._opener = self._opener_scope = None
 
     async def _open_and_flush_now(self, ws: Transport, opening: bool) -> None:
         if opening and self._on_open is not None:
@@ -414,39 +441,6 @@ class Supervising:
         if await self._outbox.flush(ws):
             self._live = True
             self._wake()
-
-    def _start_stable_timer(self, lease: BreakerLease) -> asyncio.Task[None] | None:
-        """Start the flap guard's timer: a loop timer, or a sleeping task where one is needed.
-
-        A loop timer's handle stays in ``_stable_handle`` only until it fires (None is
-        returned). Only ``clock.sleep`` advances a FakeClock or the testing switch, and a
-        shared coordinator is told of a stable connection by an await: those get a task.
-        """
-        loop = asyncio.get_running_loop()
-        if self._clock is SYSTEM_CLOCK and not is_testing() and self.coordinator is None:
-            self._stable_handle = loop.call_later(self.options.stable_after, self._stable_fired)
-            return None
-        return loop.create_task(self._stable_timer(lease))
-
-    async def _stable_timer(self, lease: BreakerLease) -> None:
-        await self._clock.sleep(self.options.stable_after)
-        self._mark_stable(lease)
-        if self._permit is not None:
-            await self._permit.succeeded()
-
-    def _stable_fired(self) -> None:
-        self._stable_handle = None
-        lease = self._lease
-        if lease is not None:  # always, while the transport the timer was started for serves
-            self._mark_stable(lease)
-
-    def _mark_stable(self, lease: BreakerLease) -> None:
-        self._stable = True
-        self._decisions.proved_stable()
-        lease.success()
-        self._wake()  # health (attempts, stability) changed
-        if debug_enabled(self._log):
-            self._log.debug("resilient_conn.stable", after=self.options.stable_after)
 
     def _enter_failed(
         self, step: Step, verdict: Verdict, error: BaseException | None

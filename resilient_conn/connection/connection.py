@@ -26,13 +26,11 @@ from typing import Any, Self
 from urllib.parse import urlsplit
 
 import anyio
-from websockets.exceptions import ConnectionClosed
 
 from .._core.clock import SYSTEM_CLOCK, Clock
 from .._core.errors import (
     ConfigError,
     ConnectionFailedError,
-    NotConnectedError,
 )
 from .._core.hooks import HookSet, Unsubscribe
 from .._core.log import connection_logger, redact_url
@@ -55,11 +53,12 @@ from ..resilience.breaker import BreakerLease, CircuitBreaker
 from ..resilience.classify import Classifier, default_classify
 from ..resilience.recovery import connection_backoff, connection_breaker, recovery_cap
 from ._closing import Closing, in_supervisor
+from ._marks import supervisor_task_name
 from ._observe import Observing
 from ._receiving import Receiving
 from ._sending import Sending
-from ._supervisor import ON_OPEN, Message
-from .buffer import DeadLetter, message_size
+from ._supervisor import Message
+from .buffer import DeadLetter
 from .decide import Decisions
 from .events import ConnectionState, StateChange
 from .metrics import ConnectionStats
@@ -118,11 +117,9 @@ class ResilientConnection(Observing, Receiving, Sending, Closing):
         dead_letter_capacity: How many recent dead letters :attr:`dead_letters` keeps.
         on_open: Callback (sync or async) run after every (re)connect, before buffered
             messages are flushed; its sends go first (re-subscribe here).
-        on_message: A plain function called with each message as it arrives, in order, on
-            every transport (instead of ``recv()`` / ``async for``, which then raise): no
-            queue and no await per message. It must not block; :meth:`send_nowait` answers
-            from it. An exception it raises is logged and counted, and the next message
-            still comes. See docs/connection.md.
+        on_message: A plain function given each message as it arrives, in order, instead
+            of ``recv()`` / ``async for`` (no queue, no await; it must not block; answer with
+            :meth:`send_nowait`). What it raises is logged and counted (docs/connection.md).
         headers: Extra handshake headers, or a callable (sync or async) returning them,
             evaluated before every dial (fresh tokens). Names must be HTTP tokens, values
             free of CR/LF/NUL; the handshake's own headers (``Sec-WebSocket-*``, ``Host``)
@@ -264,6 +261,7 @@ class ResilientConnection(Observing, Receiving, Sending, Closing):
 
         self.stats = ConnectionStats()
         """Live counters (dials, reconnects, failures by kind, messages and bytes each way...)."""
+        self._changed = Notifier()  # notified on every transport/state/buffer change
         self._outbox = Outbox(
             name=self.name,
             clock=self._clock,
@@ -275,12 +273,12 @@ class ResilientConnection(Observing, Receiving, Sending, Closing):
             write_timeout=options.close_timeout,
             keep=options.dead_letter_capacity,
             hook_timeout=options.hook_timeout,
-            on_change=self._wake,
+            changed=self._changed,
             log=self._log,
         )
         if on_dead_letter is not None:
             self._outbox.subscribe(on_dead_letter)
-        self._state_hooks: HookSet[StateChange] = HookSet("state_change", options.hook_timeout)
+        self._state_hooks: HookSet[StateChange] | None = None  # made by the first hook
 
         self._state = _S.IDLE
         self._ws: Transport | None = None
@@ -302,14 +300,15 @@ class ResilientConnection(Observing, Receiving, Sending, Closing):
         self._permit = None
         self._stable = False
         self._stable_handle: asyncio.TimerHandle | None = None  # the flap guard's loop timer
-        self._changed = Notifier()  # notified on every transport/state/buffer change
         self._supervisor: asyncio.Task[None] | None = None
+        self._parked = False  # no task while the transport serves (_parking.py)
+        self._alive = None
         # With a coordinator, aclose() stops the supervisor through this scope (made by start()),
         # so the coordinator's shielded sections finish first; without, through Task.cancel(),
         # but never inside the one shielded section of its own (_holding): see _closing.
         self._scope: anyio.CancelScope | None = None
         self._holding = False
-        self._flusher: tuple[asyncio.Task[None], anyio.CancelScope] | None = None
+        self._opener = self._opener_scope = None  # on_open + flush, or a later flush
         self._closing = False
         self._closer: asyncio.Task[None] | None = None
         self._closed_event: asyncio.Event | None = None
@@ -358,7 +357,10 @@ class ResilientConnection(Observing, Receiving, Sending, Closing):
         The callback may be sync or async. One that raises is logged and ignored; an async one
         that runs longer than ``hook_timeout`` is cancelled. Neither stalls the supervisor.
         """
-        return self._state_hooks.add(callback)
+        hooks = self._state_hooks
+        if hooks is None:
+            hooks = self._state_hooks = HookSet("state_change", self.options.hook_timeout)
+        return hooks.add(callback)
 
     def on_dead_letter(self, callback: Callable[[DeadLetter], Any]) -> Unsubscribe:
         """Call ``callback(dead_letter)`` for every message that cannot be delivered."""
@@ -387,7 +389,7 @@ class ResilientConnection(Observing, Receiving, Sending, Closing):
             self._scope = anyio.CancelScope()  # and its task state: ~0.8 KB while idle)
         self._disconnected_at = self._clock.now()  # "down since start" until the first connect
         self._supervisor = asyncio.get_running_loop().create_task(
-            self._supervise(), name=f"resilient_conn.supervisor[{self.name}]"
+            self._supervise(), name=supervisor_task_name(self.name)
         )
 
     async def wait_connected(self, timeout: float | None = None) -> None:
@@ -402,56 +404,6 @@ class ResilientConnection(Observing, Receiving, Sending, Closing):
             while not (self._live and (ws := self._ws) is not None and ws.is_open):
                 self._raise_if_over()
                 await self._changed.wait()
-
-    async def send(self, message: Message, *, buffer: bool = True) -> None:
-        """Send a message; while disconnected, buffer it (bounded) for after the reconnect.
-
-        Args:
-            message: Text (``str``) or binary (``bytes``; a ``bytearray`` or ``memoryview`` is
-                copied to ``bytes``) message. Anything else is a TypeError, connected or not.
-            buffer: False to raise :class:`NotConnectedError` instead of buffering.
-
-        Raises:
-            BufferFullError: The buffer is full and ``overflow`` is ``"raise"``, or ``"block"``
-                waited ``send_timeout`` in vain.
-            NotConnectedError: ``buffer=False`` and no transport is open.
-            ConnectionFailedError: The connection failed.
-            ConnectionClosedError: The connection was closed by its user.
-        """
-        cls = message.__class__
-        if cls is not str and cls is not bytes:  # users pass anything: one rule on every path
-            raw: object = message
-            if not isinstance(raw, (str, bytes)):
-                if not isinstance(raw, (bytearray, memoryview)):
-                    raise TypeError(f"message must be str or bytes, got {type(raw).__name__}")
-                message = bytes(raw)
-        ws = self._ws
-        if ws is not None and (self._live or ON_OPEN.get() == (id(self), self.generation)):
-            try:
-                # Written at once (no coroutine, no timer) unless the transport must wait:
-                # the peer is not reading, or it is closing. Only then a deadline.
-                pending = ws.start_send(message)
-                if pending is not None:
-                    async with asyncio.timeout(self.options.send_timeout):
-                        await pending
-            except (ConnectionClosed, TimeoutError) as exc:
-                # The transport died under us, or its peer stopped reading for send_timeout:
-                # the message is buffered for the next transport (below).
-                self._write_lost(ws, exc)
-            else:
-                stats = self.stats
-                stats.messages_out += 1
-                stats.bytes_out += (
-                    len(message)  # message_size(), inline for the common types
-                    if cls is bytes or (cls is str and message.isascii())
-                    else message_size(message)
-                )
-                return
-        self._raise_if_over()
-        if not buffer:
-            raise NotConnectedError(f"{self.name}: no transport is open")
-        if not self._outbox.admit(message):
-            await self._wait_for_room(message)
 
     async def aclose(self) -> None:
         """Close gracefully and end every task this object started.

@@ -19,6 +19,7 @@ from websockets.exceptions import ConnectionClosed
 from .._core.clock import Clock
 from .._core.errors import BufferFullError
 from .._core.hooks import HookSet, Unsubscribe
+from .._core.notify import Notifier
 from ..adapters.base import Transport
 from .buffer import DeadLetter, DeadLetterReason, OutboundBuffer, Overflow, message_size
 from .metrics import ConnectionStats
@@ -42,9 +43,16 @@ class Outbox:
         write_timeout: Longest a flush waits for one write (a peer that stopped reading).
         keep: How many recent dead letters :attr:`dead_letters` keeps.
         hook_timeout: Longest an async dead-letter callback may run.
-        on_change: Called whenever the buffer shrinks (wakes senders waiting for room).
+        changed: Notified whenever the buffer shrinks (wakes senders waiting for room): the
+            connection's own notifier.
         log: The connection's bound logger.
     """
+
+    # "__dict__": a test may still wrap a method on one instance (made only on first use)
+    __slots__ = (
+        "__dict__", "_changed", "_clock", "_dead", "_hook_timeout", "_hooks", "_keep", "_log",
+        "_stats", "_ttl", "_write_timeout", "buffer", "name", "overflow",
+    )
 
     def __init__(
         self,
@@ -59,7 +67,7 @@ class Outbox:
         write_timeout: float,
         keep: int,
         hook_timeout: float,
-        on_change: Callable[[], None],
+        changed: Notifier,
         log: Any,
     ) -> None:
         self.name = name
@@ -67,12 +75,13 @@ class Outbox:
         self.overflow = overflow
         self._dead: deque[DeadLetter] | None = None  # made on first use (most never need it)
         self._keep = keep
-        self.hooks: HookSet[DeadLetter] = HookSet("dead_letter", hook_timeout)
+        self._hooks: HookSet[DeadLetter] | None = None  # made on first use, as _dead
+        self._hook_timeout = hook_timeout
         self._clock = clock
         self._stats = stats
         self._ttl = ttl
         self._write_timeout = write_timeout
-        self._on_change = on_change
+        self._changed = changed
         self._log = log
 
     @property
@@ -86,6 +95,14 @@ class Outbox:
     def subscribe(self, callback: Callable[[DeadLetter], Any]) -> Unsubscribe:
         """Call ``callback(dead_letter)`` for every message that cannot be delivered."""
         return self.hooks.add(callback)
+
+    @property
+    def hooks(self) -> HookSet[DeadLetter]:
+        """The dead-letter callbacks."""
+        hooks = self._hooks
+        if hooks is None:
+            hooks = self._hooks = HookSet("dead_letter", self._hook_timeout)
+        return hooks
 
     def dead_letter(
         self,
@@ -101,7 +118,8 @@ class Outbox:
         self._log.info(
             "resilient_conn.dead_letter", reason=reason.value, size=message_size(message)
         )
-        self.hooks.emit(letter)
+        if self._hooks is not None:
+            self._hooks.emit(letter)
 
     def admit(self, message: Message) -> bool:
         """Buffer ``message`` or dispose of it by the overflow policy.
@@ -179,11 +197,11 @@ class Outbox:
                 buf.popleft()
             stats.messages_out += 1
             stats.bytes_out += size
-            self._on_change()
+            self._changed.notify()
         return True
 
     def dead_letter_all(self, reason: DeadLetterReason, error: BaseException | None) -> None:
         """Dead-letter everything still buffered (closing, or the connection failed)."""
         for message, _, enqueued_at in self.buffer.drain():
             self.dead_letter(message, reason, enqueued_at, error)
-        self._on_change()
+        self._changed.notify()

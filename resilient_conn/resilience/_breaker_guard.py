@@ -52,7 +52,7 @@ class AsyncGuard:
     _open_until: float
     _clock: Clock
     _changed: asyncio.Event | None
-    _task_probes: dict[object, list[BreakerLease]]
+    _task_probes: dict[object, list[BreakerLease]] | None
 
     @property
     def state(self) -> BreakerState:
@@ -74,6 +74,8 @@ class AsyncGuard:
             return
         lease = self._acquire_slow()
         if lease._probe:
+            if self._task_probes is None:
+                self._task_probes = {}
             self._task_probes.setdefault(asyncio.current_task(), []).append(lease)
 
     async def __aexit__(

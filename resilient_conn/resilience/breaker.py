@@ -167,9 +167,11 @@ class CircuitBreaker(AsyncGuard):
             raise ConfigError(f"clock must have now() and sleep(), got {clock!r}")
         self._clock: Clock = SYSTEM_CLOCK if clock is None else clock
         self._name = name
-        self._hooks: HookSet[BreakerTransition] = HookSet("breaker_listener")
+        # made on first use: most breakers (one per connection) never get a listener or a
+        # probe through ``async with``
+        self._hooks: HookSet[BreakerTransition] | None = None
         self._changed: asyncio.Event | None = None
-        self._task_probes: dict[object, list[BreakerLease]] = {}
+        self._task_probes: dict[object, list[BreakerLease]] | None = None
         self._state = _CLOSED
         self._generation = 0
         self._in_flight = 0
@@ -319,11 +321,15 @@ class CircuitBreaker(AsyncGuard):
         Sync callbacks run inline, async ones as tasks; one that raises or hangs is logged and
         isolated. Call :meth:`aclose` when done to await async listeners still running.
         """
-        return self._hooks.add(callback)
+        hooks = self._hooks
+        if hooks is None:
+            hooks = self._hooks = HookSet("breaker_listener")
+        return hooks.add(callback)
 
     async def aclose(self) -> None:
         """Cancel and await async listener tasks that are still running."""
-        await self._hooks.aclose()
+        if self._hooks is not None:
+            await self._hooks.aclose()
 
     def metrics(self) -> BreakerMetrics:
         """Return a snapshot of the state and counters."""
@@ -455,5 +461,6 @@ class CircuitBreaker(AsyncGuard):
             new=new.value,
             reason=reason,
         )
-        if len(self._hooks):
-            self._hooks.emit(BreakerTransition(old, new, now, reason, self._name))
+        hooks = self._hooks
+        if hooks is not None and len(hooks):
+            hooks.emit(BreakerTransition(old, new, now, reason, self._name))

@@ -79,13 +79,25 @@ def connection_backoff() -> Backoff:
     in the first ones as full jitter's sums do (docs/recovery.md has the measurements). A
     ``RESILIENT_CONN_BACKOFF_*`` environment variable still overrides its field. The
     standalone :class:`~resilient_conn.Backoff` keeps the seed's defaults (1 s, 60 s, x2,
-    full jitter) for retries.
+    full jitter) for retries. Calls that give equal schedules return one shared instance
+    (a Backoff is immutable).
     """
+    global _last_backoff
     fields = {
         name: (None if config.SETTINGS[f"backoff_{name}"].env in os.environ else value)
         for name, value in CONNECTION_BACKOFF.items()
     }
-    return Backoff(**fields)  # type: ignore[arg-type]
+    backoff = Backoff(**fields)  # type: ignore[arg-type]
+    # A Backoff is immutable (frozen, and its rng the shared default): connections whose
+    # schedules are equal share one instance instead of holding one each.
+    last = _last_backoff
+    if last is not None and last == backoff:
+        return last
+    _last_backoff = backoff
+    return backoff
+
+
+_last_backoff: Backoff | None = None
 
 
 def recovery_cap(
