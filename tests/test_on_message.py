@@ -385,3 +385,47 @@ async def test_closing_while_send_nowait_waits_behind_a_stuck_peer_loses_nothing
         reached = [m for m in server.messages if m in sent]
         assert sorted(set(reached) | set(dead)) == sent
         assert dead == sent[len(dead) - len(sent):]  # what was not sent is the tail, in order
+
+
+@pytest.mark.parametrize("end", ["resume", "close"])
+async def test_send_nowait_behind_a_slow_peer_while_parked(transport: str, end: str) -> None:
+    """A parked connection (no supervisor task while idle) whose peer falls behind:
+    send_nowait's flush task starts with no supervisor running; messages keep their order
+    once writing resumes, and a close while they wait ends in bounds with each message
+    delivered or dead-lettered. Either way no task of the connection is left."""
+    got = Collector()
+    async with ScriptedServer() as server:
+        conn = ResilientConnection(
+            server.url, ping_interval=20, stable_after=0.05, compression=None,
+            transport=transport, close_timeout=0.3, drain_timeout=0.3, on_message=got,
+        )
+        conn.start()
+        await conn.wait_connected(5)
+        await anyio.wait_all_tasks_blocked()
+        assert conn._parked
+        assert conn._supervisor is None
+        ws: Any = conn._ws
+        ws.pause_writing()
+        _tcp_transport(ws).get_write_buffer_size = lambda: 2**20  # far behind: over the bound
+        sent = [f"m{i}" for i in range(5)]
+        for message in sent:
+            conn.send_nowait(message)
+        assert conn.snapshot().buffered == 5
+        if end == "resume":
+            del _tcp_transport(ws).get_write_buffer_size
+            ws.resume_writing()
+            assert await got.wait_for(5) == sent
+            await conn._changed.wait_until(lambda: conn._live and conn._parked, timeout=5)
+            conn.send_nowait("after")
+            assert await got.wait_for(6) == [*sent, "after"]
+        with anyio.fail_after(10):
+            await conn.aclose()
+        assert conn.state.value == "closed"
+        if end == "close":
+            dead = [letter.message for letter in conn.dead_letters]
+            await server.wait_until(lambda: not server.open_connections)
+            reached = [m for m in server.messages if m in sent]
+            assert sorted(set(reached) | set(dead)) == sent
+        await anyio.wait_all_tasks_blocked()
+        assert [t for t in asyncio.all_tasks() if t.get_name().startswith("resilient_conn.")
+                and not t.done()] == []
