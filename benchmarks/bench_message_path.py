@@ -46,7 +46,7 @@ class NullTransport:
     def start_send(self, message: str) -> None:
         """Take the message (nothing to write)."""
 
-    def send_now(self, message: str) -> bool:
+    def send_now(self, message: str, room: int = 0) -> bool:
         """Take the message at once (nothing to write)."""
         return True
 

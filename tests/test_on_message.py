@@ -429,3 +429,32 @@ async def test_send_nowait_behind_a_slow_peer_while_parked(transport: str, end: 
         await anyio.wait_all_tasks_blocked()
         assert [t for t in asyncio.all_tasks() if t.get_name().startswith("resilient_conn.")
                 and not t.done()] == []
+
+
+async def test_a_close_while_parked_keeps_its_bound_when_a_flush_write_is_stuck(
+    transport: str,
+) -> None:
+    """Parked (no supervisor task) with a flush write stuck on a peer that is far behind and
+    never catches up: aclose() still gives that write only drain_timeout before aborting the
+    transport, as it does a running supervisor, so it ends long before the write's own bound
+    (close_timeout, 30 s here) and every message is delivered or dead-lettered."""
+    async with ScriptedServer() as server:
+        conn = ResilientConnection(
+            server.url, ping_interval=20, stable_after=0.05, compression=None,
+            transport=transport, close_timeout=30, drain_timeout=0.2,
+            on_message=lambda message: None,
+        )
+        conn.start()
+        await conn.wait_connected(5)
+        await anyio.wait_all_tasks_blocked()
+        assert conn._parked
+        ws: Any = conn._ws
+        ws.pause_writing()  # never resumed, and the write buffer looks full
+        _tcp_transport(ws).get_write_buffer_size = lambda: 2**20
+        conn.send_nowait("stuck")
+        await anyio.wait_all_tasks_blocked()  # the flush task waits on the peer
+        with anyio.fail_after(10):  # the bug: 30 s (the write's own bound) before the close
+            await conn.aclose()
+        assert conn.state.value == "closed"
+        dead = [letter.message for letter in conn.dead_letters]
+        assert dead == ["stuck"] or "stuck" in server.messages

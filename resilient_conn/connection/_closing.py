@@ -134,10 +134,12 @@ class Closing(Supervising):
         """
         task = self._supervisor
         if task is None:
-            if self._parked:  # no task while the transport serves: take it over now
-                await self._leave_parked()
-            return
-        if self._scope is not None:
+            if not self._parked:
+                return
+            # no task while the transport serves: take it over, in a task of its own so that
+            # a flush write it waits for gets the same budget as a running supervisor's
+            task = asyncio.get_running_loop().create_task(self._leave_parked())
+        elif self._scope is not None:
             self._scope.cancel()
         elif not self._holding:
             task.cancel()
