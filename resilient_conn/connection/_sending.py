@@ -24,6 +24,15 @@ from .buffer import message_size
 __all__ = ["Sending"]
 
 
+def _coerce(message: object) -> Message:
+    """A message not exactly str/bytes: a subclass as is, bytes-like copied, else TypeError."""
+    if isinstance(message, (str, bytes)):
+        return message
+    if isinstance(message, (bytearray, memoryview)):
+        return bytes(message)
+    raise TypeError(f"message must be str or bytes, got {type(message).__name__}")
+
+
 class Sending(Supervising):
     """``send_many()`` of a ``ResilientConnection`` (fields set by ``__init__``)."""
 
@@ -72,11 +81,7 @@ class Sending(Supervising):
         """
         cls = message.__class__
         if cls is not str and cls is not bytes:  # users pass anything: one rule on every path
-            raw: object = message
-            if not isinstance(raw, (str, bytes)):
-                if not isinstance(raw, (bytearray, memoryview)):
-                    raise TypeError(f"message must be str or bytes, got {type(raw).__name__}")
-                message = bytes(raw)
+            message = _coerce(message)
         ws = self._ws
         if ws is not None and (self._live or ON_OPEN.get() == (id(self), self.generation)):
             try:
@@ -132,11 +137,7 @@ class Sending(Supervising):
         """
         cls = message.__class__
         if cls is not str and cls is not bytes:  # one rule on every path, as send()
-            raw: object = message
-            if not isinstance(raw, (str, bytes)):
-                if not isinstance(raw, (bytearray, memoryview)):
-                    raise TypeError(f"message must be str or bytes, got {type(raw).__name__}")
-                message = bytes(raw)
+            message = _coerce(message)
         ws = self._ws
         live = ws is not None and (self._live or ON_OPEN.get() == (id(self), self.generation))
         # a peer that is behind may still be handed up to buffer_bytes: the transport's own
@@ -179,14 +180,8 @@ class Sending(Supervising):
             ConnectionFailedError: The connection failed.
             ConnectionClosedError: The connection was closed by its user.
         """
-        batch: list[Message] = []
-        for raw in messages:
-            item: object = raw  # users pass anything: one rule on every path, as send()
-            if not isinstance(item, (str, bytes)):
-                if not isinstance(item, (bytearray, memoryview)):
-                    raise TypeError(f"message must be str or bytes, got {type(item).__name__}")
-                raw = bytes(item)
-            batch.append(raw)
+        # users pass anything: one rule on every path, as send()
+        batch = [m if m.__class__ is str or m.__class__ is bytes else _coerce(m) for m in messages]
         if not batch:
             return
         ws = self._ws
