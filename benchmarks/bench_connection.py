@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import importlib.util
 import statistics
 import subprocess
@@ -126,13 +127,52 @@ async def rtts(send: Send, recv: Recv, n: int, payload: str) -> list[float]:
     return out
 
 
-class RawPicows:
-    """picows used natively: the frame callback decodes and counts; sends are plain calls."""
+class Callbacks:
+    """A client in picows' native style: a callback counts the echoes; sends never await.
+
+    Subclasses give ``_sender()`` (a plain function that sends one message) and ``_burst()``
+    (sends ``n`` in a tight loop, each calling its library the way a user would).
+    """
 
     def __init__(self) -> None:
-        self.transport: Any = None
         self._want = 0
         self._done: asyncio.Future[None] | None = None
+
+    def _arrived(self) -> None:
+        self._want -= 1
+        if self._want == 0 and self._done is not None:
+            self._done.set_result(None)
+
+    def _sender(self) -> Callable[[str], object]:
+        raise NotImplementedError
+
+    def _burst(self, n: int, payload: str) -> None:
+        raise NotImplementedError
+
+    async def throughput(self, n: int, payload: str) -> float:
+        self._want, self._done = n, asyncio.get_running_loop().create_future()
+        start = time.perf_counter()
+        self._burst(n, payload)  # like the producer task of the others: these never block
+        await self._done
+        return n / (time.perf_counter() - start)
+
+    async def rtts(self, n: int, payload: str) -> list[float]:
+        loop = asyncio.get_running_loop()
+        send = self._sender()
+        out = []
+        for _ in range(n):
+            self._want, self._done = 1, loop.create_future()
+            start = time.perf_counter()
+            send(payload)
+            await self._done
+            out.append(time.perf_counter() - start)
+        return out
+
+
+class RawPicows(Callbacks):
+    """picows used natively: the frame callback decodes and counts; sends are plain calls."""
+
+    transport: Any = None
 
     async def open(self, url: str) -> None:
         import picows
@@ -147,33 +187,18 @@ class RawPicows:
             def on_ws_frame(inner, transport: Any, frame: Any) -> None:
                 if frame.msg_type is picows.WSMsgType.TEXT:
                     frame.get_payload_as_utf8_text()  # a user would decode it
-                    self._want -= 1
-                    if self._want == 0 and self._done is not None:
-                        self._done.set_result(None)
+                    self._arrived()
 
         self._text = picows.WSMsgType.TEXT
         self.transport, _ = await picows.ws_connect(Listener, url, max_frame_size=2**24)
 
-    async def throughput(self, n: int, payload: str) -> float:
-        loop = asyncio.get_running_loop()
-        self._want, self._done = n, loop.create_future()
-        send, text = self.transport.send, self._text
-        start = time.perf_counter()
-        for _ in range(n):  # like the producer task of the others: picows' send never blocks
-            send(text, payload)
-        await self._done
-        return n / (time.perf_counter() - start)
+    def _sender(self) -> Callable[[str], object]:
+        return functools.partial(self.transport.send, self._text)
 
-    async def rtts(self, n: int, payload: str) -> list[float]:
-        loop = asyncio.get_running_loop()
-        out = []
+    def _burst(self, n: int, payload: str) -> None:
+        send, text = self.transport.send, self._text
         for _ in range(n):
-            self._want, self._done = 1, loop.create_future()
-            start = time.perf_counter()
-            self.transport.send(self._text, payload)
-            await self._done
-            out.append(time.perf_counter() - start)
-        return out
+            send(text, payload)
 
     async def close(self) -> None:
         import picows
@@ -183,18 +208,13 @@ class RawPicows:
         await self.transport.wait_disconnected()
 
 
-class OursCallbacks:
+class OursCallbacks(Callbacks):
     """Ours in raw picows' style: ``on_message=`` counts each echo, ``send_nowait`` sends."""
 
-    def __init__(self) -> None:
-        self._want = 0
-        self._done: asyncio.Future[None] | None = None
-        self.conn: Any = None
+    conn: Any = None
 
     def _on_message(self, message: Any) -> None:
-        self._want -= 1
-        if self._want == 0 and self._done is not None:
-            self._done.set_result(None)
+        self._arrived()
 
     async def open(self, url: str, transport: str, compression: str | None = None) -> None:
         self.conn = ResilientConnection(url, ping_interval=0, max_queue=16, transport=transport,
@@ -204,25 +224,14 @@ class OursCallbacks:
         await self.conn.__aenter__()
         await self.conn.wait_connected(10)
 
-    async def throughput(self, n: int, payload: str) -> float:
-        self._want, self._done = n, asyncio.get_running_loop().create_future()
+    def _sender(self) -> Callable[[str], object]:
+        send: Callable[[str], object] = self.conn.send_nowait
+        return send
+
+    def _burst(self, n: int, payload: str) -> None:
         send = self.conn.send_nowait
-        start = time.perf_counter()
         for _ in range(n):
             send(payload)
-        await self._done
-        return n / (time.perf_counter() - start)
-
-    async def rtts(self, n: int, payload: str) -> list[float]:
-        loop = asyncio.get_running_loop()
-        out = []
-        for _ in range(n):
-            self._want, self._done = 1, loop.create_future()
-            start = time.perf_counter()
-            self.conn.send_nowait(payload)
-            await self._done
-            out.append(time.perf_counter() - start)
-        return out
 
 
 @dataclass
