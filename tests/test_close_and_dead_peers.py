@@ -207,6 +207,33 @@ async def test_a_natively_cancelled_aclose_is_finished_by_the_next_one(transport
         assert server.connections[0].close_code == 1000
 
 
+async def test_a_closer_cancelled_before_its_first_step_still_ends_everything(
+    transport: str,
+) -> None:
+    """The closer task itself cancelled before it ran a line (an event loop shutting down
+    cancels every task): the close still ends at once, ungracefully: CLOSED, the transport
+    aborted, the buffer dead-lettered "closed", no task of the connection left."""
+    async with ScriptedServer() as server:
+        conn = _conn(server.url, transport=transport)
+        conn.start()
+        await conn.wait_connected(5)
+        conn._live = False  # the next send is buffered, as while reconnecting
+        await conn.send("buffered")
+        task = asyncio.get_running_loop().create_task(conn.aclose())
+        await asyncio.sleep(0)  # aclose() made the closer; it has not run yet
+        closer = conn._closer
+        assert closer is not None
+        closer.cancel()
+        with anyio.fail_after(5):
+            await task
+        assert conn.state is S.CLOSED
+        assert [letter.message for letter in conn.dead_letters] == ["buffered"]
+        await server.wait_for_closed(1)
+        await anyio.wait_all_tasks_blocked()
+        assert [t for t in asyncio.all_tasks() if t.get_name().startswith("resilient_conn.")
+                and not t.done()] == []
+
+
 @pytest.mark.parametrize("failure", [ConnectionRefusedError, TimeoutError])
 async def test_a_dial_failing_as_the_close_starts_never_crashes(
     monkeypatch: pytest.MonkeyPatch, failure: type[Exception]

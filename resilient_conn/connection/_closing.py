@@ -73,6 +73,7 @@ class Closing(Supervising):
             closer = self._closer = asyncio.get_running_loop().create_task(
                 self._close(), name=f"resilient_conn.close[{self.name}]", context=_fresh_context()
             )
+            closer.add_done_callback(self._closer_ended)
         if IN_HOOK.get() is not None:  # a hook: wait for CLOSED, not for the hooks to finish
             assert self._closed_event is not None
             waited: asyncio.Future[Any] = asyncio.ensure_future(self._closed_event.wait())
@@ -198,6 +199,11 @@ class Closing(Supervising):
         self._wake()
         if self._closed_event is not None:
             self._closed_event.set()
+
+    def _closer_ended(self, closer: asyncio.Task[None]) -> None:
+        """A closer cancelled before its first step never reached its own ``_close_now()``."""
+        if closer.cancelled() and not (self._closed_event and self._closed_event.is_set()):
+            self._close_now()
 
     def _close_now(self) -> None:
         """The closer was cancelled: end everything at once, without waiting for anything."""
