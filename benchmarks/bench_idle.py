@@ -20,6 +20,8 @@ and every client), keepalive every 20 s with a 20 s timeout, ``max_queue`` 16 an
 The echo server runs in a separate process on 127.0.0.1 and never sends. Variants run in
 interleaved rounds (the machine is shared, so figures are noisy); medians are reported, with
 ratios to ``raw connect``. RSS per connection = (RSS with N open - RSS before dialing) / N.
+That includes what the last ``--dialing`` dials in flight (200 by default) allocated and freed:
+memory the allocator keeps; ``--dialing 20`` shows the idle cost more nearly alone.
 
 Run: .venv/bin/python benchmarks/bench_idle.py [--n 1000] [--rounds 3] [--idle 25]
      .venv/bin/python benchmarks/bench_idle.py --ten-thousand     # N = 10,000
@@ -60,6 +62,9 @@ asyncio.run(main())
 
 VARIANTS = ["raw connect", "raw async-for", "ours connect", "ours", "ours picows"]
 LIKE = {"ours connect": "raw connect", "ours": "raw async-for", "ours picows": "raw async-for"}
+
+
+DIALING = 200  # connections dialing at once while opening (--dialing)
 
 
 def rss_kb() -> int:
@@ -103,7 +108,7 @@ async def child(variant: str, url: str, n: int, idle: float, compression: str | 
     tasks0 = len(asyncio.all_tasks())
     rss0 = rss_kb()
     started = time.perf_counter()
-    sem = asyncio.Semaphore(200)  # bounded concurrent dials
+    sem = asyncio.Semaphore(DIALING)  # bounded concurrent dials
 
     async def open_one() -> None:
         async with sem:
@@ -166,7 +171,7 @@ async def child(variant: str, url: str, n: int, idle: float, compression: str | 
 def run_child(args: argparse.Namespace, variant: str, port: int) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, __file__, "--child", variant, "--port", str(port), "--n", str(args.n),
-         "--idle", str(args.idle)]
+         "--idle", str(args.idle), "--dialing", str(args.dialing)]
         + (["--no-compression"] if args.no_compression else [])
         + (["--tracemalloc", variant] if args.tracemalloc == variant else []),
         capture_output=True, text=True, timeout=600, check=False,
@@ -186,6 +191,11 @@ def main() -> None:
     parser.add_argument("--no-compression", action="store_true")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--tracemalloc", metavar="VARIANT", default=None)
+    parser.add_argument(
+        "--dialing", type=int, default=200,
+        help="connections dialing at once while opening (what is allocated and freed during "
+        "a dial counts in RSS as the peak of this many: fewer shows the idle cost alone)",
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -194,6 +204,8 @@ def main() -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     compression = None if args.no_compression else "deflate"
+    global DIALING
+    DIALING = args.dialing
     if args.child:
         url = f"ws://127.0.0.1:{args.port}/"
         result = asyncio.run(
