@@ -12,7 +12,7 @@ one system call instead of one per message, on this side and usually on the peer
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
 from websockets.exceptions import ConnectionClosed
 
@@ -36,16 +36,23 @@ def _coerce(message: object) -> Message:
 class Sending(Supervising):
     """``send_many()`` of a ``ResilientConnection`` (fields set by ``__init__``)."""
 
-    def _write_lost(self, ws: Transport, exc: BaseException) -> None:
-        """A write to ``ws`` failed: note it, so what was being written takes the buffer.
+    async def _finish_write(self, ws: Transport, pending: Awaitable[None]) -> bool:
+        """Finish a write that has to wait, within ``send_timeout``; False if it was lost.
 
-        Its peer stopped reading (``send_timeout``): abort it. Either way stop treating it
-        as live.
+        Lost: the transport died under it, or its peer stopped reading for ``send_timeout``
+        (then it is aborted as a dead peer). What was being written may not have arrived, so
+        the caller buffers it for the next transport; this one is no longer treated as live.
         """
-        if isinstance(exc, TimeoutError):
-            self.fail_current("send_timeout", exc)
-        if self._ws is ws:
-            self._live = False
+        try:
+            async with asyncio.timeout(self.options.send_timeout):
+                await pending
+        except (ConnectionClosed, TimeoutError) as exc:
+            if isinstance(exc, TimeoutError):
+                self.fail_current("send_timeout", exc)
+            if self._ws is ws:
+                self._live = False
+            return False
+        return True
 
     async def _wait_for_room(self, message: Message) -> None:
         """overflow="block": wait for room in the buffer, or for the transport to go live."""
@@ -84,25 +91,15 @@ class Sending(Supervising):
             message = _coerce(message)
         ws = self._ws
         if ws is not None and (self._live or ON_OPEN.get() == (id(self), self.generation)):
-            try:
-                # Written at once (no coroutine, no timer) unless the transport must wait:
-                # the peer is not reading, or it is closing. Only then a deadline.
-                pending = ws.start_send(message)
-                if pending is not None:
-                    async with asyncio.timeout(self.options.send_timeout):
-                        await pending
-            except (ConnectionClosed, TimeoutError) as exc:
-                # The transport died under us, or its peer stopped reading for send_timeout:
-                # the message is buffered for the next transport (below).
-                self._write_lost(ws, exc)
-            else:
+            # Written at once (no coroutine, no timer) unless the transport must wait: the
+            # peer is not reading, or it is closing. Only then a deadline; if the write is
+            # lost there, the message is buffered for the next transport (below).
+            pending = ws.start_send(message)
+            if pending is None or await self._finish_write(ws, pending):
                 stats = self.stats
                 stats.messages_out += 1
-                stats.bytes_out += (
-                    len(message)  # message_size(), inline for the common types
-                    if cls is bytes or (cls is str and message.isascii())
-                    else message_size(message)
-                )
+                # (bytes, and ASCII text: len() is the size; only other text is encoded)
+                stats.bytes_out += len(message) if message.isascii() else message_size(message)
                 return
         self._raise_if_over()
         if not buffer:
@@ -186,16 +183,10 @@ class Sending(Supervising):
             return
         ws = self._ws
         if ws is not None and (self._live or ON_OPEN.get() == (id(self), self.generation)):
-            try:  # as send(): written at once unless the transport must wait
-                pending = ws.start_send_many(batch)
-                if pending is not None:
-                    async with asyncio.timeout(self.options.send_timeout):
-                        await pending
-            except (ConnectionClosed, TimeoutError) as exc:
-                # As send(): the transport died, or its peer stopped reading. What was
-                # written may be lost: the messages take send()'s path (the buffer).
-                self._write_lost(ws, exc)
-            else:
+            # as send(): written at once unless the transport must wait; if lost, the
+            # messages take send()'s path (the buffer)
+            pending = ws.start_send_many(batch)
+            if pending is None or await self._finish_write(ws, pending):
                 stats = self.stats
                 stats.messages_out += len(batch)
                 stats.bytes_out += sum(map(message_size, batch))
