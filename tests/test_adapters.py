@@ -22,7 +22,7 @@ from resilient_conn import (
     ResilientConnection,
 )
 from resilient_conn.testing import ChaosProxy, ScriptedServer
-from tests._transports import HAS_PICOWS, TRANSPORTS
+from tests._transports import HAS_PICOWS
 
 from ._recorder import StateRecorder
 
@@ -32,13 +32,6 @@ FAST = Backoff(initial_delay=0.02, max_delay=0.1, jitter="full")
 
 pytestmark = pytest.mark.anyio
 
-
-
-@pytest.fixture(params=TRANSPORTS)
-def transport(request: pytest.FixtureRequest) -> str:
-    """Each adapter in turn."""
-    name: str = request.param
-    return name
 
 
 def _conn(url: str, transport: str, **kwargs: object) -> ResilientConnection:

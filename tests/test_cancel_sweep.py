@@ -32,7 +32,6 @@ from resilient_conn.realtime import RealtimeClient
 from resilient_conn.resilience.backoff import Backoff
 from resilient_conn.testing import ScriptedServer
 from resilient_conn.testing.phoenix import PhoenixServer
-from tests._transports import TRANSPORTS
 
 S = ConnectionState
 MAX_STEPS = 200  # a bound on each sweep, far above what any operation has
@@ -44,13 +43,6 @@ def _unique(n: int) -> bytes:
     return BIG[:-8] + n.to_bytes(8, "big")
 
 
-
-
-@pytest.fixture(params=TRANSPORTS)
-def transport(request: pytest.FixtureRequest) -> str:
-    """Each adapter in turn: every checkpoint of each, with the same invariants."""
-    name: str = request.param
-    return name
 
 
 def _small_send_buffer(conn: ResilientConnection) -> None:

@@ -31,7 +31,6 @@ from resilient_conn.connection.buffer import DeadLetterReason
 from resilient_conn.connection.events import ConnectionState, StateChange
 from resilient_conn.resilience.backoff import Backoff
 from resilient_conn.testing import ChaosProxy, ScriptedServer
-from tests._transports import TRANSPORTS
 
 from ._recorder import StateRecorder
 
@@ -41,13 +40,6 @@ BIG = random.Random(12).randbytes(1 << 20)  # incompressible: permessage-deflate
 
 pytestmark = pytest.mark.anyio
 
-
-
-@pytest.fixture(params=TRANSPORTS)
-def transport(request: pytest.FixtureRequest) -> str:
-    """Each adapter in turn: the deadlines live in the adapters, so both must keep them."""
-    name: str = request.param
-    return name
 
 
 def _conn(url: str, **kwargs: Any) -> ResilientConnection:

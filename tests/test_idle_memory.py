@@ -26,17 +26,9 @@ from resilient_conn.connection._marks import supervisor_task_name
 from resilient_conn.connection.connection import in_supervisor
 from resilient_conn.resilience.recovery import connection_backoff
 from resilient_conn.testing import ChaosProxy, ScriptedServer
-from tests._transports import TRANSPORTS
 
 pytestmark = pytest.mark.anyio
 OPTIONS = DialOptions(open_timeout=2, close_timeout=0.2, max_size=1 << 20, max_queue=16)
-
-
-@pytest.fixture(params=TRANSPORTS)
-def transport(request: pytest.FixtureRequest) -> str:
-    """Each adapter in turn."""
-    name: str = request.param
-    return name
 
 
 async def _open(name: str, url: str) -> Transport:

@@ -4,7 +4,6 @@ dead once, nothing running between pings or after the transport ends or it is st
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 
 import anyio
 import pytest
@@ -14,20 +13,7 @@ from resilient_conn.adapters.keepalive import Keepalive
 from resilient_conn.testing import ChaosProxy, ScriptedServer
 
 pytestmark = pytest.mark.anyio
-HAS_PICOWS = importlib.util.find_spec("picows") is not None
 OPTIONS = DialOptions(open_timeout=2, close_timeout=1, max_size=1 << 20, max_queue=16)
-
-
-@pytest.fixture(
-    params=[
-        "websockets",
-        pytest.param("picows", marks=pytest.mark.skipif(not HAS_PICOWS, reason="no picows")),
-    ]
-)
-def transport(request: pytest.FixtureRequest) -> str:
-    """Each adapter in turn."""
-    name: str = request.param
-    return name
 
 
 async def _open(name: str, url: str) -> Transport:

@@ -19,16 +19,8 @@ from resilient_conn import Backoff, ResilientConnection
 from resilient_conn.adapters.websocket import WebsocketsTransport
 from resilient_conn.connection.buffer import message_size
 from resilient_conn.testing import ScriptedServer
-from tests._transports import TRANSPORTS
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(params=TRANSPORTS)
-def transport(request: pytest.FixtureRequest) -> str:
-    """Each adapter in turn."""
-    name: str = request.param
-    return name
 
 
 async def _idle(ws: ServerConnection, server: ScriptedServer) -> None:

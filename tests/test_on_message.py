@@ -30,18 +30,10 @@ from resilient_conn import (
 )
 from resilient_conn.adapters.websocket import WebsocketsTransport
 from resilient_conn.testing import ScriptedServer
-from tests._transports import TRANSPORTS
 
 pytestmark = pytest.mark.anyio
 
 FAST = Backoff(initial_delay=0.01, max_delay=0.05)
-
-
-@pytest.fixture(params=TRANSPORTS)
-def transport(request: pytest.FixtureRequest) -> str:
-    """Each adapter in turn."""
-    name: str = request.param
-    return name
 
 
 class Collector:

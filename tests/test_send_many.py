@@ -18,16 +18,8 @@ from websockets.exceptions import ConnectionClosed
 from resilient_conn import Backoff, NotConnectedError, ResilientConnection
 from resilient_conn.adapters.base import DialOptions, Transport, get_adapter
 from resilient_conn.testing import ScriptedServer
-from tests._transports import TRANSPORTS
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(params=TRANSPORTS)
-def transport(request: pytest.FixtureRequest) -> str:
-    """Each adapter in turn."""
-    name: str = request.param
-    return name
 
 
 async def _open(name: str, url: str) -> Transport:

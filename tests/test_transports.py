@@ -5,7 +5,6 @@ close. Both adapters must answer alike (same exceptions, same close codes)."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 
 import anyio
 import pytest
@@ -16,19 +15,6 @@ from resilient_conn.adapters.base import DialOptions, Transport, get_adapter
 from resilient_conn.testing import ScriptedServer
 
 pytestmark = pytest.mark.anyio
-HAS_PICOWS = importlib.util.find_spec("picows") is not None
-
-
-@pytest.fixture(
-    params=[
-        "websockets",
-        pytest.param("picows", marks=pytest.mark.skipif(not HAS_PICOWS, reason="no picows")),
-    ]
-)
-def transport(request: pytest.FixtureRequest) -> str:
-    """Each adapter in turn."""
-    name: str = request.param
-    return name
 
 
 async def _open(name: str, url: str, *, max_size: int = 1 << 20, max_queue: int = 16) -> Transport:
