@@ -169,27 +169,24 @@ class Closing(Supervising):
 
         Within ``drain_timeout + close_timeout``: every message delivered or dead-lettered,
         every socket closed, every task ended. Should the closer itself be cancelled (the
-        event loop shutting down), it still ends there at once, ungracefully: the transport
-        is aborted, the supervisor and hooks cancelled, the buffer dead-lettered.
+        event loop shutting down), even before its first step, it still ends there at once,
+        ungracefully (:meth:`_closer_ended`): the transport is aborted, the supervisor and
+        hooks cancelled, the buffer dead-lettered.
         """
-        try:
-            drain_until = anyio.current_time() + self.options.drain_timeout
-            await self._stop_supervisor(self.options.drain_timeout)
-            ws = self._ws
-            self._live = False
-            if ws is not None:
-                if self._opened:
-                    await self._outbox.flush(ws, until=drain_until)
-                await self._close_transport(ws)
-            self._ws = None
-            self._finish_close()
-            if self._state_hooks is not None:
-                await self._state_hooks.aclose(grace=1.0)
-            if self._outbox._hooks is not None:
-                await self._outbox._hooks.aclose(grace=1.0)
-        except BaseException:
-            self._close_now()
-            raise
+        drain_until = anyio.current_time() + self.options.drain_timeout
+        await self._stop_supervisor(self.options.drain_timeout)
+        ws = self._ws
+        self._live = False
+        if ws is not None:
+            if self._opened:
+                await self._outbox.flush(ws, until=drain_until)
+            await self._close_transport(ws)
+        self._ws = None
+        self._finish_close()
+        if self._state_hooks is not None:
+            await self._state_hooks.aclose(grace=1.0)
+        if self._outbox._hooks is not None:
+            await self._outbox._hooks.aclose(grace=1.0)
         self._log.info("resilient_conn.closed", dead_letters=sum(self.stats.dead_letters.values()))
 
     def _finish_close(self) -> None:
@@ -201,8 +198,11 @@ class Closing(Supervising):
             self._closed_event.set()
 
     def _closer_ended(self, closer: asyncio.Task[None]) -> None:
-        """A closer cancelled before its first step never reached its own ``_close_now()``."""
-        if closer.cancelled() and not (self._closed_event and self._closed_event.is_set()):
+        """The closer ended without finishing: end everything at once.
+
+        Cancelled (even before its first step: an event loop shutting down), or a bug.
+        """
+        if closer.cancelled() or closer.exception() is not None:
             self._close_now()
 
     def _close_now(self) -> None:
