@@ -88,12 +88,7 @@ class Receiving(Supervising):
             if message is not None:
                 stats = self.stats  # _count_in(), inline: this runs once per message
                 stats.messages_in += 1
-                cls = message.__class__
-                stats.bytes_in += (
-                    len(message)
-                    if cls is bytes or (cls is str and message.isascii())
-                    else message_size(message)
-                )
+                stats.bytes_in += len(message) if message.isascii() else message_size(message)
                 return message
         try:
             return await self.recv()
