@@ -450,3 +450,31 @@ async def test_a_close_while_parked_keeps_its_bound_when_a_flush_write_is_stuck(
         assert conn.state.value == "closed"
         dead = [letter.message for letter in conn.dead_letters]
         assert dead == ["stuck"] or "stuck" in server.messages
+
+
+async def test_a_frame_of_the_wrong_shape_ends_the_transport_and_the_handler_goes_on(
+    transport: str,
+) -> None:
+    """A text frame that is not UTF-8 (with on_message set): the transport fails with 1007
+    instead of handing garbage to the handler, the connection reconnects, and the next
+    transport's messages reach the handler."""
+    got = Collector()
+    served = 0
+
+    async def hostile_once(ws: ServerConnection, server: ScriptedServer) -> None:
+        nonlocal served
+        served += 1
+        if served == 1:
+            ws.transport.write(b"\x81\x02\xff\xfe")  # unmasked text frame, invalid UTF-8
+        else:
+            await ws.send("after")
+        await ws.wait_closed()
+
+    async with ScriptedServer(hostile_once) as server:
+        async with ResilientConnection(
+            server.url, ping_interval=0, compression=None, transport=transport,
+            backoff=FAST, on_message=got,
+        ) as conn:
+            assert await got.wait_for(1) == ["after"]
+            assert conn.stats.reconnects == 1
+            assert server.connections[0].close_code == 1007
