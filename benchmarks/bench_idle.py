@@ -95,9 +95,12 @@ async def child(variant: str, url: str, n: int, idle: float, compression: str | 
         transport = "picows" if variant == "ours picows" else "websockets"
         if transport == "picows":
             compression = None  # picows cannot compress
-        warm_conn = ResilientConnection(url, transport=transport, compression=compression)
+        warm_conn = ResilientConnection(
+            url, transport=transport, compression=compression, stable_after=0.5
+        )
         async with warm_conn:
             await warm_conn.wait_connected(10)
+            await asyncio.sleep(1.0)  # through the same steady idle state as the measured ones
     gc.collect()
     await asyncio.sleep(0.2)
     if trace:

@@ -23,7 +23,7 @@ async def test_notifier_holds_no_event_until_someone_waits() -> None:
     and re-checking a predicate works as before."""
     notifier = Notifier()
     notifier.notify()
-    assert notifier._event is None
+    assert notifier._waiters is None
     state = {"n": 0}
     async with anyio.create_task_group() as tg:
 
@@ -32,13 +32,84 @@ async def test_notifier_holds_no_event_until_someone_waits() -> None:
 
         tg.start_soon(waiter)
         await anyio.wait_all_tasks_blocked()
-        assert notifier._event is not None
+        assert notifier._waiters is not None
         state["n"] = 1
         notifier.notify()
         await anyio.wait_all_tasks_blocked()
         state["n"] = 2
         notifier.notify()
-    assert notifier._event is None
+    assert notifier._waiters is None
+
+
+async def test_a_cancelled_waiter_leaves_the_others_waiting_and_nothing_behind() -> None:
+    """Cancelling one waiter (a timeout, a cancelled task) neither wakes nor fails the other
+    waiters, and takes its future out of the notifier; the next notify wakes the rest."""
+    notifier = Notifier()
+    woken: list[int] = []
+
+    async def waiter(i: int) -> None:
+        await notifier.wait()
+        woken.append(i)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter, 1)
+        tg.start_soon(waiter, 2)
+        await anyio.wait_all_tasks_blocked()
+        with pytest.raises(TimeoutError):
+            await notifier.wait_until(lambda: False, timeout=0.01)
+        waiters = notifier._waiters
+        assert waiters is not None
+        assert len(waiters) == 2  # the timed-out waiter's future is gone
+        tg.start_soon(waiter, 3)
+        await anyio.wait_all_tasks_blocked()
+        cancelled = asyncio.get_running_loop().create_task(notifier.wait())
+        await anyio.wait_all_tasks_blocked()
+        assert len(waiters) == 4
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        assert len(waiters) == 3
+        assert woken == []
+        notifier.notify()
+    assert sorted(woken) == [1, 2, 3]
+    assert notifier._waiters is None
+
+
+async def test_a_timed_wait_says_whether_it_was_notified() -> None:
+    """wait(timeout) returns True when notified in time and False when the time ran out; a
+    timed-out waiter leaves nothing behind, and one notified is not woken twice."""
+    notifier = Notifier()
+    assert await notifier.wait(0.01) is False
+    assert notifier._waiters is None
+    asyncio.get_running_loop().call_soon(notifier.notify)
+    with anyio.fail_after(5):
+        assert await notifier.wait(60) is True
+    assert notifier._waiters is None
+
+
+async def test_wait_connected_keeps_one_deadline_however_often_it_is_woken() -> None:
+    """wait_connected(timeout) raises TimeoutError once ``timeout`` has passed in all, though
+    the connection's state keeps changing meanwhile (each change wakes it to re-check; none
+    restarts the clock), and leaves no waiter behind."""
+    conn = ResilientConnection("ws://127.0.0.1:9/")  # never started: no network
+    wakes = 0
+
+    async def churn() -> None:
+        nonlocal wakes
+        while True:
+            await anyio.sleep(0.002)
+            conn._changed.notify()
+            wakes += 1
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(churn)
+        with anyio.fail_after(5), pytest.raises(TimeoutError):
+            await conn.wait_connected(0.2)
+        tg.cancel_scope.cancel()
+    assert wakes >= 5
+    assert conn._changed._waiters is None
+    with pytest.raises(TimeoutError):
+        await conn.wait_connected(0)
 
 
 def test_outbound_buffer_makes_its_deque_on_first_append_and_drops_it_when_drained() -> None:

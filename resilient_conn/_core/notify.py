@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import anyio
@@ -13,32 +14,58 @@ class Notifier:
     """Lets tasks wait until a condition on some state holds, woken on every change.
 
     The owner calls :meth:`notify` whenever the watched state changes; waiters re-check
-    their predicate then. No polling, no sleeping. The event exists only while someone
-    waits, so an idle owner holds none and a notify with no waiter allocates nothing.
+    their predicate then. No polling, no sleeping. Each waiter parks on a future of its own,
+    held in a list that exists only while someone waits: an idle owner holds nothing and a
+    notify with no waiter allocates nothing. (A future per waiter, not one shared: cancelling
+    a task cancels the future it waits on, which must not wake, or fail, the others.)
     """
 
-    __slots__ = ("_event",)
+    __slots__ = ("_waiters",)
 
     def __init__(self) -> None:
-        # Made by the first waiter, inside a task: notify() may run anywhere (a loop callback,
-        # no event loop at all) and must not ask anyio, or sniffio, which loop is running.
-        self._event: anyio.Event | None = None
+        self._waiters: list[asyncio.Future[bool]] | None = None
 
     def notify(self) -> None:
-        """Wake every waiter so it re-checks its condition (callable from anywhere)."""
-        event, self._event = self._event, None
-        if event is not None:
-            event.set()
+        """Wake every waiter so it re-checks its condition.
 
-    def _current(self) -> anyio.Event:
-        event = self._event
-        if event is None:
-            event = self._event = anyio.Event()
-        return event
+        Callable from anywhere on the loop's thread, in a task or a loop callback, and
+        outside any loop when nobody waits.
+        """
+        waiters, self._waiters = self._waiters, None
+        if waiters is not None:
+            for future in waiters:
+                if not future.done():
+                    future.set_result(True)
 
-    async def wait(self) -> None:
-        """Wait for the next :meth:`notify`."""
-        await self._current().wait()
+    async def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the next :meth:`notify`, for at most ``timeout`` seconds (None: no limit).
+
+        Returns:
+            True when notified; False when ``timeout`` seconds passed first (a loop timer: no
+            cancel scope, no task cancellation).
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        waiters = self._waiters
+        if waiters is None:
+            self._waiters = [future]
+        else:
+            waiters.append(future)
+        timer = None if timeout is None else loop.call_later(timeout, _expire, future)
+        try:
+            return await future
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if future.cancelled() or not future.done() or not future.result():
+                self._forget(future)  # cancelled or timed out: leave nothing behind
+
+    def _forget(self, future: asyncio.Future[bool]) -> None:
+        waiters = self._waiters
+        if waiters is not None and future in waiters:
+            waiters.remove(future)
+            if not waiters:
+                self._waiters = None
 
     async def wait_until(
         self,
@@ -52,4 +79,9 @@ class Notifier:
         """
         with anyio.fail_after(timeout):
             while not predicate():
-                await self._current().wait()
+                await self.wait()
+
+
+def _expire(future: asyncio.Future[bool]) -> None:
+    if not future.done():
+        future.set_result(False)
