@@ -75,18 +75,6 @@ async def test_a_cancelled_waiter_leaves_the_others_waiting_and_nothing_behind()
     assert notifier._waiters is None
 
 
-async def test_a_timed_wait_says_whether_it_was_notified() -> None:
-    """wait(timeout) returns True when notified in time and False when the time ran out; a
-    timed-out waiter leaves nothing behind, and one notified is not woken twice."""
-    notifier = Notifier()
-    assert await notifier.wait(0.01) is False
-    assert notifier._waiters is None
-    asyncio.get_running_loop().call_soon(notifier.notify)
-    with anyio.fail_after(5):
-        assert await notifier.wait(60) is True
-    assert notifier._waiters is None
-
-
 async def test_wait_connected_keeps_one_deadline_however_often_it_is_woken() -> None:
     """wait_connected(timeout) raises TimeoutError once ``timeout`` has passed in all, though
     the connection's state keeps changing meanwhile (each change wakes it to re-check; none

@@ -23,7 +23,7 @@ class Notifier:
     __slots__ = ("_waiters",)
 
     def __init__(self) -> None:
-        self._waiters: list[asyncio.Future[bool]] | None = None
+        self._waiters: list[asyncio.Future[None]] | None = None
 
     def notify(self) -> None:
         """Wake every waiter so it re-checks its condition.
@@ -35,32 +35,23 @@ class Notifier:
         if waiters is not None:
             for future in waiters:
                 if not future.done():
-                    future.set_result(True)
+                    future.set_result(None)
 
-    async def wait(self, timeout: float | None = None) -> bool:
-        """Wait for the next :meth:`notify`, for at most ``timeout`` seconds (None: no limit).
-
-        Returns:
-            True when notified; False when ``timeout`` seconds passed first (a loop timer: no
-            cancel scope, no task cancellation).
-        """
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[bool] = loop.create_future()
+    async def wait(self) -> None:
+        """Wait for the next :meth:`notify`."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         waiters = self._waiters
         if waiters is None:
             self._waiters = [future]
         else:
             waiters.append(future)
-        timer = None if timeout is None else loop.call_later(timeout, _expire, future)
         try:
-            return await future
+            await future
         finally:
-            if timer is not None:
-                timer.cancel()
-            if future.cancelled() or not future.done() or not future.result():
-                self._forget(future)  # cancelled or timed out: leave nothing behind
+            if not future.done() or future.cancelled():  # cancelled: leave nothing behind
+                self._forget(future)
 
-    def _forget(self, future: asyncio.Future[bool]) -> None:
+    def _forget(self, future: asyncio.Future[None]) -> None:
         waiters = self._waiters
         if waiters is not None and future in waiters:
             waiters.remove(future)
@@ -81,7 +72,3 @@ class Notifier:
             while not predicate():
                 await self.wait()
 
-
-def _expire(future: asyncio.Future[bool]) -> None:
-    if not future.done():
-        future.set_result(False)

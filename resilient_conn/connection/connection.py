@@ -400,17 +400,10 @@ class ResilientConnection(Observing, Receiving, Sending, Closing):
             ConnectionFailedError: The connection failed.
             ConnectionClosedError: The connection was closed.
         """
-        deadline = None
-        while not (self._live and (ws := self._ws) is not None and ws.is_open):
-            self._raise_if_over()
-            if timeout is None:
+        async with asyncio.timeout(timeout):
+            while not (self._live and (ws := self._ws) is not None and ws.is_open):
+                self._raise_if_over()
                 await self._changed.wait()
-                continue
-            now = asyncio.get_running_loop().time()
-            if deadline is None:
-                deadline = now + timeout
-            if now >= deadline or not await self._changed.wait(deadline - now):
-                raise TimeoutError(f"not connected within {timeout} s")
 
     async def aclose(self) -> None:
         """Close gracefully and end every task this object started.
