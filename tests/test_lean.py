@@ -130,6 +130,41 @@ def test_dead_letters_are_made_on_first_use_and_bounded() -> None:
     assert conn.dead_letters is outbox.dead_letters
 
 
+async def test_a_connection_that_never_buffers_makes_no_outbox(transport: str) -> None:
+    """A consumer that only receives holds no outbox (buffer, overflow policy, dead letters):
+    not while connecting, connected, reporting health, reconnecting or closing. The first send
+    while down makes it; that message is buffered, then delivered in order after the next
+    connect, and reported in health while it waits."""
+    async with ScriptedServer() as server:
+        conn = ResilientConnection(server.url, transport=transport, stable_after=0.2)
+        async with conn:
+            await conn.wait_connected(5)
+            snap = conn.snapshot()
+            assert (snap.buffered, snap.buffered_bytes, conn.buffered) == (0, 0, 0)
+            generation = conn.generation
+            await server.close_all(1001, "bye")
+            await conn._changed.wait_until(
+                lambda: conn.generation > generation and conn._live, timeout=10
+            )
+            assert conn._box is None
+            await server.stop()
+            await conn._changed.wait_until(lambda: not conn.is_connected, timeout=10)
+            await conn.send("first")
+            await conn.send("second")
+            assert conn._box is not None
+            assert conn.buffered == 2
+            assert conn.snapshot().buffered_bytes == len("first") + len("second")
+            await server.start()
+            await server.wait_for_messages(2, timeout=10)
+            assert server.messages[-2:] == ["first", "second"]
+        assert conn.state is ConnectionState.CLOSED
+        assert list(conn.dead_letters) == []
+
+    idle = ResilientConnection("ws://127.0.0.1:1/")
+    await idle.aclose()  # closing one that never started or buffered makes none either
+    assert idle._box is None
+
+
 def test_debug_enabled_follows_the_structlog_level() -> None:
     """debug_enabled() follows where events go: the stdlib logger's level while structlog is
     unconfigured, the application's structlog filter once configured; a logger that cannot

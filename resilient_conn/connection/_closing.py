@@ -178,20 +178,21 @@ class Closing(Supervising):
         ws = self._ws
         self._live = False
         if ws is not None:
-            if self._opened:
-                await self._outbox.flush(ws, until=drain_until)
+            if self._opened and self._box is not None:
+                await self._box.flush(ws, until=drain_until)
             await self._close_transport(ws)
         self._ws = None
         self._finish_close()
         if self._state_hooks is not None:
             await self._state_hooks.aclose(grace=1.0)
-        if self._outbox._hooks is not None:
-            await self._outbox._hooks.aclose(grace=1.0)
+        if self._box is not None and self._box._hooks is not None:
+            await self._box._hooks.aclose(grace=1.0)
         self._log.info("resilient_conn.closed", dead_letters=sum(self.stats.dead_letters.values()))
 
     def _finish_close(self) -> None:
         """Dead-letter what is left and enter ``CLOSED`` (if not ``FAILED``)."""
-        self._outbox.dead_letter_all(DeadLetterReason.CLOSED, None)
+        if self._box is not None:
+            self._box.dead_letter_all(DeadLetterReason.CLOSED, None)
         self._apply(self._decisions.closed())
         self._wake()
         if self._closed_event is not None:
@@ -218,7 +219,7 @@ class Closing(Supervising):
             self._leave_parked_now()
         if self._closed_event is None or not self._closed_event.is_set():
             self._finish_close()
-        for hooks in (self._state_hooks, self._outbox._hooks):
+        for hooks in (self._state_hooks, None if self._box is None else self._box._hooks):
             if hooks is not None:
                 hooks.cancel()
         self._log.warning("resilient_conn.close_cancelled")

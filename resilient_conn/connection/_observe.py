@@ -38,6 +38,7 @@ class Observing(Supervising):
         now = self._clock.now()
         connected = self._ws is not None and self._connected_at is not None
         stats = self.stats
+        box = self._box
         return ConnectionSnapshot(
             name=self.name,
             url=self.url,
@@ -52,8 +53,8 @@ class Observing(Supervising):
             last_error=None if self._last_error is None else describe(self._last_error),
             consecutive_failures=self._decisions.consecutive_failures,
             rtt=self._rtt,
-            buffered=len(self._outbox.buffer),
-            buffered_bytes=self._outbox.buffer.nbytes,
+            buffered=0 if box is None else len(box.buffer),
+            buffered_bytes=0 if box is None else box.buffer.nbytes,
             dead_letters=sum(stats.dead_letters.values()),
             stats={
                 "dials": stats.dials,

@@ -61,13 +61,13 @@ class Supervising(Parking):
     # ResilientConnection's fields as slots (~40: past what a key-sharing dict keeps compact);
     # "__dict__" stays for attributes of a subclass or a test's own, made only on first use.
     __slots__ = (
-        "__dict__", "__weakref__", "_abort", "_changed", "_classify", "_clock", "_closed_event",
-        "_closer", "_closing", "_connected_at", "_connected_wall", "_decisions", "_dial_options",
-        "_disconnected_at", "_fatal", "_headers_source", "_holding", "_last_error", "_live",
-        "_log", "_on_message", "_on_open", "_opened", "_opener", "_opener_scope", "_outbox",
-        "_permit", "_probe", "_rtt", "_scope", "_state", "_state_hooks", "_url_source", "_ws",
-        "backoff", "breaker", "coordinator", "generation", "name", "options", "stats", "transport",
-        "url",
+        "__dict__", "__weakref__", "_abort", "_box", "_changed", "_classify", "_clock",
+        "_closed_event", "_closer", "_closing", "_connected_at", "_connected_wall", "_decisions",
+        "_dial_options", "_disconnected_at", "_fatal", "_headers_source", "_holding",
+        "_last_error", "_live", "_log", "_on_message", "_on_open", "_opened", "_opener",
+        "_opener_scope", "_permit", "_probe", "_rtt", "_scope", "_state", "_state_hooks",
+        "_url_source", "_ws", "backoff", "breaker", "coordinator", "generation", "name", "options",
+        "stats", "transport", "url",
     )
 
     name: str
@@ -85,7 +85,7 @@ class Supervising(Parking):
     _classify: Classifier
     _clock: Clock
     _log: Any
-    _outbox: Outbox
+    _box: Outbox | None  # made on first use: _outbox
     _state_hooks: HookSet[StateChange] | None
     _state: ConnectionState
     _decisions: Decisions
@@ -160,6 +160,17 @@ class Supervising(Parking):
 
     def _wake(self) -> None:
         self._changed.notify()
+
+    @property
+    def _outbox(self) -> Outbox:
+        """The outbound buffer and dead letters, made by the first use that needs them."""
+        box = self._box
+        if box is None:
+            box = self._box = self._new_outbox()
+        return box
+
+    def _new_outbox(self) -> Outbox:
+        raise NotImplementedError  # defined by ResilientConnection (it has the settings)
 
     def fail_current(self, reason: str, error: BaseException | None = None) -> None:
         """Declare the current transport dead (e.g. a heartbeat went unanswered).
@@ -347,7 +358,7 @@ class Supervising(Parking):
         if timer is not None:
             helpers = [timer]
         self._opener = self._opener_scope = None
-        if self._on_open is not None or self._outbox.buffer:
+        if self._on_open is not None or ((box := self._box) is not None and box.buffer):
             self._flush_behind(ws, opening=True)
         else:
             self._live = True
@@ -438,7 +449,7 @@ class Supervising(Parking):
                 return
             finally:
                 ON_OPEN.reset(token)
-        if await self._outbox.flush(ws):
+        if (box := self._box) is None or await box.flush(ws):
             self._live = True
             self._wake()
 
@@ -453,4 +464,5 @@ class Supervising(Parking):
         self._fatal = failure
         self._last_error = error
         self._apply(step, error)
-        self._outbox.dead_letter_all(DeadLetterReason.FAILED, failure)
+        if self._box is not None:
+            self._box.dead_letter_all(DeadLetterReason.FAILED, failure)

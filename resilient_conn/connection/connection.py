@@ -262,20 +262,7 @@ class ResilientConnection(Observing, Receiving, Sending, Closing):
         self.stats = ConnectionStats()
         """Live counters (dials, reconnects, failures by kind, messages and bytes each way...)."""
         self._changed = Notifier()  # notified on every transport/state/buffer change
-        self._outbox = Outbox(
-            name=self.name,
-            clock=self._clock,
-            stats=self.stats,
-            capacity=options.buffer_size,
-            capacity_bytes=options.buffer_bytes,
-            overflow=options.overflow,
-            ttl=options.message_ttl,
-            write_timeout=options.close_timeout,
-            keep=options.dead_letter_capacity,
-            hook_timeout=options.hook_timeout,
-            changed=self._changed,
-            log=self._log,
-        )
+        self._box: Outbox | None = None  # made on first use (most consumers never buffer)
         if on_dead_letter is not None:
             self._outbox.subscribe(on_dead_letter)
         self._state_hooks: HookSet[StateChange] | None = None  # made by the first hook
@@ -333,7 +320,25 @@ class ResilientConnection(Observing, Receiving, Sending, Closing):
     @property
     def buffered(self) -> int:
         """Messages waiting in the outbound buffer."""
-        return len(self._outbox.buffer)
+        box = self._box
+        return 0 if box is None else len(box.buffer)
+
+    def _new_outbox(self) -> Outbox:
+        options = self.options
+        return Outbox(
+            name=self.name,
+            clock=self._clock,
+            stats=self.stats,
+            capacity=options.buffer_size,
+            capacity_bytes=options.buffer_bytes,
+            overflow=options.overflow,
+            ttl=options.message_ttl,
+            write_timeout=options.close_timeout,
+            keep=options.dead_letter_capacity,
+            hook_timeout=options.hook_timeout,
+            changed=self._changed,
+            log=self._log,
+        )
 
     @property
     def dead_letters(self) -> deque[DeadLetter]:
