@@ -13,6 +13,7 @@ import pytest
 from resilient_conn import ConnectionState, DeadLetterReason, ResilientConnection
 from resilient_conn._core.notify import Notifier
 from resilient_conn.connection.buffer import OutboundBuffer
+from resilient_conn.connection.metrics import ConnectionStats
 from resilient_conn.testing import FakeClock, ScriptedServer
 
 pytestmark = pytest.mark.anyio
@@ -163,6 +164,34 @@ async def test_a_connection_that_never_buffers_makes_no_outbox(transport: str) -
     idle = ResilientConnection("ws://127.0.0.1:1/")
     await idle.aclose()  # closing one that never started or buffered makes none either
     assert idle._box is None
+
+
+def test_counter_dicts_are_made_on_first_use_and_read_as_before() -> None:
+    """ConnectionStats holds no failures / dead_letters dict until one is counted or read;
+    counts() (what health snapshots use) copies them without making them; reading an unused
+    one gives an empty dict, which then counts as usual; other attributes still fail."""
+    stats = ConnectionStats()
+    assert stats.counts() == ({}, {})
+    with pytest.raises(AttributeError):
+        object.__getattribute__(stats, "failures")  # nothing made by counts()
+    stats.count_failure("refused")
+    stats.count_failure("refused")
+    assert stats.failures == {"refused": 2}
+    assert stats.counts() == ({"refused": 2}, {})
+    with pytest.raises(AttributeError):
+        object.__getattribute__(stats, "dead_letters")
+    assert stats.dead_letters == {}  # read: made now, and it is the one counted into
+    stats.count_dead_letter("closed")
+    assert stats.dead_letters == {"closed": 1}
+    assert stats.counts()[1] is not stats.dead_letters  # a copy
+    with pytest.raises(AttributeError, match="nope"):
+        stats.nope  # type: ignore[attr-defined]  # noqa: B018
+    conn = ResilientConnection("ws://127.0.0.1:1/")
+    snap = conn.snapshot()
+    assert (snap.stats["failures"], snap.stats["dead_letters"], snap.dead_letters) == ({}, {}, 0)
+    assert conn.stats.counts() == ({}, {})
+    with pytest.raises(AttributeError):
+        object.__getattribute__(conn.stats, "failures")
 
 
 def test_debug_enabled_follows_the_structlog_level() -> None:

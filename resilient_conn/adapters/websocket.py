@@ -50,7 +50,7 @@ from .._core.log import is_secret_name
 from ._batch import FAST_PATH, send_many
 from ._handler import Handler, deliver_queued
 from .base import AdapterFactory, DialOptions, Message, Transport
-from .checks import check_headers, check_ws_url
+from .checks import check_ws_url
 
 __all__ = [
     "ADAPTER",
@@ -60,7 +60,6 @@ __all__ = [
     "WebsocketsAdapter",
     "WebsocketsTransport",
     "check_ws_url",
-    "dial",
     "evaluate",
     "keepalive",
     "recv_nowait",
@@ -401,21 +400,6 @@ if TYPE_CHECKING:  # mypy proves the adapter and its transport satisfy the proto
     _FACTORY: AdapterFactory = WebsocketsAdapter
 
 _DEFAULT = WebsocketsAdapter({})
-
-
-async def dial(url: UrlSource, headers: HeadersSource | None, options: DialOptions) -> Transport:
-    """Evaluate the URL and header sources, then open one transport with ``options.adapter``.
-
-    Raises:
-        ConfigError: The URL source returned something that is not a ws(s) URL.
-        Exception: Whatever the adapter raised (classified by the supervisor).
-    """
-    target = check_ws_url(await evaluate(url))
-    extra_headers = None if headers is None else check_headers(await evaluate(headers))
-    adapter = options.adapter
-    if adapter is None:
-        adapter = _DEFAULT if not options.extra else WebsocketsAdapter(options.extra)
-    return await adapter.connect(target, extra_headers, options)
 
 
 class _Connect(connect):

@@ -187,7 +187,7 @@ class Closing(Supervising):
             await self._state_hooks.aclose(grace=1.0)
         if self._box is not None and self._box._hooks is not None:
             await self._box._hooks.aclose(grace=1.0)
-        self._log.info("resilient_conn.closed", dead_letters=sum(self.stats.dead_letters.values()))
+        self._log.info("resilient_conn.closed", dead_letters=sum(self.stats.counts()[1].values()))
 
     def _finish_close(self) -> None:
         """Dead-letter what is left and enter ``CLOSED`` (if not ``FAILED``)."""

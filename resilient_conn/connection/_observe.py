@@ -38,6 +38,7 @@ class Observing(Supervising):
         now = self._clock.now()
         connected = self._ws is not None and self._connected_at is not None
         stats = self.stats
+        failures, dead_letters = stats.counts()
         box = self._box
         return ConnectionSnapshot(
             name=self.name,
@@ -55,17 +56,17 @@ class Observing(Supervising):
             rtt=self._rtt,
             buffered=0 if box is None else len(box.buffer),
             buffered_bytes=0 if box is None else box.buffer.nbytes,
-            dead_letters=sum(stats.dead_letters.values()),
+            dead_letters=sum(dead_letters.values()),
             stats={
                 "dials": stats.dials,
                 "connects": stats.connects,
                 "reconnects": stats.reconnects,
-                "failures": dict(stats.failures),
+                "failures": failures,
                 "messages_in": stats.messages_in,
                 "messages_out": stats.messages_out,
                 "bytes_in": stats.bytes_in,
                 "bytes_out": stats.bytes_out,
-                "dead_letters": dict(stats.dead_letters),
+                "dead_letters": dead_letters,
                 "circuit_opens": stats.circuit_opens,
                 "disconnected_seconds": stats.disconnected_seconds,
                 "generation": self.generation,

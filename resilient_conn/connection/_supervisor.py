@@ -30,9 +30,10 @@ from .._core.errors import (
 from .._core.hooks import HookSet
 from .._core.log import redact_text
 from .._core.notify import Notifier
+from ..adapters._dial import dial
 from ..adapters.base import Transport
 from ..adapters.keepalive import Keepalive
-from ..adapters.websocket import DialOptions, HeadersSource, UrlSource, dial
+from ..adapters.websocket import DialOptions, HeadersSource, UrlSource
 from ..coordination import RecoveryCoordinator
 from ..resilience.backoff import Backoff
 from ..resilience.breaker import BreakerLease, CircuitBreaker

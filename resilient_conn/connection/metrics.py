@@ -45,15 +45,31 @@ class ConnectionStats:
     dials: int = 0
     connects: int = 0
     reconnects: int = 0
-    failures: dict[str, int] = field(default_factory=dict)
+    # the two dicts are made on first use (most connections never fail or dead-letter): read
+    # them as usual, an unused one reads as a new empty dict
+    failures: dict[str, int] = field(init=False)
     messages_in: int = 0
     messages_out: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
-    dead_letters: dict[str, int] = field(default_factory=dict)
+    dead_letters: dict[str, int] = field(init=False)
     circuit_opens: int = 0
     handler_errors: int = 0
     disconnected_seconds: float = 0.0
+
+    if not TYPE_CHECKING:  # (mypy keeps checking every other attribute)
+
+        def __getattr__(self, name: str) -> dict[str, int]:
+            # called only for a slot not set yet: one of the two dicts, made now
+            if name in _LAZY:
+                made: dict[str, int] = {}
+                setattr(self, name, made)
+                return made
+            raise AttributeError(f"'ConnectionStats' object has no attribute {name!r}")
+
+    def counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Copies of :attr:`failures` and :attr:`dead_letters` (an unused one is not made)."""
+        return _copy(self, "failures"), _copy(self, "dead_letters")
 
     def count_failure(self, kind: str) -> None:
         """Add one failure of ``kind``.
@@ -68,6 +84,16 @@ class ConnectionStats:
     def count_dead_letter(self, reason: str) -> None:
         """Add one dead letter with ``reason``."""
         self.dead_letters[reason] = self.dead_letters.get(reason, 0) + 1
+
+
+_LAZY = frozenset({"failures", "dead_letters"})
+
+
+def _copy(stats: ConnectionStats, name: str) -> dict[str, int]:
+    try:
+        return dict(object.__getattribute__(stats, name))  # no __getattr__: nothing made
+    except AttributeError:
+        return {}
 
 
 @dataclass(frozen=True, slots=True)
