@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import anyio
 
-__all__ = ["Notifier"]
+__all__ = ["Deadline", "Notifier"]
 
 
 class Notifier:
@@ -72,3 +72,28 @@ class Notifier:
             while not predicate():
                 await self.wait()
 
+
+
+class Deadline:
+    """One loop timer for a whole wait on a :class:`Notifier`, however often it wakes.
+
+    Once ``timeout`` seconds have passed, :attr:`passed` is True and the notifier is notified
+    (its waiters re-check, the one with this deadline sees it passed). Cheaper than a
+    cancel scope or ``asyncio.timeout`` around the wait: one timer handle and this object.
+    Call :meth:`cancel` when the wait ends.
+    """
+
+    __slots__ = ("_handle", "_notifier", "passed")
+
+    def __init__(self, notifier: Notifier, timeout: float) -> None:
+        self.passed = False
+        self._notifier = notifier
+        self._handle = asyncio.get_running_loop().call_later(timeout, self)
+
+    def __call__(self) -> None:  # the timer's callback: no bound method held meanwhile
+        self.passed = True
+        self._notifier.notify()
+
+    def cancel(self) -> None:
+        """Stop the timer (the wait is over)."""
+        self._handle.cancel()

@@ -34,7 +34,7 @@ from .._core.errors import (
 )
 from .._core.hooks import HookSet, Unsubscribe
 from .._core.log import connection_logger, redact_url
-from .._core.notify import Notifier
+from .._core.notify import Deadline, Notifier
 from ..adapters.base import Transport
 from ..adapters.checks import (
     check_callables,
@@ -405,10 +405,19 @@ class ResilientConnection(Observing, Receiving, Sending, Closing):
             ConnectionFailedError: The connection failed.
             ConnectionClosedError: The connection was closed.
         """
-        async with asyncio.timeout(timeout):
+        deadline = None
+        try:
             while not (self._live and (ws := self._ws) is not None and ws.is_open):
                 self._raise_if_over()
+                if deadline is None:
+                    if timeout is not None:  # one timer for the whole wait
+                        deadline = Deadline(self._changed, timeout)
+                elif deadline.passed:
+                    raise TimeoutError(f"{self.name}: not connected within {timeout} s")
                 await self._changed.wait()
+        finally:
+            if deadline is not None:
+                deadline.cancel()
 
     async def aclose(self) -> None:
         """Close gracefully and end every task this object started.
