@@ -233,7 +233,7 @@ def main() -> None:
             order = variants if i % 2 == 0 else variants[::-1]
             for variant in order:
                 results[variant].append(run_child(args, variant, port))
-                print(f"round {i + 1} {variant}: {results[variant][-1]['rss_per_conn_kb']:.1f} "
+                print(f"round {i + 1} {variant}: {results[variant][-1]['rss_per_conn_kb']:.2f} "
                       "KB/conn", file=sys.stderr)
     finally:
         server.terminate()
@@ -256,7 +256,7 @@ def main() -> None:
             rss / statistics.median(r["rss_per_conn_kb"] for r in results[like])
             if like in results else float("nan")
         )
-        print(f"{variant:<16}{rss:>12.1f}{rss / base_rss:>7.2f}{like_ratio:>7.2f}{tasks:>12.2f}"
+        print(f"{variant:<16}{rss:>12.2f}{rss / base_rss:>7.3f}{like_ratio:>7.3f}{tasks:>12.2f}"
               f"{cpu:>11.3f}{cpu / base_cpu if base_cpu else float('nan'):>7.2f}{opened:>8.2f}")
     print("* tasks the client library keeps per connection (the consumer's own task excluded)")
     for variant in variants:

@@ -11,7 +11,7 @@ import anyio
 import pytest
 
 from resilient_conn import ConnectionState, DeadLetterReason, ResilientConnection
-from resilient_conn._core.notify import Notifier
+from resilient_conn._core.notify import Deadline, Notifier
 from resilient_conn.connection.buffer import OutboundBuffer
 from resilient_conn.connection.metrics import ConnectionStats
 from resilient_conn.testing import FakeClock, ScriptedServer
@@ -76,11 +76,15 @@ async def test_a_cancelled_waiter_leaves_the_others_waiting_and_nothing_behind()
     assert notifier._waiters is None
 
 
-async def test_wait_connected_keeps_one_deadline_however_often_it_is_woken() -> None:
-    """wait_connected(timeout) raises TimeoutError once ``timeout`` has passed in all, though
-    the connection's state keeps changing meanwhile (each change wakes it to re-check; none
-    restarts the clock), and leaves no waiter behind."""
+@pytest.mark.parametrize("timeout", [0.2, 1.05])  # a timer of its own; a shared one
+async def test_wait_connected_keeps_one_deadline_however_often_it_is_woken(
+    timeout: float,
+) -> None:
+    """wait_connected(timeout) raises TimeoutError once ``timeout`` has passed in all (never
+    before), though the connection's state keeps changing meanwhile (each change wakes it to
+    re-check; none restarts the clock), and leaves no waiter behind."""
     conn = ResilientConnection("ws://127.0.0.1:9/")  # never started: no network
+    loop = asyncio.get_running_loop()
     wakes = 0
 
     async def churn() -> None:
@@ -92,13 +96,40 @@ async def test_wait_connected_keeps_one_deadline_however_often_it_is_woken() -> 
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(churn)
+        started = loop.time()
         with anyio.fail_after(5), pytest.raises(TimeoutError):
-            await conn.wait_connected(0.2)
+            await conn.wait_connected(timeout)
+        assert loop.time() >= started + timeout
         tg.cancel_scope.cancel()
     assert wakes >= 5
     assert conn._changed._waiters is None
     with pytest.raises(TimeoutError):
         await conn.wait_connected(0)
+
+
+async def test_deadlines_of_a_second_or_more_share_their_timers() -> None:
+    """Two hundred waits with a 5 s deadline started together hold at most two loop timers
+    (due at the next tenth of a second), not two hundred; a wait that ends takes its deadline
+    out, and once all have ended no timer is left pending and none fires."""
+    from resilient_conn._core import notify
+
+    loop = asyncio.get_running_loop()
+    notifier = Notifier()
+    deadlines = [Deadline(notifier, 5.0) for _ in range(200)]
+    groups = notify._GROUPS[loop]
+    assert 1 <= len(groups) <= 2
+    assert sum(len(g.members) for g in groups.values()) == 200
+    handles = [g.handle for g in groups.values()]
+    for deadline in deadlines:
+        deadline.cancel()
+    assert groups == {}
+    assert all(h is not None and h.cancelled() for h in handles)
+    assert not any(d.passed for d in deadlines)
+    short = Deadline(notifier, 0.01)  # under a second: a timer of its own, exact
+    with anyio.fail_after(5):
+        await notifier.wait()
+    assert short.passed
+    assert groups == {}
 
 
 def test_outbound_buffer_makes_its_deque_on_first_append_and_drops_it_when_drained() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import weakref
 from collections.abc import Callable
 
 import anyio
@@ -78,22 +80,82 @@ class Deadline:
     """One loop timer for a whole wait on a :class:`Notifier`, however often it wakes.
 
     Once ``timeout`` seconds have passed, :attr:`passed` is True and the notifier is notified
-    (its waiters re-check, the one with this deadline sees it passed). Cheaper than a
-    cancel scope or ``asyncio.timeout`` around the wait: one timer handle and this object.
-    Call :meth:`cancel` when the wait ends.
+    (its waiters re-check, the one with this deadline sees it passed). Call :meth:`cancel`
+    when the wait ends. Deadlines of a second or more share timers: each is due at the next
+    tenth of a second on the loop's clock at or after ``timeout`` (never early, at most 0.1 s
+    late), so a thousand connections waiting at once hold a handful of timer handles, not a
+    thousand (each a handle and a context the loop keeps until its time, cancelled or not).
     """
 
-    __slots__ = ("_handle", "_notifier", "passed")
+    __slots__ = ("_group", "_notifier", "passed")
 
     def __init__(self, notifier: Notifier, timeout: float) -> None:
         self.passed = False
         self._notifier = notifier
-        self._handle = asyncio.get_running_loop().call_later(timeout, self)
+        loop = asyncio.get_running_loop()
+        due = loop.time() + timeout
+        if timeout < _SHARED_FROM:
+            self._group: _Group | asyncio.TimerHandle = loop.call_at(due, self)
+            return
+        when = math.ceil(due / _GRAIN) * _GRAIN
+        try:
+            groups = _GROUPS.get(loop)
+            if groups is None:
+                groups = _GROUPS[loop] = {}
+        except TypeError:  # a loop that takes no weak reference: a timer of its own
+            self._group = loop.call_at(due, self)
+            return
+        group = groups.get(when)
+        if group is None:
+            group = groups[when] = _Group(groups, when)
+            group.handle = loop.call_at(when, group)
+        group.members.append(self)
+        self._group = group
 
-    def __call__(self) -> None:  # the timer's callback: no bound method held meanwhile
+    def __call__(self) -> None:  # its own timer's callback (a short timeout)
         self.passed = True
         self._notifier.notify()
 
     def cancel(self) -> None:
-        """Stop the timer (the wait is over)."""
-        self._handle.cancel()
+        """Stop waiting for it (the wait is over): its timer, or its place in a shared one."""
+        group = self._group
+        if isinstance(group, asyncio.TimerHandle):
+            group.cancel()
+        else:
+            group.leave(self)
+
+
+_SHARED_FROM = 1.0  # timeouts from a second up share timers ...
+_GRAIN = 0.1  # ... due at the next tenth of a second
+_GROUPS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, _Group]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+class _Group:
+    """The deadlines due at one instant: one timer fires them all."""
+
+    __slots__ = ("groups", "handle", "members", "when")
+
+    def __init__(self, groups: dict[float, _Group], when: float) -> None:
+        self.groups = groups
+        self.when = when
+        self.members: list[Deadline] = []
+        self.handle: asyncio.TimerHandle | None = None
+
+    def __call__(self) -> None:
+        self.groups.pop(self.when, None)
+        members, self.members = self.members, []
+        for deadline in members:
+            deadline()
+
+    def leave(self, deadline: Deadline) -> None:
+        members = self.members
+        try:
+            members.remove(deadline)
+        except ValueError:  # fired already
+            return
+        if not members and self.groups.get(self.when) is self:
+            del self.groups[self.when]
+            if self.handle is not None:
+                self.handle.cancel()
