@@ -400,6 +400,9 @@ class ResilientConnection(Observing, Receiving, Sending, Closing):
     async def wait_connected(self, timeout: float | None = None) -> None:
         """Wait until a transport is open and the buffer has been flushed.
 
+        A timeout of a second or more ends at the next tenth of a second after it (never
+        before it): waits started together share one loop timer.
+
         Raises:
             TimeoutError: Not connected within ``timeout`` seconds.
             ConnectionFailedError: The connection failed.
