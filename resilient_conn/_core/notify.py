@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import weakref
 from collections.abc import Callable
@@ -50,15 +51,13 @@ class Notifier:
         try:
             await future
         finally:
-            if not future.done() or future.cancelled():  # cancelled: leave nothing behind
-                self._forget(future)
-
-    def _forget(self, future: asyncio.Future[None]) -> None:
-        waiters = self._waiters
-        if waiters is not None and future in waiters:
-            waiters.remove(future)
-            if not waiters:
-                self._waiters = None
+            # cancelled: leave nothing behind (unless a notify took the list meanwhile)
+            waiters = self._waiters
+            if waiters is not None and (future.cancelled() or not future.done()):
+                with contextlib.suppress(ValueError):
+                    waiters.remove(future)
+                if not waiters:
+                    self._waiters = None
 
     async def wait_until(
         self,
@@ -73,7 +72,6 @@ class Notifier:
         with anyio.fail_after(timeout):
             while not predicate():
                 await self.wait()
-
 
 
 class Deadline:
@@ -94,17 +92,11 @@ class Deadline:
         self._notifier = notifier
         loop = asyncio.get_running_loop()
         due = loop.time() + timeout
-        if timeout < _SHARED_FROM:
+        groups = _groups(loop) if timeout >= _SHARED_FROM else None
+        if groups is None:
             self._group: _Group | asyncio.TimerHandle = loop.call_at(due, self)
             return
         when = math.ceil(due / _GRAIN) * _GRAIN
-        try:
-            groups = _GROUPS.get(loop)
-            if groups is None:
-                groups = _GROUPS[loop] = {}
-        except TypeError:  # a loop that takes no weak reference: a timer of its own
-            self._group = loop.call_at(due, self)
-            return
         group = groups.get(when)
         if group is None:
             group = groups[when] = _Group(groups, when)
@@ -130,6 +122,17 @@ _GRAIN = 0.1  # ... due at the next tenth of a second
 _GROUPS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, _Group]] = (
     weakref.WeakKeyDictionary()
 )
+
+
+def _groups(loop: asyncio.AbstractEventLoop) -> dict[float, _Group] | None:
+    """The loop's shared deadlines by due time; None for a loop that takes no weak reference."""
+    try:
+        groups = _GROUPS.get(loop)
+        if groups is None:
+            groups = _GROUPS[loop] = {}
+    except TypeError:
+        return None
+    return groups
 
 
 class _Group:

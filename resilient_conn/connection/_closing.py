@@ -26,7 +26,7 @@ from typing import Any
 import anyio
 from websockets.exceptions import ConcurrencyError, ConnectionClosed
 
-from .._core.hooks import IN_HOOK
+from .._core.hooks import IN_HOOK, HookSet
 from ..adapters.base import Transport
 from ..adapters.deadlines import close_within
 from ._supervisor import ON_OPEN, SUPERVISOR, Supervising, describe
@@ -183,11 +183,15 @@ class Closing(Supervising):
             await self._close_transport(ws)
         self._ws = None
         self._finish_close()
-        if self._state_hooks is not None:
-            await self._state_hooks.aclose(grace=1.0)
-        if self._box is not None and self._box._hooks is not None:
-            await self._box._hooks.aclose(grace=1.0)
+        for hooks in self._hook_sets():
+            await hooks.aclose(grace=1.0)
         self._log.info("resilient_conn.closed", dead_letters=sum(self.stats.counts()[1].values()))
+
+    def _hook_sets(self) -> list[HookSet[Any]]:
+        """The state-change and dead-letter hook sets that were ever made."""
+        box = self._box
+        hooks = (self._state_hooks, None if box is None else box._hooks)
+        return [h for h in hooks if h is not None]
 
     def _finish_close(self) -> None:
         """Dead-letter what is left and enter ``CLOSED`` (if not ``FAILED``)."""
@@ -219,7 +223,6 @@ class Closing(Supervising):
             self._leave_parked_now()
         if self._closed_event is None or not self._closed_event.is_set():
             self._finish_close()
-        for hooks in (self._state_hooks, None if self._box is None else self._box._hooks):
-            if hooks is not None:
-                hooks.cancel()
+        for hooks in self._hook_sets():
+            hooks.cancel()
         self._log.warning("resilient_conn.close_cancelled")

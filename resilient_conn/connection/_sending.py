@@ -54,6 +54,21 @@ class Sending(Supervising):
             return False
         return True
 
+    def _to_outbox(self, message: Message, buffer: bool, unwritten: str) -> bool:
+        """A message that could not be written now: to the outbound buffer, or refused.
+
+        Returns False when the buffer has no room yet (overflow ``block``).
+
+        Raises:
+            ConnectionFailedError: The connection failed.
+            ConnectionClosedError: The connection was closed.
+            NotConnectedError: ``buffer`` is False (``unwritten`` says why).
+        """
+        self._raise_if_over()
+        if not buffer:
+            raise NotConnectedError(f"{self.name}: {unwritten}")
+        return self._outbox.admit(message)
+
     async def _wait_for_room(self, message: Message) -> None:
         """overflow="block": wait for room in the buffer, or for the transport to go live."""
         try:
@@ -101,10 +116,7 @@ class Sending(Supervising):
                 # (bytes, and ASCII text: len() is the size; only other text is encoded)
                 stats.bytes_out += len(message) if message.isascii() else message_size(message)
                 return
-        self._raise_if_over()
-        if not buffer:
-            raise NotConnectedError(f"{self.name}: no transport is open")
-        if not self._outbox.admit(message):
+        if not self._to_outbox(message, buffer, "no transport is open"):
             await self._wait_for_room(message)
 
     def send_nowait(self, message: Message, *, buffer: bool = True) -> None:
@@ -145,10 +157,7 @@ class Sending(Supervising):
             # (bytes, and ASCII text: len() is the size; only other text is encoded to count)
             stats.bytes_out += len(message) if message.isascii() else message_size(message)
             return
-        self._raise_if_over()
-        if not buffer:
-            raise NotConnectedError(f"{self.name}: the message cannot be written now")
-        if not self._outbox.admit(message):
+        if not self._to_outbox(message, buffer, "the message cannot be written now"):
             raise BufferFullError(
                 f"{self.name}: outbound buffer full (send_nowait cannot wait for room)"
             )
