@@ -203,26 +203,39 @@ def test_counter_dicts_are_made_on_first_use_and_read_as_before() -> None:
     one gives an empty dict, which then counts as usual; other attributes still fail."""
     stats = ConnectionStats()
     assert stats.counts() == ({}, {})
-    with pytest.raises(AttributeError):
-        object.__getattribute__(stats, "failures")  # nothing made by counts()
+    assert (stats._failures, stats._dead_letters) == (None, None)  # nothing made by counts()
     stats.count_failure("refused")
     stats.count_failure("refused")
     assert stats.failures == {"refused": 2}
     assert stats.counts() == ({"refused": 2}, {})
-    with pytest.raises(AttributeError):
-        object.__getattribute__(stats, "dead_letters")
+    assert stats._dead_letters is None
     assert stats.dead_letters == {}  # read: made now, and it is the one counted into
     stats.count_dead_letter("closed")
     assert stats.dead_letters == {"closed": 1}
     assert stats.counts()[1] is not stats.dead_letters  # a copy
+    stats.failures = {"lost": 1}  # still assignable, as a plain field was
+    assert stats.counts()[0] == {"lost": 1}
     with pytest.raises(AttributeError, match="nope"):
         stats.nope  # type: ignore[attr-defined]  # noqa: B018
     conn = ResilientConnection("ws://127.0.0.1:1/")
     snap = conn.snapshot()
     assert (snap.stats["failures"], snap.stats["dead_letters"], snap.dead_letters) == ({}, {}, 0)
     assert conn.stats.counts() == ({}, {})
-    with pytest.raises(AttributeError):
-        object.__getattribute__(conn.stats, "failures")
+    assert conn.stats._failures is None
+
+
+def test_counters_stay_on_the_fast_attribute_path() -> None:
+    """ConnectionStats keeps CPython's generic attribute access, which the interpreter
+    specialises: a class with __getattr__ (or its own __getattribute__) sends every counter
+    add on the message path through a Python-level hook (measured: about 2 % of the picows
+    callback style's throughput). So laziness lives in properties, not in a hook."""
+    assert not hasattr(ConnectionStats, "__getattr__")
+    assert ConnectionStats.__getattribute__ is object.__getattribute__
+    assert ConnectionStats.__setattr__ is object.__setattr__
+    stats = ConnectionStats()
+    stats.messages_in += 1
+    stats.bytes_out += 64
+    assert (stats.messages_in, stats.bytes_out) == (1, 64)
 
 
 def test_debug_enabled_follows_the_structlog_level() -> None:

@@ -45,31 +45,47 @@ class ConnectionStats:
     dials: int = 0
     connects: int = 0
     reconnects: int = 0
-    # the two dicts are made on first use (most connections never fail or dead-letter): read
-    # them as usual, an unused one reads as a new empty dict
-    failures: dict[str, int] = field(init=False)
     messages_in: int = 0
     messages_out: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
-    dead_letters: dict[str, int] = field(init=False)
     circuit_opens: int = 0
     handler_errors: int = 0
     disconnected_seconds: float = 0.0
+    # The two dicts are made on first use (most connections never fail or dead-letter),
+    # behind properties: a __getattr__ would do it too, but a class with one takes every
+    # attribute access (each counter add on the message path) off CPython's fast path.
+    _failures: dict[str, int] | None = field(default=None, init=False, repr=False)
+    _dead_letters: dict[str, int] | None = field(default=None, init=False, repr=False)
 
-    if not TYPE_CHECKING:  # (mypy keeps checking every other attribute)
+    @property
+    def failures(self) -> dict[str, int]:
+        """Failures by kind (made on first use: an unused one reads as a new empty dict)."""
+        made = self._failures
+        if made is None:
+            made = self._failures = {}
+        return made
 
-        def __getattr__(self, name: str) -> dict[str, int]:
-            # called only for a slot not set yet: one of the two dicts, made now
-            if name in _LAZY:
-                made: dict[str, int] = {}
-                setattr(self, name, made)
-                return made
-            raise AttributeError(f"'ConnectionStats' object has no attribute {name!r}")
+    @failures.setter
+    def failures(self, value: dict[str, int]) -> None:
+        self._failures = value
+
+    @property
+    def dead_letters(self) -> dict[str, int]:
+        """Dead letters by reason (made on first use, like :attr:`failures`)."""
+        made = self._dead_letters
+        if made is None:
+            made = self._dead_letters = {}
+        return made
+
+    @dead_letters.setter
+    def dead_letters(self, value: dict[str, int]) -> None:
+        self._dead_letters = value
 
     def counts(self) -> tuple[dict[str, int], dict[str, int]]:
         """Copies of :attr:`failures` and :attr:`dead_letters` (an unused one is not made)."""
-        return _copy(self, "failures"), _copy(self, "dead_letters")
+        failures, dead = self._failures, self._dead_letters
+        return ({} if failures is None else dict(failures), {} if dead is None else dict(dead))
 
     def count_failure(self, kind: str) -> None:
         """Add one failure of ``kind``.
@@ -84,16 +100,6 @@ class ConnectionStats:
     def count_dead_letter(self, reason: str) -> None:
         """Add one dead letter with ``reason``."""
         self.dead_letters[reason] = self.dead_letters.get(reason, 0) + 1
-
-
-_LAZY = frozenset({"failures", "dead_letters"})
-
-
-def _copy(stats: ConnectionStats, name: str) -> dict[str, int]:
-    try:
-        return dict(object.__getattribute__(stats, name))  # no __getattr__: nothing made
-    except AttributeError:
-        return {}
 
 
 @dataclass(frozen=True, slots=True)
