@@ -364,3 +364,69 @@ async def test_a_connection_parks_while_on_open_runs_and_a_close_from_on_open_en
         assert after == []
         assert _our_tasks() == []
         assert len(server.connections) == 1
+
+
+_TEARDOWN_SCRIPT = """
+import asyncio, atexit, subprocess, sys
+from resilient_conn import ResilientConnection
+
+SERVER = '''
+import asyncio
+from websockets.asyncio.server import serve
+async def silent(ws):
+    await ws.wait_closed()
+async def main():
+    async with serve(silent, "127.0.0.1", 0, ping_interval=None) as s:
+        print(s.sockets[0].getsockname()[1], flush=True)
+        await asyncio.Future()
+asyncio.run(main())
+'''
+late = []
+atexit.register(lambda: print("changes after main:", len(late), flush=True))
+
+async def main():
+    proc = subprocess.Popen([sys.executable, "-c", SERVER], stdout=subprocess.PIPE, text=True)
+    url = "ws://127.0.0.1:%s/" % proc.stdout.readline().strip()
+    done = []
+    conns = [ResilientConnection(url, transport=sys.argv[1], ping_interval=0, stable_after=0.05)
+             for _ in range(20)]
+    for conn in conns:
+        conn.on_state_change(lambda change: done and late.append(change))
+        conn.start()
+    for conn in conns:
+        await conn.wait_connected(10)
+    for _ in range(2000):  # until every supervisor has parked (no task but this one)
+        if len(asyncio.all_tasks()) == 1:
+            break
+        await asyncio.sleep(0.005)
+    print("parked:", len(asyncio.all_tasks()) == 1, flush=True)
+    proc.kill()  # the server dies; its sockets' ends are read once asyncio.run tears down
+    proc.wait()
+    done.append(True)  # main returns with the 20 connections never closed
+
+asyncio.run(main())
+"""
+
+
+def test_unclosed_parked_connections_ending_at_interpreter_teardown_say_nothing(
+    transport: str,
+) -> None:
+    """A program whose asyncio.run() ends with parked connections never closed, their
+    server dying just then: the transports end while asyncio tears the loop down, each
+    resumes its supervisor in a task that loop never runs to its end. That is no error of
+    the program's beyond the missing close (raw websockets says nothing there), so asyncio's
+    "Task was destroyed but it is pending!" is not printed 20 times; the exit is clean."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", _TEARDOWN_SCRIPT, transport],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "parked: True" in result.stdout
+    # the scenario happened: the transports ended during teardown and supervisors resumed
+    late = int(result.stdout.split("changes after main:")[1])
+    assert late >= 20, result.stdout
+    assert "Task was destroyed but it is pending" not in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr

@@ -83,9 +83,15 @@ class Parking(StableTimer):
     def _unpark(self, _served: object) -> None:
         """The transport ended while parked: start the supervisor again (unless closing)."""
         if self._parked and self._supervisor is None and not self._closing:
-            self._supervisor = asyncio.get_running_loop().create_task(
+            task = self._supervisor = asyncio.get_running_loop().create_task(
                 self._supervise(resumed=True), name=supervisor_task_name(self.name)
             )
+            # A connection never closed whose transport ends while asyncio.run() tears the
+            # loop down gets this task after the teardown cancelled every task; the loop
+            # closes with it pending. asyncio would print "Task was destroyed but it is
+            # pending!" once per connection; raw websockets says nothing there, nor do we.
+            # (A running loop runs it as ever: this flag only silences that message.)
+            task._log_destroy_pending = False  # type: ignore[attr-defined]
 
     async def _resume(self) -> float | None:
         """Carry on after a parked transport ended, as the old task would have.
