@@ -203,7 +203,9 @@ def test_counter_dicts_are_made_on_first_use_and_read_as_before() -> None:
     one gives an empty dict, which then counts as usual; other attributes still fail."""
     stats = ConnectionStats()
     assert stats.counts() == ({}, {})
-    assert (stats._failures, stats._dead_letters) == (None, None)  # nothing made by counts()
+    assert "failures={}" in repr(stats)
+    assert "dead_letters={}" in repr(stats)
+    assert (stats._failures, stats._dead_letters) == (None, None)  # nor by counts() or repr
     stats.count_failure("refused")
     stats.count_failure("refused")
     assert stats.failures == {"refused": 2}

@@ -7,7 +7,7 @@ is safe to keep, log or serialise.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -81,6 +81,16 @@ class ConnectionStats:
     @dead_letters.setter
     def dead_letters(self, value: dict[str, int]) -> None:
         self._dead_letters = value
+
+    def __repr__(self) -> str:
+        # the lazy dicts under their public names, read without making them
+        failures, dead_letters = self.counts()
+        shown = {
+            "_failures": ("failures", failures),
+            "_dead_letters": ("dead_letters", dead_letters),
+        }
+        parts = (shown.get(f.name) or (f.name, getattr(self, f.name)) for f in fields(self))
+        return f"ConnectionStats({', '.join(f'{name}={value!r}' for name, value in parts)})"
 
     def counts(self) -> tuple[dict[str, int], dict[str, int]]:
         """Copies of :attr:`failures` and :attr:`dead_letters` (an unused one is not made)."""
