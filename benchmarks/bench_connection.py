@@ -23,10 +23,12 @@ Each scenario runs ``--rounds`` interleaved rounds (the order of the clients alt
 client doing one pipelined throughput run (a producer task sends N while the consumer reads N)
 and ``--rtts`` sequential round trips. The machine is shared, so we report medians: msgs/s,
 the ratio of medians to raw websockets (and to raw picows for picows), the median of the
-per-round ratios, p50 round trip, and this process's CPU time per message during the
-throughput runs (the servers run in their own processes, the other clients are idle then):
-CPU time is far less disturbed by other jobs on the machine than wall time, so its ratios are
-the steadier comparison of what each client costs.
+per-round ratios, p50 round trip (of all rounds' round trips, and the median of each round's
+p50 ratio: a round's clients run back to back, so drift on the machine cancels), and this
+process's CPU time per message during the throughput runs (the servers run in their own
+processes, the other clients are idle then): CPU time is far less disturbed by other jobs on
+the machine than wall time, so its ratios are the steadier comparison of what each client
+costs.
 
 Targets (issue 15): ours websockets >= 0.99x raw websockets throughput client-bound, p50 RTT
 <= 1.02x; ours picows >= 1.8x raw websockets (64 B, client-bound) and >= 0.97x raw picows.
@@ -294,6 +296,7 @@ async def scenario(
     tput: dict[str, list[float]] = {c.name: [] for c in clients}
     cpu: dict[str, list[float]] = {c.name: [] for c in clients}
     lat: dict[str, list[float]] = {c.name: [] for c in clients}
+    p50s: dict[str, list[float]] = {c.name: [] for c in clients}  # each round's p50
     for c in clients:  # warm-up
         await c.tput(min(n, 1000), payload)
     for i in range(args.rounds):
@@ -302,19 +305,22 @@ async def scenario(
             started = time.process_time()
             tput[c.name].append(await c.tput(n, payload))
             cpu[c.name].append((time.process_time() - started) / n)
-            lat[c.name].extend(await c.rtt(args.rtts, payload))
+            round_trips = await c.rtt(args.rtts, payload)
+            lat[c.name].extend(round_trips)
+            p50s[c.name].append(statistics.median(round_trips))
     for close in closers:
         await close()
-    report(title, n, size, args, tput, lat, cpu)
+    report(title, n, size, args, tput, lat, cpu, p50s)
 
 
 def report(title: str, n: int, size: int, args: argparse.Namespace,
            tput: dict[str, list[float]], lat: dict[str, list[float]],
-           cpu: dict[str, list[float]]) -> None:
+           cpu: dict[str, list[float]], p50s: dict[str, list[float]]) -> None:
     print(f"\n## {title}: {size} B, {n} messages x {args.rounds} interleaved rounds, "
           f"{args.rtts} round trips per round; medians")
     print(f"{'client':<20}{'msgs/s':>10}{'/raw ws':>9}{'per-round':>10}{'/raw picows':>12}"
-          f"{'p50 RTT us':>11}{'/raw ws':>9}{'CPU us/msg':>11}{'/raw ws':>9}{'/raw picows':>12}")
+          f"{'p50 RTT us':>11}{'/raw ws':>9}{'per-round':>10}{'CPU us/msg':>11}{'/raw ws':>9}"
+          f"{'/raw picows':>12}")
     ws_t = tput["raw websockets"]
     ws_l = statistics.median(lat["raw websockets"])
     ws_c = statistics.median(cpu["raw websockets"])
@@ -325,10 +331,14 @@ def report(title: str, n: int, size: int, args: argparse.Namespace,
         per_round = statistics.median(v / b for v, b in zip(values, ws_t, strict=True))
         vs_picows = f"{med / statistics.median(pic_t):>12.3f}" if pic_t else f"{'':>12}"
         p50 = statistics.median(lat[name])
+        p50_round = statistics.median(
+            v / b for v, b in zip(p50s[name], p50s["raw websockets"], strict=True)
+        )
         c = statistics.median(cpu[name])
         c_picows = f"{c / pic_c:>12.3f}" if pic_c else f"{'':>12}"
         print(f"{name:<20}{med:>10,.0f}{med / statistics.median(ws_t):>9.3f}{per_round:>10.3f}"
-              f"{vs_picows}{p50 * 1e6:>11.1f}{p50 / ws_l:>9.3f}{c * 1e6:>11.2f}{c / ws_c:>9.3f}"
+              f"{vs_picows}{p50 * 1e6:>11.1f}{p50 / ws_l:>9.3f}{p50_round:>10.3f}"
+              f"{c * 1e6:>11.2f}{c / ws_c:>9.3f}"
               f"{c_picows}")
 
 
