@@ -20,6 +20,7 @@ before it ran a line leaves ``_parked`` set, so the closer does the same cleanup
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Coroutine
 from typing import Any
 
@@ -90,8 +91,10 @@ class Parking(StableTimer):
             # loop down gets this task after the teardown cancelled every task; the loop
             # closes with it pending. asyncio would print "Task was destroyed but it is
             # pending!" once per connection; raw websockets says nothing there, nor do we.
-            # (A running loop runs it as ever: this flag only silences that message.)
-            task._log_destroy_pending = False  # type: ignore[attr-defined]
+            # (A running loop runs it as ever: this flag only silences that message. A task
+            # factory whose tasks lack the flag keeps asyncio's message.)
+            with contextlib.suppress(AttributeError):
+                task._log_destroy_pending = False  # type: ignore[attr-defined]
 
     async def _resume(self) -> float | None:
         """Carry on after a parked transport ended, as the old task would have.
