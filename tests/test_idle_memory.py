@@ -102,8 +102,7 @@ async def test_the_keepalive_reports_to_its_owner_and_is_its_own_timer_callback(
     async with ScriptedServer() as server, ChaosProxy("127.0.0.1", server.port) as proxy:
         ws = await _open("websockets", proxy.url_for("/"))
         ka = Keepalive(ws, 0.01, 0.3, owner=owner)
-        assert ka._on_alive is None
-        assert ka._on_dead is None
+        assert ka._callbacks is None
         ka.start()
         assert ka._handle is not None
         assert ka._handle._callback is ka  # type: ignore[attr-defined]
@@ -129,10 +128,11 @@ async def test_the_keepalive_reports_to_its_owner_and_is_its_own_timer_callback(
 
 
 async def test_an_idle_connection_makes_its_rarely_used_parts_on_first_use() -> None:
-    """Connected and idle: the keepalive holds the connection (no bound methods), the default
-    schedule is one object for all, the supervisor tasks share one name string, and the
-    breaker's listener set and probe map, the dead-letter and state-change hook sets do not
-    exist until used; once used, they work as before."""
+    """Connected and idle: the keepalive holds the connection (no bound methods), its timer
+    and the parked callback share one context copy, the default schedule is one object for
+    all, the supervisor tasks share one name string, and the breaker's listener set and probe
+    map, the dead-letter and state-change hook sets do not exist until used; once used, they
+    work as before."""
     async with ScriptedServer() as server:
         a = ResilientConnection(server.url, stable_after=0.05)
         b = ResilientConnection(server.url, stable_after=0.05)
@@ -149,7 +149,12 @@ async def test_an_idle_connection_makes_its_rarely_used_parts_on_first_use() -> 
             alive = a._alive  # parked: the keepalive is held by the connection
             assert isinstance(alive, Keepalive)
             assert alive._owner is a
-            assert alive._on_alive is None
+            assert alive._callbacks is None
+            # the parked callback runs in the keepalive's context: one copy held, not two
+            served = a._ws._served  # type: ignore[union-attr]
+            parked = [c for f, c in served._callbacks if getattr(f, "__self__", None) is a]
+            assert parked == [alive.context]
+            assert alive._handle._context is alive.context  # type: ignore[union-attr]
             # once used, each works as before
             changes: list[Any] = []
             a.on_state_change(changes.append)

@@ -14,6 +14,7 @@ It measures the network, so it runs on the event loop's real clock, like the cor
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Callable
 from typing import Protocol
 
@@ -51,11 +52,16 @@ class Keepalive:
     Call :meth:`start` from the event loop, and :meth:`stop` when the transport is done with
     (it may be called more than once, from a callback too); :meth:`aclose` also waits for a
     ping in flight to finish cancelling, so nothing outlives it.
+
+    Attributes:
+        context: The context every ping runs in: a copy of the one :meth:`start` was first
+            called in, made once and passed to each timer (a timer would otherwise copy the
+            context again at each arming). Others may run callbacks in it too (the parked
+            connection does), one at a time as the loop runs them.
     """
 
-    __slots__ = (
-        "_handle", "_interval", "_on_alive", "_on_dead", "_owner", "_task", "_timeout", "_ws"
-    )
+    __slots__ = ("_callbacks", "_handle", "_interval", "_owner", "_task", "_timeout", "_ws",
+                 "context")
 
     def __init__(
         self,
@@ -75,9 +81,12 @@ class Keepalive:
         self._ws = transport
         self._interval = interval
         self._timeout = timeout
-        self._on_alive: Callable[[float], None] | None = on_alive
-        self._on_dead: Callable[[str, BaseException], None] | None = on_dead
+        # (on_alive, on_dead), or None with an owner: one slot, no bound method per connection
+        self._callbacks: (
+            tuple[Callable[[float], None], Callable[[str, BaseException], None]] | None
+        ) = None if on_alive is None or on_dead is None else (on_alive, on_dead)
         self._owner = owner
+        self.context: contextvars.Context | None = None
         self._handle: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -90,7 +99,9 @@ class Keepalive:
         """Schedule the first ping ``interval`` seconds from now (idempotent)."""
         if not self.running:
             loop = asyncio.get_running_loop()
-            self._handle = loop.call_later(self._interval, self)
+            if self.context is None:
+                self.context = contextvars.copy_context()
+            self._handle = loop.call_later(self._interval, self, context=self.context)
 
     def stop(self) -> None:
         """Cancel the next ping and any round trip in flight."""
@@ -133,13 +144,15 @@ class Keepalive:
             error = TimeoutError(f"no pong within {self._timeout}s")
             if self._owner is not None:
                 self._owner.fail_current("ping_timeout", error)
-            elif self._on_dead is not None:
-                self._on_dead("ping_timeout", error)
+            elif self._callbacks is not None:
+                self._callbacks[1]("ping_timeout", error)
             return
         self._task = None
         if self._owner is not None:
             self._owner.report_alive(rtt)
-        elif self._on_alive is not None:
-            self._on_alive(rtt)
+        elif self._callbacks is not None:
+            self._callbacks[0](rtt)
         if self._ws.is_open:
-            self._handle = asyncio.get_running_loop().call_later(self._interval, self)
+            self._handle = asyncio.get_running_loop().call_later(
+                self._interval, self, context=self.context
+            )

@@ -78,7 +78,9 @@ class Parking(StableTimer):
         ):
             return False
         self._alive, self._parked, self._supervisor = alive, True, None
-        served.add_done_callback(self._unpark)  # in this task's context: marks and all
+        # in this task's context, marks and all: the keepalive's copy of it if there is one
+        # (made in this task; one context held per connection, not two)
+        served.add_done_callback(self._unpark, context=None if alive is None else alive.context)
         return True
 
     def _unpark(self, _served: object) -> None:
