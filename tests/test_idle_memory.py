@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from typing import Any
 
 import anyio
@@ -55,6 +56,63 @@ async def test_a_cancelled_wait_on_serve_leaves_the_transport_open(transport: st
         await server.close_all(1001, "bye")
         with anyio.fail_after(5):
             await again
+        assert not ws.is_open
+
+
+async def test_watch_calls_back_at_the_end_and_a_cancelled_serve_beside_it_changes_nothing(
+    transport: str,
+) -> None:
+    """watch() (how a parked connection waits: no future of its own) calls back once, in the
+    context given, when the transport ends. A serve() awaited beside it and cancelled (a
+    closer cancelled while it waits) leaves the transport open and the watch in place, as
+    the library's own end future is never handed out to be cancelled; once ended, watch()
+    says so at once."""
+    marker: contextvars.ContextVar[str] = contextvars.ContextVar("marker", default="none")
+    context = contextvars.copy_context()
+    context.run(marker.set, "given")
+    ended: list[str] = []
+    async with ScriptedServer() as server:
+        ws = await _open(transport, server.url)
+        assert ws.watch(lambda _: ended.append(marker.get()), context)
+        served = ws.serve()
+        assert isinstance(served, asyncio.Future)
+        served.cancel()  # what a cancelled task awaiting it does
+        await anyio.wait_all_tasks_blocked()
+        assert ws.is_open
+        assert ended == []
+        again = ws.serve()
+        await server.close_all(1001, "bye")
+        with anyio.fail_after(5):
+            await again
+        await anyio.wait_all_tasks_blocked()  # the callback runs on the loop's next turn
+        assert ended == ["given"]
+        assert not ws.watch(lambda _: ended.append("late"), None)
+        assert ended == ["given"]
+
+
+async def test_a_peer_close_never_finished_still_ends_a_watch() -> None:
+    """A peer that starts the closing handshake once the transport is watched (parked rather
+    than awaited) and never drops the TCP connection: the transport is still aborted after
+    close_timeout and the watch called back (websockets alone would wait for the peer)."""
+    release, go = asyncio.Event(), asyncio.Event()
+
+    async def close_then_hold(ws: ServerConnection, server: ScriptedServer) -> None:
+        await go.wait()
+        ws.transport.pause_reading()
+        ws.transport.write(b"\x88\x02\x03\xe8")  # FIN + close, 2 bytes: code 1000
+        await release.wait()  # the TCP connection stays open, unread, until the test ends
+
+    ended = asyncio.Event()
+    async with ScriptedServer(close_then_hold) as server:
+        ws = await _open("websockets", server.url)
+        try:
+            assert ws.watch(lambda _: ended.set(), None)
+            go.set()  # the close frame comes to a watched transport
+            with anyio.fail_after(10):
+                await ended.wait()
+        finally:
+            release.set()
+        assert ws.close_code == 1000
         assert not ws.is_open
 
 

@@ -10,6 +10,7 @@ import asyncio
 import os
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import Context
 from typing import Any, cast
 
 import picows
@@ -48,25 +49,9 @@ class PicowsTransport(picows.WSListener):
     # on_ws_frame / recv_nowait / start_send read a dozen per message. (__dict__ stays for
     # anything else set on an instance.)
     __slots__ = (
-        "__dict__",
-        "_close_exc",
-        "_close_timeout",
-        "_done",
-        "_drain",
-        "_failure",
-        "_frag_size",
-        "_frag_text",
-        "_frags",
-        "_handler",
-        "_loop",
-        "_max_queue",
-        "_max_size",
-        "_pings",
-        "_queue",
-        "_reading_paused",
-        "_waiter",
-        "_ws",
-        "subprotocol",
+        "__dict__", "_close_exc", "_close_timeout", "_done", "_drain", "_failure", "_frag_size",
+        "_frag_text", "_frags", "_handler", "_loop", "_max_queue", "_max_size", "_pings",
+        "_queue", "_reading_paused", "_waiter", "_ws", "subprotocol",
     )
 
     def __init__(self, max_size: int, max_queue: int, close_timeout: float) -> None:
@@ -451,6 +436,13 @@ class PicowsTransport(picows.WSListener):
         for the peer, bounded by ``close_timeout``. Cancelling it leaves the transport be.
         """
         return asyncio.shield(self._done)
+
+    def watch(self, callback: Callable[[object], object], context: Context | None) -> bool:
+        """:meth:`serve` without a future of its own: a callback on the end itself."""
+        if self._done.done():
+            return False
+        self._done.add_done_callback(callback, context=context)
+        return True
 
     def abort(self) -> None:
         """Drop the TCP connection at once, without a closing handshake."""

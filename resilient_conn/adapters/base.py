@@ -27,6 +27,7 @@ The error vocabulary is websockets' on every adapter, so one classifier serves t
 
 from __future__ import annotations
 
+import contextvars
 import importlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -145,6 +146,16 @@ class Transport(Protocol):
         silent after a protocol error (the transport answered with a close frame of its own):
         that transport is aborted at once. A close the peer started gets ``close_timeout`` to
         finish, then is aborted. Cancelling it leaves the transport as it was.
+        """
+        ...
+
+    def watch(
+        self, callback: Callable[[object], object], context: contextvars.Context | None
+    ) -> bool:
+        """Call ``callback`` (in ``context``) once the transport is closed; False if it is.
+
+        :meth:`serve` for a watcher that holds no future of its own (a parked connection):
+        the same ending, a stuck close cut short the same way, and nothing to cancel.
         """
         ...
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import Context
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
@@ -140,13 +141,26 @@ class WebsocketsTransport(ClientConnection):
         new one.
         """
         served = self._served
-        if served is None or served.done():
+        if served is None or served.done() or served is self.connection_lost_waiter:
             served = self._served = self.loop.create_future()
             if self.connection_lost_waiter.done():
                 served.set_result(None)
             elif self.protocol.state is not _OPEN:
                 self._left_open(served)
         return served
+
+    def watch(self, callback: Callable[[object], object], context: Context | None) -> bool:
+        """:meth:`serve` with no future of its own: a callback on websockets' end."""
+        # never awaited, so it cancels nothing; it also stands as watched for the cut-short
+        waiter = self.connection_lost_waiter
+        if waiter.done():
+            return False
+        if self._served is None or self._served.done():
+            self._served = waiter
+            if self.protocol.state is not _OPEN:
+                self._left_open(waiter)
+        waiter.add_done_callback(callback, context=context)
+        return True
 
     def _left_open(self, served: asyncio.Future[None]) -> None:
         """The protocol left OPEN while ``served`` is awaited: abort now, or after a grace."""

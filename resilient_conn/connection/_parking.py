@@ -4,12 +4,13 @@ Once a transport is up and no helper task of the supervisor's runs beside the wa
 probe round trip, the stable timer a loop timer, no shared coordinator), the supervisor need
 not keep a task suspended on the transport's end. ``on_open`` plus the flush may still run:
 that task is the connection's (``_opener``), and whoever ends the transport's watch (the
-resumed task, or the closer) stops and awaits it as the supervisor would have. It parks instead: a
-callback on the future ``serve()`` returned, and its task returns. When that future completes
-(the transport ended, aborted by keepalive or not), the callback starts a new supervisor task
-in a copy of the old one's context (its marks included) that carries on where the old one
-would have: the cleanup and the decision after a transport (:meth:`Parking._resume`), then
-the loop.
+resumed task, or the closer) stops and awaits it as the supervisor would have. It parks
+instead: a callback on the transport's end (``watch()``: ``serve()`` without a future of its
+own, the transport's own end carries the callback), and its task returns. When the transport
+ends (aborted by keepalive or not), the callback starts a new supervisor task in a copy of the
+old one's context (its marks included; the keepalive's copy, when there is one) that carries
+on where the old one would have: the cleanup and the decision after a transport
+(:meth:`Parking._resume`), then the loop.
 
 A close while parked (:mod:`._closing`) takes the transport over: :meth:`_leave_parked` does
 what the cancelled supervisor's cleanup would have done (keepalive and stable timer stopped,
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Coroutine
 from typing import Any
 
 import anyio
@@ -66,22 +67,18 @@ class Parking(StableTimer):
         raise NotImplementedError  # defined by the supervisor half
 
     def _park(
-        self, served: Awaitable[None], alive: Keepalive | None, helpers: list[Any] | None
+        self, ws: Transport, alive: Keepalive | None, helpers: list[Any] | None
     ) -> bool:
-        """Park on ``served`` unless a helper task runs beside the watch; True: task may end."""
-        if (
-            helpers
-            or self._scope is not None
-            or self._closing
-            or not isinstance(served, asyncio.Future)
-            or served.done()
-        ):
+        """Park on ``ws``'s end unless a helper task runs beside the watch; True: task may end."""
+        if helpers or self._scope is not None or self._closing:
             return False
         self._alive, self._parked, self._supervisor = alive, True, None
         # in this task's context, marks and all: the keepalive's copy of it if there is one
         # (made in this task; one context held per connection, not two)
-        served.add_done_callback(self._unpark, context=None if alive is None else alive.context)
-        return True
+        if ws.watch(self._unpark, None if alive is None else alive.context):
+            return True
+        self._alive, self._parked = None, False  # it ended already: serve it as usual
+        return False
 
     def _unpark(self, _served: object) -> None:
         """The transport ended while parked: start the supervisor again (unless closing)."""

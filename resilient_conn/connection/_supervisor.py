@@ -230,9 +230,9 @@ class Supervising(Parking):
                                         return
                                     alive, helpers = self._serve(ws, lease, step)
                                     del step  # not held while the transport serves
-                                    served = ws.serve()
-                                    if self._park(served, alive, helpers):
+                                    if self._park(ws, alive, helpers):
                                         return  # a new task carries on when it ends
+                                    served = ws.serve()
                                     try:
                                         await served  # this frame on one future
                                     finally:
