@@ -11,9 +11,9 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import ParamSpec, TypeVar
 
-from .._core.clock import Clock
 from ._breaker_lease import BreakerLease
 from ._breaker_model import BreakerState
+from ._breaker_settings import BreakerSettings
 
 __all__ = ["AsyncGuard"]
 
@@ -31,10 +31,9 @@ class AsyncGuard:
 
     __slots__ = (
         "_calls",
+        "_cfg",
         "_changed",
-        "_clock",
         "_consecutive_failures",
-        "_half_open_max_calls",
         "_in_flight",
         "_open_until",
         "_state",
@@ -48,9 +47,8 @@ class AsyncGuard:
     _successes: int
     _consecutive_failures: int
     _in_flight: int
-    _half_open_max_calls: int
     _open_until: float
-    _clock: Clock
+    _cfg: BreakerSettings
     _changed: asyncio.Event | None
     _task_probes: dict[object, list[BreakerLease]] | None
 
@@ -145,12 +143,12 @@ class AsyncGuard:
         Being ready does not reserve the slot: another caller may take it first, so
         ``acquire()`` may still raise :class:`~resilient_conn.CircuitOpenError`.
         """
-        clock = self._clock
+        clock = self._cfg.clock
         while True:
             state = self.state
             if state is _CLOSED or state is _DISABLED:
                 return
-            if state is _HALF_OPEN and self._in_flight < self._half_open_max_calls:
+            if state is _HALF_OPEN and self._in_flight < self._cfg.half_open_max_calls:
                 return
             if state is _OPEN:
                 await clock.sleep(self._open_until - clock.now())

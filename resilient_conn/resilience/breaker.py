@@ -48,6 +48,7 @@ from ._breaker_model import (
     FailurePredicate,
     failure_rule,
 )
+from ._breaker_settings import breaker_settings
 
 __all__ = [
     "TRANSITIONS",
@@ -101,22 +102,15 @@ class CircuitBreaker(AsyncGuard):
 
     __slots__ = (
         "_current_timeout",
-        "_failure_predicate",
-        "_failure_threshold",
-        "_failure_types",
         "_failures",
         "_generation",
         "_half_open_successes",
         "_hooks",
         "_ignored",
         "_last_failure",
-        "_max_recovery_timeout",
         "_name",
         "_opened_at",
-        "_recovery_multiplier",
-        "_recovery_timeout",
         "_rejections",
-        "_success_threshold",
         "_times_opened",
         "_transitions",
     )
@@ -137,35 +131,37 @@ class CircuitBreaker(AsyncGuard):
         recovery_multiplier: float = 1.0,
     ) -> None:
         resolve = config.resolve
-        self._failure_threshold = int(
+        failures = int(
             resolve("breaker_failure_threshold", failure_threshold, param="failure_threshold")
         )
-        self._recovery_timeout = float(
+        recovery = float(
             resolve("breaker_recovery_timeout", recovery_timeout, param="recovery_timeout")
         )
-        self._success_threshold = int(
+        successes = int(
             resolve("breaker_success_threshold", success_threshold, param="success_threshold")
         )
-        self._half_open_max_calls = int(
+        probes = int(
             resolve("breaker_half_open_max_calls", half_open_max_calls, param="half_open_max_calls")
         )
         multiplier = config.check_positive(recovery_multiplier, "recovery_multiplier")
         if multiplier < 1.0:
             raise ConfigError(f"recovery_multiplier must be >= 1, got {recovery_multiplier!r}")
         if max_recovery_timeout is None:
-            max_recovery_timeout = self._recovery_timeout * 10.0
+            max_recovery_timeout = recovery * 10.0
         config.check_non_negative(max_recovery_timeout, "max_recovery_timeout")
-        if max_recovery_timeout < self._recovery_timeout:
+        if max_recovery_timeout < recovery:
             raise ConfigError(
-                f"max_recovery_timeout must be >= recovery_timeout ({self._recovery_timeout!r}), "
+                f"max_recovery_timeout must be >= recovery_timeout ({recovery!r}), "
                 f"got {max_recovery_timeout!r}"
             )
-        self._recovery_multiplier = float(multiplier)
-        self._max_recovery_timeout = float(max_recovery_timeout)
-        self._failure_types, self._failure_predicate = failure_rule(failure_on)
+        types, predicate = failure_rule(failure_on)
         if clock is not None and not isinstance(clock, Clock):
             raise ConfigError(f"clock must have now() and sleep(), got {clock!r}")
-        self._clock: Clock = SYSTEM_CLOCK if clock is None else clock
+        # shared by breakers configured alike (one slot here, not nine)
+        self._cfg = breaker_settings(
+            failures, recovery, successes, probes, float(multiplier),
+            float(max_recovery_timeout), types, predicate, SYSTEM_CLOCK if clock is None else clock
+        )
         self._name = name
         # made on first use: most breakers (one per connection) never get a listener or a
         # probe through ``async with``
@@ -177,7 +173,7 @@ class CircuitBreaker(AsyncGuard):
         self._in_flight = 0
         self._consecutive_failures = 0
         self._half_open_successes = 0
-        self._current_timeout = self._recovery_timeout
+        self._current_timeout = recovery
         self._opened_at: float | None = None
         self._open_until = 0.0
         self._last_failure: str | None = None
@@ -193,34 +189,34 @@ class CircuitBreaker(AsyncGuard):
     @property
     def failure_threshold(self) -> int:
         """Consecutive failures that open the circuit."""
-        return self._failure_threshold
+        return self._cfg.failure_threshold
 
     @property
     def recovery_timeout(self) -> float:
         """Base seconds the circuit stays open before a probe."""
-        return self._recovery_timeout
+        return self._cfg.recovery_timeout
 
     @property
     def success_threshold(self) -> int:
         """HALF_OPEN successes that close the circuit."""
-        return self._success_threshold
+        return self._cfg.success_threshold
 
     @property
     def half_open_max_calls(self) -> int:
         """Probe leases admitted at once in HALF_OPEN."""
-        return self._half_open_max_calls
+        return self._cfg.half_open_max_calls
 
     @property
     def clock(self) -> Clock:
         """The clock the breaker reads."""
-        return self._clock
+        return self._cfg.clock
 
     # -- state ---------------------------------------------------------------------------
     @property
     def state(self) -> BreakerState:
         """The current state; an OPEN circuit whose timeout elapsed moves to HALF_OPEN now."""
         state = self._state
-        if state is _OPEN and self._clock.now() >= self._open_until:
+        if state is _OPEN and self._cfg.clock.now() >= self._open_until:
             self._transition(_HALF_OPEN, "recovery timeout elapsed")
             return _HALF_OPEN
         return state
@@ -235,14 +231,14 @@ class CircuitBreaker(AsyncGuard):
         """
         state = self.state
         if state is _OPEN:
-            return max(0.0, self._open_until - self._clock.now())
+            return max(0.0, self._open_until - self._cfg.clock.now())
         if state is _FORCED_OPEN:
             return math.inf
         return 0.0
 
     def _effective_state(self) -> BreakerState:
         """The state as :attr:`state` would report it, without moving it."""
-        if self._state is _OPEN and self._clock.now() >= self._open_until:
+        if self._state is _OPEN and self._cfg.clock.now() >= self._open_until:
             return _HALF_OPEN
         return self._state
 
@@ -265,7 +261,7 @@ class CircuitBreaker(AsyncGuard):
     def _acquire_slow(self) -> BreakerLease:
         state = self.state
         if state is _HALF_OPEN:
-            if self._in_flight < self._half_open_max_calls:
+            if self._in_flight < self._cfg.half_open_max_calls:
                 self._in_flight += 1
                 self._calls += 1
                 return BreakerLease(self, self._generation, True)
@@ -303,7 +299,7 @@ class CircuitBreaker(AsyncGuard):
             self._transition(_CLOSED, "reset")
         self._consecutive_failures = 0
         self._half_open_successes = 0
-        self._current_timeout = self._recovery_timeout
+        self._current_timeout = self._cfg.recovery_timeout
 
     def force_open(self) -> None:
         """Refuse every call (``retry_after`` = ``inf``) until :meth:`reset`."""
@@ -364,11 +360,11 @@ class CircuitBreaker(AsyncGuard):
         """True: counts as success; False: counts as failure; None: neutral."""
         if not isinstance(exc, Exception):
             return None
-        types = self._failure_types
+        types = self._cfg.failure_types
         if types is not None:
             return not isinstance(exc, types)
         try:
-            return not self._failure_predicate(exc)  # type: ignore[misc]
+            return not self._cfg.failure_predicate(exc)  # type: ignore[misc]
         except Exception as predicate_error:
             _log.warning(
                 "resilient_conn.breaker_predicate_failed",
@@ -406,7 +402,7 @@ class CircuitBreaker(AsyncGuard):
         self._successes += 1
         if self._state is _HALF_OPEN:
             self._half_open_successes += 1
-            if self._half_open_successes >= self._success_threshold:
+            if self._half_open_successes >= self._cfg.success_threshold:
                 self._transition(_CLOSED, f"{self._half_open_successes} successful probe(s)")
         else:
             self._consecutive_failures = 0
@@ -417,12 +413,13 @@ class CircuitBreaker(AsyncGuard):
         if exc is not None:
             self._last_failure = redact_text(repr(exc))[:200]
         if self._state is _HALF_OPEN:
+            cfg = self._cfg
             self._current_timeout = min(
-                self._max_recovery_timeout, self._current_timeout * self._recovery_multiplier
+                cfg.max_recovery_timeout, self._current_timeout * cfg.recovery_multiplier
             )
             self._transition(_OPEN, "probe failed")
-        elif self._consecutive_failures >= self._failure_threshold:
-            self._current_timeout = self._recovery_timeout
+        elif self._consecutive_failures >= self._cfg.failure_threshold:
+            self._current_timeout = self._cfg.recovery_timeout
             self._transition(_OPEN, f"{self._consecutive_failures} consecutive failures")
 
     def _pulse(self) -> None:
@@ -436,7 +433,7 @@ class CircuitBreaker(AsyncGuard):
         old = self._state
         if new not in TRANSITIONS[old]:
             raise RuntimeError(f"illegal breaker transition {old.name} -> {new.name} (a bug)")
-        now = self._clock.now()
+        now = self._cfg.clock.now()
         self._state = new
         self._generation += 1
         self._transitions += 1
@@ -448,7 +445,7 @@ class CircuitBreaker(AsyncGuard):
             self._open_until = now + self._current_timeout
         elif new is _CLOSED:
             self._consecutive_failures = 0
-            self._current_timeout = self._recovery_timeout
+            self._current_timeout = self._cfg.recovery_timeout
             self._opened_at = None
         elif new is _FORCED_OPEN:
             self._opened_at = now
