@@ -72,13 +72,14 @@ class Parking(StableTimer):
         """Park on ``ws``'s end unless a helper task runs beside the watch; True: task may end."""
         if helpers or self._scope is not None or self._closing:
             return False
-        self._alive, self._parked, self._supervisor = alive, True, None
         # in this task's context, marks and all: the keepalive's copy of it if there is one
-        # (made in this task; one context held per connection, not two)
-        if ws.watch(self._unpark, None if alive is None else alive.context):
-            return True
-        self._alive, self._parked = None, False  # it ended already: serve it as usual
-        return False
+        # (made in this task; one context held per connection, not two). The callback runs
+        # on a later turn of the loop, after the fields below are set; False: it ended
+        # already, serve it as usual.
+        if not ws.watch(self._unpark, None if alive is None else alive.context):
+            return False
+        self._alive, self._parked, self._supervisor = alive, True, None
+        return True
 
     def _unpark(self, _served: object) -> None:
         """The transport ended while parked: start the supervisor again (unless closing)."""
